@@ -1,0 +1,368 @@
+"""Shared command-line helpers: errors and exit codes, atomic writes, `--json` summaries, parsing
+of the common flag values (WxH, crops, frame ranges, sizes), devices, progress, and `fieldpress info`.
+
+Every console script is written as ``def main(argv=None) -> int`` wrapped by :func:`run_command`, so
+bad input exits 2 with one line on stderr, internal errors exit 1, and Ctrl-C exits 130.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import json
+import os
+import re
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from fieldpress.errors import FieldpressError, InputError
+
+EXIT_OK, EXIT_INTERNAL, EXIT_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+# ----------------------------------------------------------------------------- running commands
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse that raises InputError (exit 2, one line) instead of printing usage and exiting."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise InputError(f"{self.prog}: {message} (see --help)")
+
+
+def new_parser(prog: str, description: str) -> ArgumentParser:
+    """A parser with the flags every command shares: --json and --debug."""
+    parser = ArgumentParser(prog=prog, description=description)
+    parser.add_argument("--json", action="store_true", help="print one JSON object (a RunSummary) on stdout")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    return parser
+
+
+def add_device_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N")
+
+
+def run_command(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] | None = None) -> int:
+    """Run a command body and map its outcome to DESIGN.md's exit codes (0 ok, 1 internal, 2 input)."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args or os.environ.get("FIELDPRESS_DEBUG") == "1"
+    try:
+        code = main(args)
+        return EXIT_OK if code is None else int(code)
+    except InputError as exc:
+        if debug:
+            raise
+        print(f"error: {_one_line(exc)}", file=sys.stderr)
+        return EXIT_INPUT
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        return EXIT_OK
+    except (FieldpressError, Exception) as exc:  # noqa: BLE001 - the boundary of the program
+        if debug:
+            raise
+        print(f"internal error: {type(exc).__name__}: {_one_line(exc)} (rerun with --debug for a traceback)",
+              file=sys.stderr)
+        return EXIT_INTERNAL
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return " ".join(text.split())
+
+
+def entry(main: Callable[[Sequence[str] | None], int | None]) -> Callable[[], None]:
+    """Turn a command body into a console-script entry point that exits with the right code."""
+
+    def _entry() -> None:
+        sys.exit(run_command(main))
+
+    _entry.__doc__ = main.__doc__
+    _entry.__name__ = getattr(main, "__name__", "entry")
+    return _entry
+
+
+# ----------------------------------------------------------------------------- atomic output
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a temporary path beside `path`; on success rename it over `path`, on error delete it.
+
+    The rename is atomic on POSIX, so readers never see a half-written output.
+    """
+    final = Path(path)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, final)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> int:
+    """Write `data` to `path` atomically; return the number of bytes written."""
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+    return len(data)
+
+
+def atomic_write_text(path: str | os.PathLike[str], text: str) -> int:
+    return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+# ----------------------------------------------------------------------------- summaries
+@dataclasses.dataclass
+class RunSummary:
+    """What a command did, printed as one JSON object with --json, else as a short table.
+
+    The family's quality figures (psnr, ms_ssim, bpp; gaussians_in, render_psnr, ...) go in `metrics`
+    and are flattened into the top level of the JSON object.
+    """
+
+    command: str
+    input: str | None
+    output: str | None
+    bytes: int | None
+    seconds: float
+    device: str
+    metrics: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        base = {k: getattr(self, k) for k in ("command", "input", "output", "bytes", "seconds", "device")}
+        base["seconds"] = round(float(self.seconds), 3)
+        for key, value in self.metrics.items():
+            base[key] = _jsonable(value)
+        return base
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=False)
+
+    def emit(self, as_json: bool) -> None:
+        """Print the summary: the JSON object on stdout, or a one-screen table."""
+        if as_json:
+            print(self.to_json(), flush=True)
+            return
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table(title=f"{self.command}", show_header=False, box=None, pad_edge=False)
+        table.add_column(style="bold")
+        table.add_column()
+        for key, value in self.to_dict().items():
+            if key == "command" or value is None:
+                continue
+            table.add_row(key, _format_value(value))
+        Console(stderr=False).print(table)
+
+
+def _jsonable(value: Any) -> Any:
+    if hasattr(value, "item") and callable(value.item):
+        try:
+            return value.item()
+        except (ValueError, RuntimeError):
+            pass
+    if isinstance(value, float) and (value != value or value in (float("inf"), float("-inf"))):
+        return str(value)
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def _format_value(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}" if abs(value) < 1e5 else f"{value:.6g}"
+    if isinstance(value, dict):
+        return ", ".join(f"{k}={_format_value(v)}" for k, v in value.items())
+    return str(value)
+
+
+class Stopwatch:
+    """Wall-clock timer: `with Stopwatch() as sw: ...; sw.seconds`."""
+
+    def __enter__(self) -> Stopwatch:
+        self.start = time.perf_counter()
+        self.seconds = 0.0
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.seconds = time.perf_counter() - self.start
+
+    @property
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.start
+
+
+# ----------------------------------------------------------------------------- flag values
+_WXH = re.compile(r"^\s*(\d+)\s*[xX]\s*(\d+)\s*$")
+_CROP = re.compile(r"^\s*(\d+)\s*[xX]\s*(\d+)\s*(?:\+\s*(\d+)\s*\+\s*(\d+))?\s*$")
+
+
+def parse_wxh(text: str) -> tuple[int, int]:
+    """'320x180' -> (320, 180). Sizes are always width x height."""
+    match = _WXH.match(text or "")
+    if not match:
+        raise InputError(f"expected a size WxH such as 320x180, got {text!r}")
+    w, h = int(match.group(1)), int(match.group(2))
+    if w < 1 or h < 1:
+        raise InputError(f"size must be positive, got {text!r}")
+    return w, h
+
+
+def parse_crop(text: str) -> tuple[int, int, int | None, int | None]:
+    """'1280x640+0+40' -> (1280, 640, 0, 40); without +X+Y the offsets are None (centre crop)."""
+    match = _CROP.match(text or "")
+    if not match:
+        raise InputError(f"expected a crop WxH[+X+Y] such as 1280x640+0+40, got {text!r}")
+    w, h = int(match.group(1)), int(match.group(2))
+    if w < 1 or h < 1:
+        raise InputError(f"crop size must be positive, got {text!r}")
+    x = None if match.group(3) is None else int(match.group(3))
+    y = None if match.group(4) is None else int(match.group(4))
+    return w, h, x, y
+
+
+def parse_frames(text: str) -> tuple[int, int | None]:
+    """'0:64' -> (0, 64), end exclusive; '10:' -> (10, None); '5' -> (5, 6)."""
+    text = (text or "").strip()
+    try:
+        if ":" in text:
+            a, b = text.split(":", 1)
+            start = int(a) if a.strip() else 0
+            end = int(b) if b.strip() else None
+        else:
+            start = int(text)
+            end = start + 1
+    except ValueError:
+        raise InputError(f"expected a frame range START:END (end exclusive), got {text!r}") from None
+    if start < 0 or (end is not None and end <= start):
+        raise InputError(f"frame range {text!r} is empty or negative (END is exclusive)")
+    return start, end
+
+
+_COUNT = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*([kKmMgG]?)\s*$")
+
+
+def parse_count(text: str) -> int:
+    """'1.5M' -> 1_500_000, '350k' -> 350_000, '4096' -> 4096 (parameter counts, sizes)."""
+    match = _COUNT.match(str(text))
+    if not match:
+        raise InputError(f"expected a count such as 1.5M, 350k or 4096, got {text!r}")
+    scale = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9}[match.group(2).lower()]
+    value = int(round(float(match.group(1)) * scale))
+    if value <= 0:
+        raise InputError(f"count must be positive, got {text!r}")
+    return value
+
+
+def resolve_device(name: str | None = "auto") -> Any:
+    """'auto' -> cuda when available else cpu; checks that an explicit cuda device exists."""
+    import torch
+
+    name = (name or "auto").strip().lower()
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise InputError(f"unknown device {name!r}: use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise InputError("--device cuda asked for, but no CUDA GPU is available")
+    if device.type not in ("cpu", "cuda"):
+        raise InputError(f"unsupported device {name!r}: use auto, cpu, cuda or cuda:N")
+    return device
+
+
+def input_file(path: str | os.PathLike[str]) -> Path:
+    """Check that an input path exists and is a readable file; return it as a Path."""
+    p = Path(path)
+    if not p.exists():
+        raise InputError(f"{p}: no such file")
+    if p.is_dir():
+        raise InputError(f"{p}: is a directory, expected a file")
+    if not os.access(p, os.R_OK):
+        raise InputError(f"{p}: not readable")
+    return p
+
+
+# ----------------------------------------------------------------------------- progress
+def progress_enabled(as_json: bool = False) -> bool:
+    """Show progress bars on an interactive stderr, never under --json or FIELDPRESS_PROGRESS=0."""
+    if os.environ.get("FIELDPRESS_PROGRESS") == "0":
+        return False
+    if os.environ.get("FIELDPRESS_PROGRESS") == "1":
+        return True
+    return not as_json and sys.stderr.isatty()
+
+
+def make_progress(enabled: bool = True) -> Any:
+    """A rich Progress on stderr with a bar, fields, elapsed time and ETA; `disable=True` when off."""
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[info]}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=Console(stderr=True),
+        disable=not enabled,
+        transient=False,
+    )
+
+
+# ----------------------------------------------------------------------------- fieldpress info
+def info_command(argv: Sequence[str] | None = None) -> int:
+    """`fieldpress info FILE`: kind, header and streams (sizes, codecs) of a container; no decoding."""
+    from fieldpress.codec.container import read_info
+
+    parser = new_parser("fieldpress info", "Show what a fieldpress container holds without decoding it.")
+    parser.add_argument("file")
+    args = parser.parse_args(argv)
+    path = input_file(args.file)
+    info = read_info(path)
+    data = info.to_dict()
+    if args.json:
+        print(json.dumps(_jsonable(data)))
+        return EXIT_OK
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    console.print(f"[bold]{path}[/bold]: fieldpress {data['kind']} container, format v{data['version']}, "
+                  f"{data['file_bytes']:,} bytes")
+    summary = data.get("summary") or {}
+    for key, value in summary.items():
+        console.print(f"  {key}: {_format_value(value)}")
+    table = Table("stream", "codec", "dtype", "shape", "bytes", "raw bytes")
+    for s in data["streams"]:
+        table.add_row(s["name"], s["codec"], s["dtype"], "x".join(map(str, s["shape"])) or "()",
+                      f"{s['length']:,}", f"{s['raw_bytes']:,}")
+    console.print(table)
+    header = {k: v for k, v in data["header"].items()}
+    console.print("header: " + json.dumps(header, sort_keys=True)[:2000])
+    return EXIT_OK
+
+
+info_main = entry(info_command)

@@ -1,0 +1,1 @@
+"""fieldpress.video.models."""
