@@ -1,1 +1,12 @@
-"""fieldpress.video."""
+"""fieldpress.video: neural video representations (NeRV, HNeRV, NeRV++) written as ``.fpv`` files.
+
+    fit-video clip.mp4 --preset preview        # fit, quantize, entropy-code -> clip.fpv
+    decode-video clip.fpv -o out.mp4           # or -o frames/ for PNGs; --frames S:E for random access
+
+Python: ``fieldpress.video.codec.open_video(path).decode(start, end)`` -> uint8 (N, H, W, 3).
+Importing the package registers the "video" container kind (decoder + ``fieldpress info`` summary).
+"""
+
+from fieldpress.video.codec import register as _register
+
+_register()

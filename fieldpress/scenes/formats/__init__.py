@@ -1,1 +1,56 @@
-"""fieldpress.scenes.formats."""
+"""Gaussian scene file formats: INRIA PLY, PlayCanvas compressed PLY, Niantic SPZ, antimatter15 .splat,
+and whatever other parts register (the fieldpress `.fpg` container). `load_scene` / `save_scene` are the
+entry points; `register_format` extends them."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from fieldpress.errors import FormatError, InputError
+from fieldpress.scenes.formats.registry import (
+    SceneFormat,
+    detect_format,
+    formats,
+    get_format,
+    register_format,
+    writer_for,
+)
+from fieldpress.scenes.scene import GaussianScene
+
+
+def load_scene(path: str | os.PathLike[str], format: str | None = None,
+               validate: bool = True) -> GaussianScene:
+    """Read a scene file in any registered format (detected from its content unless `format` is given).
+
+    Raises InputError/FormatError (one line) for anything unreadable, including non-finite values.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"{p}: no such file" if not p.exists() else f"{p}: not a regular file")
+    fmt = get_format(format) if format else detect_format(p)
+    if fmt.read is None:
+        raise InputError(f"format {fmt.name!r} cannot be read")
+    scene = fmt.read(p)
+    if not isinstance(scene, GaussianScene):
+        raise FormatError(f"{p}: the {fmt.name} reader did not produce a Gaussian scene")
+    scene.meta.setdefault("source_format", fmt.name)
+    return scene.validate(finite=validate)
+
+
+def save_scene(scene: GaussianScene, path: str | os.PathLike[str], format: str | None = None,
+               **options: object) -> int:
+    """Write `scene` atomically in the format named or implied by the suffix; return the file's bytes."""
+    from fieldpress.cli import atomic_path
+
+    fmt = writer_for(path, format)
+    scene = scene.detach().to("cpu")
+    scene.validate(finite=False)
+    assert fmt.write is not None
+    with atomic_path(path) as tmp:
+        fmt.write(scene, tmp, **options)
+    return Path(path).stat().st_size
+
+
+__all__ = ["SceneFormat", "detect_format", "formats", "get_format", "load_scene", "register_format",
+           "save_scene", "writer_for"]

@@ -1,1 +1,17 @@
-"""fieldpress.scenes.lightgaussian."""
+"""LightGaussian for existing splat scenes: global significance, pruning with recovery, SH
+distillation and VecTree quantization, written as `.fpg` containers (kind "scene").
+
+Importing this package registers the "scene" container kind (decoder + `fieldpress info` summary)
+and the `fpg` scene format (readable by `load_scene`, `render-splat`, the viewer; writable with the
+`fast` preset by `save_scene` / `fieldpress convert`).
+"""
+
+from __future__ import annotations
+
+from fieldpress.scenes.lightgaussian.codec import CodecConfig, SceneDecoder, read_fpg, register
+from fieldpress.scenes.lightgaussian.significance import prune_mask, significance
+from fieldpress.scenes.lightgaussian.vectree import VecTreeConfig
+
+register()
+
+__all__ = ["CodecConfig", "SceneDecoder", "VecTreeConfig", "prune_mask", "read_fpg", "significance"]

@@ -1,0 +1,351 @@
+"""Images as neural fields: build a sized model, fit it through the Fitter, code it into a container.
+
+The ``image`` container (``.fpi``) holds the quantized, entropy-coded weights and grids
+(``fieldpress.codec.quant.compress_state_dict``), the random Fourier matrix as exact float16 when
+the model has one, and a header with the raster layout (size, mode, bit depth), the sized
+architecture and the PSNR measured on exactly what the decoder reproduces.
+Coordinates are pixel centres ``((i + 0.5) / W, (j + 0.5) / H)``; values are channels / (2^bits - 1).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from fieldpress.errors import FormatError, InputError
+from fieldpress.fields.cam import cam_param_groups
+from fieldpress.fields.encodings import Encoding, GridEncoding, RandomFourierEncoding
+from fieldpress.fields.image_io import RasterInfo
+from fieldpress.fields.mlp import FieldModel, Network
+from fieldpress.fields.presets import ModelPlan
+
+__all__ = [
+    "FitImageResult",
+    "ImageDecoder",
+    "PixelSource",
+    "build_model",
+    "codec_state",
+    "encode_image",
+    "fit_image",
+    "image_psnr",
+    "load_codec_state",
+    "pixel_coords",
+    "render",
+]
+
+KIND = "image"
+FORMAT = 1
+RFF_STREAM = "rff/B"
+RENDER_CHUNK = 1 << 16
+
+
+# ----------------------------------------------------------------------------- model
+def build_model(plan: ModelPlan | Mapping[str, Any], channels: int, seed: int) -> FieldModel:
+    """The field model for a sized plan (the same call at encode and decode time)."""
+    enc_cfg = plan.encoding if isinstance(plan, ModelPlan) else plan["encoding"]
+    net_cfg = plan.network if isinstance(plan, ModelPlan) else plan["network"]
+    torch.manual_seed(seed)
+    encoding = Encoding(enc_cfg, 2, seed=seed)
+    if isinstance(encoding, RandomFourierEncoding):  # float16-exact, so the file can store it losslessly
+        encoding.B.copy_(encoding.B.half().float())
+    network = Network(net_cfg, encoding.n_output_dims, channels, coord_dims=2)
+    return FieldModel(encoding, network)
+
+
+def learned_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def codec_state(model: FieldModel) -> dict[str, torch.Tensor]:
+    """The learned tensors to quantize, with a grid's flat table split per level (one scale each)."""
+    state: dict[str, torch.Tensor] = {}
+    for name, p in model.named_parameters():
+        state[name] = p.detach().to("cpu", torch.float32)
+    if isinstance(model.encoding, GridEncoding):
+        flat = state.pop("encoding.params")
+        f, spec = model.encoding.spec.n_features_per_level, model.encoding.spec
+        for lvl, (off, size) in enumerate(zip(spec.offsets, spec.sizes)):
+            state[f"encoding.params.L{lvl}"] = flat[off * f : (off + size) * f].reshape(size, f)
+    return state
+
+
+def load_codec_state(model: FieldModel, state: Mapping[str, torch.Tensor]) -> None:
+    """Inverse of :func:`codec_state`: put decoded tensors back into ``model``."""
+    state = dict(state)
+    if isinstance(model.encoding, GridEncoding):
+        n = model.encoding.spec.n_levels
+        state["encoding.params"] = torch.cat(
+            [state.pop(f"encoding.params.L{lvl}").reshape(-1) for lvl in range(n)]
+        )
+    params = dict(model.named_parameters())
+    missing = set(params) - set(state)
+    if missing:
+        raise FormatError(f"image file lacks tensors {sorted(missing)[:3]}")
+    with torch.no_grad():
+        for name, p in params.items():
+            t = state[name]
+            if tuple(t.shape) != tuple(p.shape):
+                raise FormatError(f"tensor {name} has shape {tuple(t.shape)}, expected {tuple(p.shape)}")
+            p.copy_(t.to(p.dtype))
+
+
+# ----------------------------------------------------------------------------- data
+def pixel_coords(width: int, height: int) -> torch.Tensor:
+    """(H*W, 2) pixel centres in [0, 1], row-major (x varies fastest)."""
+    xs = (torch.arange(width, dtype=torch.float32) + 0.5) / width
+    ys = (torch.arange(height, dtype=torch.float32) + 0.5) / height
+    gy, gx = torch.meshgrid(ys, xs, indexing="ij")
+    return torch.stack([gx.reshape(-1), gy.reshape(-1)], dim=1)
+
+
+class PixelSource:
+    """DataSource over pixels: items are pixels, a batch is their coordinates and target values."""
+
+    def __init__(self, array: np.ndarray, info: RasterInfo) -> None:
+        self.coords = pixel_coords(info.width, info.height)
+        values = torch.from_numpy(array.astype(np.float32).reshape(-1, info.channels))
+        self.targets = values / float(info.max_value)
+
+    def __len__(self) -> int:
+        return self.coords.shape[0]
+
+    def batch(self, indices: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"coords": self.coords[indices], "target": self.targets[indices]}
+
+
+def mse_loss(model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, Any]]:
+    """Mean squared error on [0, 1] values; PSNR (dB, peak 1) as the logged metric."""
+    pred = model(batch["coords"])
+    loss = torch.mean((pred.float() - batch["target"]) ** 2)
+    psnr = -10.0 * torch.log10(loss.detach().clamp_min(1e-12))
+    return loss, {"psnr": psnr}
+
+
+@torch.no_grad()
+def render(model: nn.Module, info: RasterInfo, device: torch.device | str = "cpu") -> np.ndarray:
+    """Evaluate the field on every pixel centre: (H, W, C) integers in the image's bit depth."""
+    model = model.to(device).eval()
+    coords = pixel_coords(info.width, info.height)
+    out = torch.empty(coords.shape[0], info.channels, dtype=torch.float32)
+    for start in range(0, coords.shape[0], RENDER_CHUNK):
+        chunk = coords[start : start + RENDER_CHUNK].to(device)
+        out[start : start + RENDER_CHUNK] = model(chunk).float().cpu()
+    values = torch.round(out.clamp(0.0, 1.0) * info.max_value)
+    dtype = np.uint16 if info.bit_depth == 16 else np.uint8
+    return values.numpy().astype(dtype).reshape(info.height, info.width, info.channels)
+
+
+def image_psnr(ref: np.ndarray, test: np.ndarray, bit_depth: int) -> float:
+    """PSNR in dB over every stored channel, peak 2^bits - 1 (MSE pooled over all samples)."""
+    try:
+        from fieldpress.metrics import psnr
+    except ImportError:  # the core metrics module; same pooled formula
+        psnr = None
+    peak = float((1 << bit_depth) - 1)
+    if psnr is not None:
+        return float(psnr(ref, test, max_val=peak))
+    mse = float(np.mean((ref.astype(np.float64) - test.astype(np.float64)) ** 2))
+    return math.inf if mse == 0 else 10.0 * math.log10(peak * peak / mse)
+
+
+# ----------------------------------------------------------------------------- fitting
+@dataclasses.dataclass
+class FitImageResult:
+    model: FieldModel
+    steps: int
+    seconds: float
+    interrupted: bool
+    calibration: dict[str, float]
+
+
+def _step_seconds(
+    model: FieldModel, source: PixelSource, plan: ModelPlan, device: torch.device, n: int = 6
+) -> float:
+    """Measure one Adam step on a throwaway copy: how many steps fit a time budget."""
+    probe = copy.deepcopy(model).to(device)
+    opt = torch.optim.Adam(cam_param_groups(probe, plan.lr), lr=plan.lr)
+    gen = torch.Generator().manual_seed(0)
+    times = []
+    for _ in range(n):
+        idx = torch.randint(len(source), (min(plan.batch_size, len(source)),), generator=gen)
+        batch = {k: v.to(device) for k, v in source.batch(idx).items()}
+        t0 = time.perf_counter()
+        loss, _ = mse_loss(probe, batch)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times[1:]))
+
+
+def fit_image(
+    array: np.ndarray,
+    info: RasterInfo,
+    plan: ModelPlan,
+    *,
+    steps: int | None,
+    minutes: float | None,
+    seed: int,
+    device: torch.device,
+    show_progress: bool = False,
+    output: Path | None = None,
+) -> FitImageResult:
+    """Fit a model of ``plan`` to the image through the Fitter (one cosine "fit" stage).
+
+    With ``minutes`` and no ``steps``, the step count comes from a short timing probe so the cosine
+    schedule completes inside the budget; ``minutes`` also stays a hard cap.
+    """
+    from fieldpress.engine import FitConfig, Fitter, Stage
+
+    source = PixelSource(array, info)
+    model = build_model(plan, info.channels, seed)
+    batch = min(plan.batch_size, len(source))
+    calibration: dict[str, float] = {}
+    if steps is None:
+        if minutes is None:
+            steps = 2000
+        else:
+            t0 = time.perf_counter()
+            per_step = _step_seconds(model, source, plan, device)
+            spent = time.perf_counter() - t0
+            budget = max(1.0, minutes * 60.0 * 0.9 - spent - 3.0)
+            steps = max(10, int(budget / (per_step * 1.15)))
+            calibration = {"seconds_per_step": per_step, "probe_seconds": spent}
+    if steps < 1:
+        raise InputError("--steps must be at least 1")
+    config = FitConfig(
+        batch_size=batch,
+        seed=seed,
+        device=str(device),
+        minutes=minutes,
+        steps_per_epoch=1,
+        log_every=max(1, steps // 50),
+        description=f"fit-image {plan.name}",
+    )
+    stages = [Stage(kind="fit", epochs=steps, lr=plan.lr, warmup=0.02, schedule="cosine", min_lr_ratio=0.01)]
+    fitter = Fitter(
+        model,
+        source,
+        mse_loss,
+        config,
+        stages,
+        output=output,
+        signature={"plan": plan.to_dict(), "seed": seed, "steps": steps},
+        param_groups=cam_param_groups,
+        show_progress=show_progress,
+    )
+    result = fitter.run()
+    fitted = result.model.to("cpu")
+    return FitImageResult(fitted, result.steps, result.seconds, result.interrupted, calibration)
+
+
+# ----------------------------------------------------------------------------- coding
+def encode_image(
+    model: FieldModel,
+    plan: ModelPlan,
+    info: RasterInfo,
+    *,
+    bits: int,
+    seed: int,
+    extra: Mapping[str, Any] | None = None,
+) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Quantize and pack the model: (streams, header) for ``write_container(path, "image", ...)``."""
+    from fieldpress.codec.quant import compress_state_dict
+
+    streams, meta = compress_state_dict(codec_state(model), bits=bits)
+    streams = dict(streams)
+    if isinstance(model.encoding, RandomFourierEncoding):
+        streams[RFF_STREAM] = model.encoding.B.detach().cpu().numpy().astype(np.float16)
+    header = {
+        "format": FORMAT,
+        "image": info.to_dict(),
+        "model": plan.to_dict(),
+        "seed": seed,
+        "bits": bits,
+        "quant": meta,
+        **dict(extra or {}),
+    }
+    return streams, header
+
+
+def decode_model(
+    header: Mapping[str, Any], arrays: Mapping[str, np.ndarray]
+) -> tuple[FieldModel, RasterInfo]:
+    """Rebuild the fitted model from a header and its decoded streams (what the decoder runs)."""
+    from fieldpress.codec.quant import decompress_state_dict
+
+    try:
+        info = RasterInfo.from_dict(dict(header["image"]))
+        plan = dict(header["model"])
+        seed = int(header["seed"])
+        meta = header["quant"]
+    except (KeyError, TypeError, ValueError) as exc:
+        raise FormatError(f"image header is incomplete: {exc}") from None
+    try:
+        model = build_model(plan, info.channels, seed)
+    except (ValueError, KeyError, TypeError) as exc:
+        raise FormatError(f"image header names an unusable model: {exc}") from None
+    quant_streams = {k: v for k, v in arrays.items() if k != RFF_STREAM}
+    state = decompress_state_dict(quant_streams, meta)
+    load_codec_state(model, state)
+    if isinstance(model.encoding, RandomFourierEncoding):
+        if RFF_STREAM not in arrays:
+            raise FormatError(f"image file lacks the {RFF_STREAM} stream")
+        b = torch.from_numpy(np.asarray(arrays[RFF_STREAM]).astype(np.float32))
+        if tuple(b.shape) != tuple(model.encoding.B.shape):
+            raise FormatError("random Fourier matrix has the wrong shape")
+        model.encoding.B.copy_(b)
+    return model, info
+
+
+class ImageDecoder:
+    """The container decoder for kind "image": ``.info`` and ``.image(device)`` -> (H, W, C) array."""
+
+    def __init__(self, container: Any) -> None:
+        self.container = container
+        self.header = dict(container.header)
+        if int(self.header.get("format", -1)) != FORMAT:
+            raise FormatError(f"unsupported image format version {self.header.get('format')}")
+        self.info = RasterInfo.from_dict(dict(self.header.get("image", {})))
+
+    def model(self) -> FieldModel:
+        return decode_model(self.header, self.container.arrays())[0]
+
+    def image(self, device: torch.device | str = "cpu") -> np.ndarray:
+        return render(self.model(), self.info, device)
+
+
+def summarize(header: Mapping[str, Any]) -> dict[str, Any]:
+    """What `fieldpress info` shows for an image file (from the header only)."""
+    image = dict(header.get("image", {}))
+    model = dict(header.get("model", {}))
+    out: dict[str, Any] = {
+        "size": f"{image.get('width')}x{image.get('height')}",
+        "mode": image.get("mode"),
+        "bit_depth": image.get("bit_depth"),
+        "model": model.get("name"),
+        "params": model.get("n_params"),
+        "bits": header.get("bits"),
+    }
+    for key in ("psnr", "psnr_channels", "steps"):
+        if key in header:
+            out[key] = header[key]
+    return out
+
+
+def register() -> None:
+    """Register the "image" kind with the container (decoder + `fieldpress info` summary)."""
+    from fieldpress.codec.container import register_kind
+
+    register_kind(KIND, ImageDecoder, summarize)

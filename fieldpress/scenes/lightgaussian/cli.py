@@ -1,0 +1,190 @@
+"""`compress-splat` and `decompress-splat`: LightGaussian compression of splat scenes into `.fpg`
+files, and their decoding back to any scene format fieldpress writes."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from fieldpress.cli import (
+    RunSummary,
+    add_device_arg,
+    entry,
+    input_file,
+    new_parser,
+    progress_enabled,
+    resolve_device,
+)
+from fieldpress.errors import InputError
+
+DESCRIPTION = ("Compress a 3D Gaussian Splatting scene (any readable format) into a .fpg file: "
+               "LightGaussian significance pruning, SH distillation and VecTree quantization, with "
+               "Morton-ordered position coding and ANS. fast: coding only; balanced: + significance "
+               "pruning; max: + recovery fine-tune and SH distillation.")
+
+
+def _parse_fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise InputError(f"--prune expects a fraction such as 0.66, got {text!r}") from None
+    if not 0.0 <= value < 1.0:
+        raise InputError(f"--prune must be in [0, 1), got {text}")
+    return value
+
+
+def _parse_mb(text: str) -> int:
+    try:
+        value = float(text)
+    except ValueError:
+        raise InputError(f"--target-size expects megabytes (10^6 bytes) such as 2.5, got {text!r}") from None
+    if not value > 0:
+        raise InputError(f"--target-size must be positive, got {text}")
+    return int(value * 1_000_000)
+
+
+def load_cameras(path: str) -> list[Any]:
+    """Cameras from any camera file the scenes package reads (COLMAP, cameras.json, transforms.json)."""
+    from fieldpress.scenes import camera_files
+
+    cams = list(camera_files.load_cameras(input_file(path)))
+    if not cams:
+        raise InputError(f"{path}: no cameras in the file")
+    return cams
+
+
+def build_parser() -> Any:
+    from fieldpress.scenes.lightgaussian.pipeline import PRESETS
+
+    p = new_parser("compress-splat", DESCRIPTION)
+    p.add_argument("input", help="scene file: .ply, .compressed.ply, .spz, .splat, .fpg, ...")
+    p.add_argument("-o", "--output", help="output .fpg (default: INPUT with .fpg)")
+    p.add_argument("--preset", default="balanced", choices=sorted(PRESETS), help="default: balanced")
+    p.add_argument("--prune", type=_parse_fraction, help="fraction of least significant Gaussians removed "
+                   "(balanced/max: 0.66)")
+    p.add_argument("--sh-degree", type=int, help="SH degree kept (max: one less than the input)")
+    p.add_argument("--codebook", type=int, help="VecTree codebook entries (8192; capped at a quarter of "
+                   "the quantized Gaussians)")
+    p.add_argument("--finetune-steps", type=int, help="steps of recovery fine-tune and of SH distillation "
+                   "(max: 200)")
+    p.add_argument("--target-size", type=_parse_mb, metavar="MB",
+                   help="search prune ratio and codebook size to land under this many MB (10^6 bytes)")
+    p.add_argument("--cameras", help="camera file for significance, fine-tuning and evaluation "
+                   "(default: orbit views)")
+    p.add_argument("--eval", dest="evaluate", action="store_true", default=True,
+                   help="render input and decoded scene on the evaluation views (default)")
+    p.add_argument("--no-eval", dest="evaluate", action="store_false", help="skip the evaluation")
+    p.add_argument("--eval-views", type=int, default=16, help="orbit views for evaluation (16)")
+    p.add_argument("--eval-width", type=int, default=512, help="evaluation render width in pixels (512)")
+    p.add_argument("--seed", type=int, default=0)
+    add_device_arg(p)
+    return p
+
+
+def compress_splat_command(argv: Sequence[str] | None = None) -> int:
+    """compress-splat IN [-o OUT.fpg] [--preset fast|balanced|max] ...: write a .fpg scene."""
+    from fieldpress.scenes.formats import load_scene
+    from fieldpress.scenes.lightgaussian.codec import write_fpg
+    from fieldpress.scenes.lightgaussian.pipeline import (
+        CompressOptions,
+        compress,
+        eval_cameras,
+        evaluate,
+        render_views,
+    )
+
+    args = build_parser().parse_args(argv)
+    started = time.perf_counter()
+    path = input_file(args.input)
+    output = Path(args.output) if args.output else path.with_name(_stem(path) + ".fpg")
+    if output.suffix.lower() != ".fpg":
+        raise InputError(f"{output}: compress-splat writes .fpg files")
+    if output.resolve() == path.resolve():
+        raise InputError(f"{output}: the output would overwrite the input")
+    if args.eval_views < 1 or args.eval_width < 16:
+        raise InputError("--eval-views must be >= 1 and --eval-width >= 16")
+    device = resolve_device(args.device)
+    show = progress_enabled(args.json)
+    log = _logger(show)
+
+    t = time.perf_counter()
+    scene = load_scene(path)
+    stages = {"load": round(time.perf_counter() - t, 3)}
+    cameras = load_cameras(args.cameras) if args.cameras else None
+    options = CompressOptions(preset=args.preset, prune=args.prune, sh_degree=args.sh_degree,
+                              codebook=args.codebook, finetune_steps=args.finetune_steps,
+                              target_bytes=args.target_size, seed=args.seed)
+    source = {"name": path.name, "bytes": path.stat().st_size, "format": scene.meta.get("source_format")}
+    result = compress(scene, options, cameras, device=device, progress=log, source=source, show_progress=show)
+    stages.update(result.stages)
+    t = time.perf_counter()
+    out_bytes = write_fpg(output, result.encoded)
+    stages["write"] = round(time.perf_counter() - t, 3)
+
+    metrics: dict[str, Any] = {
+        "preset": args.preset, "input_bytes": source["bytes"], "output_bytes": out_bytes,
+        "ratio": round(source["bytes"] / max(out_bytes, 1), 3),
+        "gaussians_in": result.gaussians_in, "gaussians_out": result.gaussians_out,
+        "bytes_per_gaussian": round(out_bytes / max(result.gaussians_in, 1), 3),
+        "sh_degree_in": result.sh_degree_in, "sh_degree_out": result.sh_degree_out, "prune": result.prune,
+    }
+    if args.evaluate:
+        log("evaluation")
+        t = time.perf_counter()
+        cams = eval_cameras(scene, cameras, args.eval_views, args.eval_width)
+        reference = render_views(scene, cams, device)
+        metrics.update(evaluate(reference, result.encoded.decoded, cams, device))
+        metrics["eval_views"] = len(cams)
+        stages["eval"] = round(time.perf_counter() - t, 3)
+    metrics["stage_seconds"] = stages
+    for key in ("recover", "distill", "search"):
+        if key in result.reports:
+            metrics[key] = result.reports[key]
+    RunSummary("compress-splat", str(path), str(output), out_bytes, time.perf_counter() - started,
+               str(device), metrics).emit(args.json)
+    return 0
+
+
+def _stem(path: Path) -> str:
+    name = path.name
+    for suffix in (".compressed.ply", ".ply", ".spz", ".splat", ".fpg", ".ksplat"):
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return path.stem
+
+
+def _logger(enabled: bool) -> Any:
+    import sys
+
+    def log(stage: str) -> None:
+        if enabled:
+            print(f"[compress-splat] {stage} ...", file=sys.stderr, flush=True)
+
+    return log
+
+
+def decompress_splat_command(argv: Sequence[str] | None = None) -> int:
+    """decompress-splat IN.fpg -o OUT.ply|.spz|.compressed.ply|.splat: decode a .fpg scene."""
+    from fieldpress.scenes.formats import save_scene
+    from fieldpress.scenes.lightgaussian.codec import read_fpg
+
+    p = new_parser("decompress-splat", "Decode a .fpg scene written by compress-splat into a standard scene "
+                   "file (.ply is the INRIA layout at the stored SH degree).")
+    p.add_argument("input", help="a .fpg file")
+    p.add_argument("-o", "--output", required=True, help="OUT.ply, OUT.spz, OUT.compressed.ply or OUT.splat")
+    p.add_argument("--format", help="output format by name (default: from the suffix)")
+    args = p.parse_args(argv)
+    started = time.perf_counter()
+    path = input_file(args.input)
+    scene = read_fpg(path)
+    out_bytes = save_scene(scene, args.output, args.format)
+    metrics = {"gaussians": scene.n, "sh_degree": scene.sh_degree, "input_bytes": path.stat().st_size}
+    RunSummary("decompress-splat", str(path), str(args.output), out_bytes, time.perf_counter() - started,
+               "cpu", metrics).emit(args.json)
+    return 0
+
+
+compress_splat_main = entry(compress_splat_command)
+decompress_splat_main = entry(decompress_splat_command)

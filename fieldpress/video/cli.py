@@ -1,0 +1,165 @@
+"""``fit-video`` (clip -> .fpv) and ``decode-video`` (.fpv -> mp4 or PNG folder)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from fieldpress.cli import (
+    RunSummary,
+    add_device_arg,
+    entry,
+    input_file,
+    new_parser,
+    parse_count,
+    parse_crop,
+    parse_frames,
+    parse_wxh,
+    progress_enabled,
+    resolve_device,
+)
+from fieldpress.errors import InputError
+
+
+def _fit_parser():  # noqa: ANN202
+    from fieldpress.video.models import MODELS
+    from fieldpress.video.presets import PRESETS
+
+    p = new_parser("fit-video", "Fit a neural video representation (NeRV, HNeRV, NeRV++) to a clip and "
+                                "write it as a compact .fpv file.")
+    p.add_argument("input", help="any video ffmpeg reads (mp4, mkv, mov, ...)")
+    p.add_argument("-o", "--output", help="output .fpv (default: beside the input)")
+    p.add_argument("--preset", choices=sorted(PRESETS),
+                   help="preview (CPU default: small model, time-capped), default (GPU default), paper")
+    p.add_argument("--model", choices=sorted(MODELS), help="model (preset: hnerv)")
+    size = p.add_mutually_exclusive_group()
+    size.add_argument("--size", help="parameters stored (decoder + embeddings), e.g. 0.35M, 1.5M")
+    size.add_argument("--target-bpp", type=float, help="choose the size that lands near this many bits/pixel")
+    p.add_argument("--epochs", type=int, help="fit epochs (preset)")
+    p.add_argument("--minutes", type=float, help="wall-clock cap on fitting (caps --epochs)")
+    p.add_argument("--frames", help="frame range START:END (end exclusive)")
+    p.add_argument("--resize", help="resize frames to WxH (before --crop)")
+    p.add_argument("--crop", help="crop WxH[+X+Y] (centred without +X+Y)")
+    p.add_argument("--bits", type=int, default=8, help="weight bits (per-channel; default 8)")
+    p.add_argument("--embed-bits", type=int, default=6, help="HNeRV embedding bits (default 6)")
+    p.add_argument("--prune", type=float, help="prune this fraction of weights, then fine-tune (e.g. 0.4)")
+    p.add_argument("--prune-epochs", type=int, help="fine-tune epochs after pruning (default epochs/3)")
+    p.add_argument("--qat-epochs", type=int, help="quantization-aware fine-tune epochs at --bits")
+    p.add_argument("--cam", action="store_true", help="coordinate-aware modulation (CAM) in every block")
+    p.add_argument("--lr", type=float, help="learning rate (default: the model's paper value)")
+    p.add_argument("--batch-size", type=int, help="frames per step (default: the model's paper value)")
+    p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
+    add_device_arg(p)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--resume", action="store_true", help="continue from OUTPUT.ckpt/ after an interruption")
+    return p
+
+
+def fit_video_command(argv: Sequence[str] | None = None) -> int:
+    """Fit a video INR to a clip and write a .fpv."""
+    from fieldpress.video.fit import FitOptions, default_output, downscale_for, fit_clip
+    from fieldpress.video.io import read_video, show_warnings_as_lines
+    from fieldpress.video.presets import preset
+
+    args = _fit_parser().parse_args(argv)
+    show_warnings_as_lines()
+    path = input_file(args.input)
+    device = resolve_device(args.device)
+    pre = preset(args.preset or ("preview" if device.type == "cpu" else "default"))
+    output = Path(args.output) if args.output else default_output(path)
+    if output.suffix.lower() != ".fpv":
+        raise InputError(f"{output}: the output of fit-video is a .fpv file")
+    if output.resolve() == path.resolve():
+        raise InputError("the output would overwrite the input")
+    for name in ("bits", "embed_bits"):
+        if not 2 <= getattr(args, name) <= 16:
+            raise InputError(f"--{name.replace('_', '-')} must be in 2..16")
+    if args.prune is not None and not 0 <= args.prune < 1:
+        raise InputError("--prune is a fraction in [0, 1)")
+    if args.epochs is not None and args.epochs < 1:
+        raise InputError("--epochs must be at least 1")
+    frames = parse_frames(args.frames) if args.frames else None
+    resize = parse_wxh(args.resize) if args.resize else None
+    crop = parse_crop(args.crop) if args.crop else None
+    if resize is None and crop is None and pre.max_width is not None:
+        resize = _preview_resize(path, pre.max_width, downscale_for)
+
+    t0 = time.perf_counter()
+    clip = read_video(path, frames=frames, resize=resize, crop=crop)
+    opts = FitOptions(
+        model=args.model or pre.model,
+        size=parse_count(args.size) if args.size else (None if args.target_bpp else pre.size),
+        target_bpp=args.target_bpp,
+        epochs=args.epochs or pre.epochs,
+        minutes=args.minutes if args.minutes is not None else (None if args.epochs else pre.minutes),
+        bits=args.bits, embed_bits=args.embed_bits,
+        prune=args.prune if args.prune is not None else pre.prune,
+        prune_epochs=args.prune_epochs,
+        qat_epochs=args.qat_epochs if args.qat_epochs is not None else pre.qat_epochs,
+        precision=args.precision, seed=args.seed, batch_size=args.batch_size, lr=args.lr, cam=args.cam,
+    )
+    signature = {"input": str(path.resolve()), "input_bytes": path.stat().st_size, "frames": args.frames,
+                 "resize": list(resize) if resize else None, "crop": args.crop}
+    outcome = fit_clip(clip, output, opts, device, resume=args.resume, signature=signature,
+                       show_progress=progress_enabled(args.json))
+    RunSummary("fit-video", str(path), str(output), outcome.bytes, time.perf_counter() - t0, str(device),
+               metrics=outcome.metrics).emit(args.json)
+    return 0
+
+
+def _preview_resize(path: Path, max_width: int, downscale_for) -> tuple[int, int] | None:  # noqa: ANN001
+    """The preview preset's automatic downscale for wide inputs (with a notice)."""
+    import av
+
+    from fieldpress.video.io import warn
+
+    try:
+        with av.open(str(path)) as c:
+            if not c.streams.video:
+                return None
+            w, h = c.streams.video[0].codec_context.width, c.streams.video[0].codec_context.height
+    except (av.error.FFmpegError, OSError):
+        return None  # read_video reports the problem
+    size = downscale_for(int(w), int(h), max_width)
+    if size is not None:
+        warn(f"preview: fitting at {size[0]}x{size[1]} instead of {w}x{h} (use --resize, --crop or "
+             "another --preset for full size)")
+    return size
+
+
+def decode_video_command(argv: Sequence[str] | None = None) -> int:
+    """Decode a .fpv to an mp4 or a folder of PNG frames."""
+    from fieldpress.video.codec import open_video
+    from fieldpress.video.io import is_folder_output, write_video
+
+    p = new_parser("decode-video", "Decode a fieldpress video (.fpv) to an mp4 or a folder of PNG frames.")
+    p.add_argument("input", help="a .fpv file written by fit-video")
+    p.add_argument("-o", "--output", required=True, help="OUT.mp4, or a folder (frame_000000.png ...)")
+    p.add_argument("--frames", help="decode only frames START:END (end exclusive; random access)")
+    p.add_argument("--lossless", action="store_true", help="lossless RGB mp4 (libx264rgb) instead of CRF 18")
+    add_device_arg(p)
+    args = p.parse_args(argv)
+    path = input_file(args.input)
+    device = resolve_device(args.device)
+    t0 = time.perf_counter()
+    decoder = open_video(path, device=device)
+    start, end = parse_frames(args.frames) if args.frames else (0, None)
+    end = decoder.frames if end is None else end
+    if end > decoder.frames or start >= decoder.frames:
+        raise InputError(f"--frames {start}:{end} is outside the file's {decoder.frames} frames")
+    t1 = time.perf_counter()
+    frames = decoder.decode(start, end)
+    decode_s = time.perf_counter() - t1
+    first = decoder.frame_start + start
+    nbytes = write_video(frames, args.output, decoder.fps, lossless=args.lossless, first_index=first)
+    kind = "png folder" if is_folder_output(args.output) else "mp4"
+    RunSummary("decode-video", str(path), str(args.output), nbytes, time.perf_counter() - t0, str(device),
+               metrics={"frames": int(frames.shape[0]), "size": f"{decoder.width}x{decoder.height}",
+                        "decode_fps": round(frames.shape[0] / max(decode_s, 1e-9), 2), "format": kind,
+                        "model": decoder.name}).emit(args.json)
+    return 0
+
+
+fit_video_main = entry(fit_video_command)
+decode_video_main = entry(decode_video_command)

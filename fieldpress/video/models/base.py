@@ -1,0 +1,136 @@
+"""What every video INR shares: the config base (serialised into the .fpv header), the model
+interface the fitting and decoding code uses, the sin/cos time embedding, and the solver that
+picks a width so the stored parameter count lands on ``--size``."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, ClassVar, TypeVar
+
+import torch
+from torch import nn
+
+from fieldpress.errors import InputError
+from fieldpress.video.models.blocks import ModulationSpec
+
+
+@dataclass(frozen=True)
+class VideoModelConfig:
+    """Fields common to every model: the frame size (as decoded: the original, unpadded size), the
+    frame count the time axis is normalised by, the upsampling strides, activation and modulation."""
+
+    height: int
+    width: int
+    frames: int
+    strides: tuple[int, ...]
+    act: str = "gelu"
+    modulation: ModulationSpec = ModulationSpec()
+
+    @property
+    def stride_product(self) -> int:
+        return math.prod(self.strides)
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        """(h, w) of the feature grid the decoder starts from: the padded size / stride product."""
+        p = self.stride_product
+        return math.ceil(self.height / p), math.ceil(self.width / p)
+
+    @property
+    def padded(self) -> tuple[int, int]:
+        gh, gw = self.grid
+        return gh * self.stride_product, gw * self.stride_product
+
+    def to_dict(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        out["strides"] = list(self.strides)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]):  # noqa: ANN206 - returns the subclass
+        names = {f.name for f in dataclasses.fields(cls)}
+        kwargs = {k: v for k, v in data.items() if k in names}
+        for key, value in list(kwargs.items()):
+            if isinstance(value, list):
+                kwargs[key] = tuple(value)
+        if isinstance(kwargs.get("modulation"), dict):
+            kwargs["modulation"] = ModulationSpec(**kwargs["modulation"])
+        return cls(**kwargs)
+
+
+class VideoINR(nn.Module):
+    """Interface of a frame-wise video INR.
+
+    ``forward(batch)`` maps a batch ``{"index": (B,) int64, "t": (B,) float, "frames": uint8 (B,3,H,W)}``
+    to frames (B, 3, H, W) in [0, 1] at the original size. ``stored_state()`` is what goes into the
+    file (HNeRV drops its encoder there); ``stored_params()`` counts it (``--size``).
+    """
+
+    name: ClassVar[str]
+    config: VideoModelConfig
+    loss_name: ClassVar[str] = "fusion6"
+
+    def stored_state(self) -> dict[str, torch.Tensor]:
+        return dict(self.state_dict())
+
+    def stored_params(self) -> int:
+        return sum(int(v.numel()) for v in self.stored_state().values() if v.is_floating_point())
+
+    def crop(self, frames: torch.Tensor) -> torch.Tensor:
+        """Drop the padding the strides forced: back to the original height x width."""
+        return frames[..., : self.config.height, : self.config.width]
+
+
+class TimeEmbedding(nn.Module):
+    """NeRV's positional encoding of t in [0, 1): [sin(b^i pi t), cos(b^i pi t)], i < levels."""
+
+    def __init__(self, base: float = 1.25, levels: int = 40) -> None:
+        super().__init__()
+        self.register_buffer("freqs", (base ** torch.arange(levels, dtype=torch.float64) * math.pi).float(),
+                             persistent=False)
+        self.dim = 2 * levels
+
+    def forward(self, t: torch.Tensor) -> torch.Tensor:
+        angles = t.reshape(-1, 1).float() * self.freqs
+        return torch.stack((angles.sin(), angles.cos()), dim=-1).flatten(1)
+
+
+def frame_time(index: torch.Tensor, frames: int) -> torch.Tensor:
+    """Normalised time of frame `index` as NeRV defines it: index / frames (in [0, 1))."""
+    return index.float() / float(max(frames, 1))
+
+
+C = TypeVar("C", bound=VideoModelConfig)
+
+
+def count_params(build: Callable[[C], VideoINR], config: C) -> int:
+    """Stored parameter count of the model a config builds (on the meta device: no memory used)."""
+    with torch.device("meta"):
+        model = build(config)
+    return model.stored_params()
+
+
+def solve_width(make_config: Callable[[int], C], build: Callable[[C], VideoINR], target: int,
+                low: int = 4, high: int = 4096) -> C:
+    """The config whose stored parameter count is closest to `target` over the integer width the
+    config factory takes (HNeRV's fc_dim balancing; counts grow monotonically with the width)."""
+    def params(w: int) -> int:
+        return count_params(build, make_config(w))
+
+    if params(low) > target:
+        raise InputError(f"--size {target:,} is too small: the smallest model of this shape stores "
+                         f"{params(low):,} parameters")
+    lo, hi = low, high
+    while params(hi) < target and hi < 1 << 16:
+        hi *= 2
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if params(mid) <= target:
+            lo = mid
+        else:
+            hi = mid
+    best = min((lo, hi), key=lambda w: abs(params(w) - target))
+    return make_config(best)

@@ -1,0 +1,39 @@
+"""``fit-video --preset``: named bundles of defaults; any explicit flag overrides them.
+
+- ``preview`` (the CPU default): a small HNeRV with an internal time cap, so a CIF clip (carphone,
+  176x144, 120 frames) fits in a few CPU-minutes however loaded the machine is; frames larger than
+  ``max_width`` are downscaled unless --resize/--crop say otherwise.
+- ``default`` (the GPU default): HNeRV 0.75M, 300 epochs, 8-bit weights, 6-bit embeddings.
+- ``paper``: HNeRV's bunny setting: 1.5M, 300 epochs, batch 2, lr 1e-3, L2, 10% warmup + cosine.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from fieldpress.errors import InputError
+
+
+@dataclass(frozen=True)
+class Preset:
+    model: str
+    size: int
+    epochs: int
+    minutes: float | None
+    prune: float = 0.0
+    qat_epochs: int = 0
+    max_width: int | None = None      # downscale wider inputs (keeping the aspect) unless --resize/--crop
+
+
+PRESETS: dict[str, Preset] = {
+    "preview": Preset(model="hnerv", size=150_000, epochs=300, minutes=4.0, max_width=320),
+    "default": Preset(model="hnerv", size=750_000, epochs=300, minutes=None),
+    "paper": Preset(model="hnerv", size=1_500_000, epochs=300, minutes=None),
+}
+
+
+def preset(name: str) -> Preset:
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise InputError(f"unknown preset {name!r}; choose from {', '.join(PRESETS)}") from None

@@ -1,0 +1,86 @@
+"""A tiny, deterministic fit used by the resume (SIGKILL) and DDP (torchrun) tests as a subprocess.
+
+    python tests/helpers/tiny_fit.py OUTPUT [--resume] [--sleep S] [--epochs N] [--batch B]
+
+Writes the final weights to OUTPUT.weights.safetensors (rank 0 only).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+from torch import nn
+
+from fieldpress.engine import FitConfig, Fitter, Stage, seed_everything
+
+
+class Points:
+    """64 points of a smooth 2-D function: the items the Fitter batches over."""
+
+    def __init__(self, n: int = 64) -> None:
+        g = torch.Generator().manual_seed(1234)
+        self.x = torch.rand(n, 2, generator=g) * 2 - 1
+        self.y = torch.sin(3 * self.x[:, :1]) * torch.cos(2 * self.x[:, 1:])
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def batch(self, indices: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"x": self.x[indices], "y": self.y[indices]}
+
+
+def make_model(seed: int = 0, dropout: float = 0.0) -> nn.Module:
+    """A small MLP; dropout draws from the global RNG, which exercises RNG restore on resume."""
+    seed_everything(seed)
+    return nn.Sequential(nn.Linear(2, 32), nn.ReLU(), nn.Dropout(dropout), nn.Linear(32, 32), nn.ReLU(),
+                         nn.Linear(32, 1))
+
+
+def make_loss(sleep: float = 0.0):
+    def loss_fn(model: nn.Module, batch: dict[str, torch.Tensor]):
+        if sleep:
+            time.sleep(sleep)
+        mse = ((model(batch["x"]) - batch["y"]) ** 2).mean()
+        return mse, {"psnr": -10 * torch.log10(mse.detach().clamp_min(1e-12))}
+
+    return loss_fn
+
+
+def run(output: Path | None, *, resume: bool = False, sleep: float = 0.0, epochs: int = 6, batch: int = 8,
+        every_steps: int | None = 5, stages: list[Stage] | None = None, dropout: float = 0.1) -> nn.Module:
+    """Fit the tiny MLP (two fit stages) and return it."""
+    model = make_model(dropout=dropout)
+    stages = stages or [Stage("fit", epochs, 1e-2, warmup=0.2), Stage("fit", 2, 2e-3, schedule="constant")]
+    config = FitConfig(batch_size=batch, seed=7, checkpoint_every_s=3600, checkpoint_every_steps=every_steps,
+                       grad_clip=1.0)
+    Fitter(model, Points(), make_loss(sleep), config, stages, output=output,
+           signature={"epochs": epochs, "batch": batch}, show_progress=False).run(resume=resume)
+    return model
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("output", type=Path)
+    parser.add_argument("--resume", action="store_true")
+    parser.add_argument("--sleep", type=float, default=0.0)
+    parser.add_argument("--epochs", type=int, default=6)
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--dropout", type=float, default=0.1)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    model = run(args.output, resume=args.resume, sleep=args.sleep, epochs=args.epochs, batch=args.batch,
+                dropout=args.dropout)
+    rank = int(os.environ.get("RANK", "0"))
+    suffix = ".weights.safetensors" if rank == 0 else f".weights.rank{rank}.safetensors"
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(args.output) + suffix)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

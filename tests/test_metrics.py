@@ -1,0 +1,102 @@
+"""Metrics against hand-computed values: pooled vs per-frame PSNR, the 100 dB cap, float64 chunked
+pooling, the MS-SSIM window and scale rules, SSIM, bpp from bytes."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import pytorch_msssim
+import torch
+
+from fieldpress import metrics as M
+from fieldpress.errors import InputError
+
+PEAK = 20 * math.log10(255)  # PSNR of an MSE of 1 on 8-bit values: 48.1308 dB
+
+
+def _noisy(shape: tuple[int, ...], amp: int = 6, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    ref = rng.integers(0, 256, shape, dtype=np.uint8)
+    test = np.clip(ref.astype(np.int16) + rng.integers(-amp, amp + 1, shape), 0, 255).astype(np.uint8)
+    return ref, test
+
+
+def test_psnr_hand_values() -> None:
+    ref = np.zeros((4, 5, 3), np.uint8)
+    assert M.psnr(ref, ref + 1) == pytest.approx(PEAK, abs=1e-12)
+    assert M.psnr(ref, ref + 2) == pytest.approx(PEAK - 20 * math.log10(2), abs=1e-12)
+    assert M.psnr(ref, ref) == M.PSNR_CAP_DB == 100.0
+
+
+def test_pooled_and_mean_per_frame_differ_as_defined() -> None:
+    ref = np.zeros((2, 8, 8, 3), np.uint8)
+    test = ref.copy()
+    test[0] += 1  # frame MSE 1
+    test[1] += 2  # frame MSE 4
+    pooled, mean = M.video_psnr(ref, test)
+    assert pooled == pytest.approx(10 * math.log10(255**2 / 2.5), abs=1e-12)
+    assert mean == pytest.approx((PEAK + PEAK - 10 * math.log10(4)) / 2, abs=1e-12)
+    test[1] = 0  # a lossless frame counts as 100 dB, not infinity
+    assert M.video_psnr(ref, test)[1] == pytest.approx((PEAK + 100.0) / 2, abs=1e-12)
+
+
+def test_pooled_mse_is_float64_and_chunked(monkeypatch) -> None:
+    ref, test = _noisy((5, 7, 9, 3))
+    exact = ((ref.astype(np.float64) - test) ** 2).mean()
+    whole = M.mse(ref, test)
+    monkeypatch.setattr(M, "_CHUNK_ELEMENTS", 17)
+    assert M.mse(ref, test) == pytest.approx(exact, rel=1e-15)
+    assert whole == pytest.approx(exact, rel=1e-15)
+    frames = M.frame_psnrs(ref, test)
+    expect = [10 * math.log10(255**2 / ((ref[i].astype(np.float64) - test[i]) ** 2).mean()) for i in range(5)]
+    np.testing.assert_allclose(frames, expect, rtol=1e-13)
+
+
+def test_ms_ssim_window_and_scale_rule() -> None:
+    assert M.ms_ssim_window(161, 300) == 11 and M.ms_ssim_window(160, 300) == 7
+    assert M.ms_ssim_window(1080, 1920) == 11 and M.ms_ssim_window(5, 40) == 5 and M.ms_ssim_window(4, 4) == 3
+    assert M.ms_ssim_levels(161, 161) == 5  # 161 > 10 * 16
+    assert M.ms_ssim_levels(97, 120) == 5 and M.ms_ssim_levels(96, 120) == 4  # window 7: 5 scales need > 96
+    assert M.ms_ssim_levels(20, 20) == 2 and M.ms_ssim_levels(5, 5) == 1
+
+
+@pytest.mark.parametrize(("h", "w", "win"), [(162, 170, 11), (100, 120, 7)])
+def test_ms_ssim_matches_pytorch_msssim_where_it_applies(h: int, w: int, win: int) -> None:
+    ref, test = _noisy((2, h, w, 3), amp=20)
+    x = torch.from_numpy(ref).permute(0, 3, 1, 2).double()
+    y = torch.from_numpy(test).permute(0, 3, 1, 2).double()
+    expect = float(pytorch_msssim.ms_ssim(x, y, data_range=255, win_size=win))
+    assert M.ms_ssim(ref, test) == pytest.approx(expect, abs=1e-12)
+    assert M.ms_ssim(ref, ref) == pytest.approx(1.0, abs=1e-12)
+
+
+def test_ms_ssim_on_small_frames_reduces_scales() -> None:
+    ref, test = _noisy((3, 48, 64, 3), amp=20)
+    value = M.ms_ssim(ref, test)
+    assert 0.0 < value < 1.0
+    tiny_ref, tiny_test = _noisy((6, 6, 3), amp=20, seed=2)  # one scale, window 5: MS-SSIM is SSIM
+    assert M.ms_ssim(tiny_ref, tiny_test) == pytest.approx(M.ssim(tiny_ref, tiny_test), abs=1e-12)
+
+
+def test_ssim_of_single_image_matches_library() -> None:
+    ref, test = _noisy((64, 80, 3), amp=10)
+    x = torch.from_numpy(ref).permute(2, 0, 1)[None].double()
+    y = torch.from_numpy(test).permute(2, 0, 1)[None].double()
+    assert M.ssim(ref, test) == pytest.approx(float(pytorch_msssim.ssim(x, y, data_range=255, win_size=7)),
+                                              abs=1e-12)
+
+
+def test_bpp_from_bytes() -> None:
+    assert M.bpp(1000, 2, 100, 50) == pytest.approx(0.8)
+    assert M.bpp(0, 1, 1, 1) == 0.0
+    with pytest.raises(InputError):
+        M.bpp(10, 0, 10, 10)
+
+
+def test_shape_mismatch_is_input_error() -> None:
+    with pytest.raises(InputError, match="shapes"):
+        M.psnr(np.zeros((2, 2)), np.zeros((2, 3)))
+    with pytest.raises(InputError, match="T, H, W, C"):
+        M.video_psnr(np.zeros((2, 2, 3)), np.zeros((2, 2, 3)))

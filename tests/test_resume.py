@@ -1,0 +1,134 @@
+"""Checkpoints and exact resume: SIGKILL halfway then resume equals an uninterrupted run bit for bit
+on the CPU; Ctrl-C checkpoints then raises; resume refuses changed flags and damaged checkpoints."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from fieldpress.engine import FitConfig, Fitter, Stage
+from fieldpress.engine.checkpoint import checkpoint_dir, load_checkpoint
+from fieldpress.errors import ResumeError
+from tests.helpers.tiny_fit import Points, make_loss, make_model, run
+
+REPO = Path(__file__).resolve().parents[1]
+HELPER = REPO / "tests" / "helpers" / "tiny_fit.py"
+
+
+def _helper(output: Path, *extra: str) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(REPO), "FIELDPRESS_PROGRESS": "0", "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen([sys.executable, str(HELPER), str(output), *extra], env=env, cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def _assert_same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), f"{k} differs (max {float((a[k] - b[k]).abs().max()):.3g})"
+
+
+def test_sigkill_then_resume_is_bitwise_equal(tmp_path: Path) -> None:
+    full = _helper(tmp_path / "full.fpi")
+    assert full.wait(timeout=120) == 0, full.stderr.read().decode()
+    reference = load_file(str(tmp_path / "full.fpi.weights.safetensors"))
+
+    out = tmp_path / "killed.fpi"
+    proc = _helper(out, "--sleep", "0.02")
+    meta_path = checkpoint_dir(out) / "meta.json"
+    deadline = time.time() + 120
+    step = 0
+    while time.time() < deadline and proc.poll() is None:
+        if meta_path.is_file():
+            try:
+                step = json.loads(meta_path.read_text())["global_step"]
+            except (json.JSONDecodeError, KeyError, OSError):
+                step = 0
+            if step >= 20:  # of 64 steps: killed well before the end
+                break
+        time.sleep(0.02)
+    assert proc.poll() is None, "the fit ended before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL
+    assert not (tmp_path / "killed.fpi.weights.safetensors").exists()
+
+    resumed = _helper(out, "--resume")
+    assert resumed.wait(timeout=120) == 0, resumed.stderr.read().decode()
+    _assert_same(reference, load_file(str(tmp_path / "killed.fpi.weights.safetensors")))
+    log = [json.loads(line) for line in (tmp_path / "killed.fpi.log.jsonl").read_text().splitlines()]
+    steps = [r["step"] for r in log if r["event"] == "train"]
+    assert steps == sorted(steps) and len(steps) == len(set(steps)) == 8  # one line per epoch, no repeats
+
+
+def test_ctrl_c_checkpoints_then_raises_and_resumes_exactly(tmp_path: Path) -> None:
+    reference = run(tmp_path / "ref.fpi").state_dict()
+
+    calls = {"n": 0}
+    plain = make_loss()
+
+    def loss_fn(model, batch):
+        calls["n"] += 1
+        if calls["n"] == 13:
+            signal.raise_signal(signal.SIGINT)  # as a Ctrl-C in the middle of a step
+        return plain(model, batch)
+
+    out = tmp_path / "int.fpi"
+    model = make_model(dropout=0.1)
+    config = FitConfig(batch_size=8, seed=7, checkpoint_every_s=3600, checkpoint_every_steps=5, grad_clip=1.0)
+    stages = [Stage("fit", 6, 1e-2, warmup=0.2), Stage("fit", 2, 2e-3, schedule="constant")]
+    with pytest.raises(KeyboardInterrupt):
+        Fitter(model, Points(), loss_fn, config, stages, output=out, signature={"epochs": 6, "batch": 8},
+               show_progress=False).run()
+    _, meta = load_checkpoint(checkpoint_dir(out))
+    assert meta["global_step"] == 13  # the step in flight finished, then the checkpoint was written
+    resumed = run(out, resume=True).state_dict()
+    _assert_same(reference, resumed)
+
+
+def test_resume_refuses_changed_flags(tmp_path: Path) -> None:
+    out = tmp_path / "a.fpi"
+    run(out, epochs=1)
+    with pytest.raises(ResumeError, match="epochs"):
+        run(out, epochs=2, resume=True)
+
+
+def test_resume_refuses_missing_and_damaged_checkpoints(tmp_path: Path) -> None:
+    out = tmp_path / "b.fpi"
+    with pytest.raises(ResumeError, match="no checkpoint"):
+        run(out, epochs=1, resume=True)
+    run(out, epochs=1)
+    state = checkpoint_dir(out) / "state.safetensors"
+    data = bytearray(state.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    state.write_bytes(bytes(data))
+    with pytest.raises(ResumeError, match="damaged"):
+        run(out, epochs=1, resume=True)
+    (checkpoint_dir(out) / "meta.json").write_text("{not json")
+    with pytest.raises(ResumeError, match="damaged"):
+        run(out, epochs=1, resume=True)
+
+
+def test_resume_of_a_finished_fit_returns_the_same_weights(tmp_path: Path) -> None:
+    out = tmp_path / "c.fpi"
+    first = run(out, epochs=1).state_dict()
+    again = run(out, epochs=1, resume=True).state_dict()
+    _assert_same(first, again)
+
+
+def test_checkpoint_holds_no_pickle(tmp_path: Path) -> None:
+    out = tmp_path / "d.fpi"
+    run(out, epochs=1)
+    names = sorted(p.name for p in checkpoint_dir(out).iterdir())
+    assert names == ["meta.json", "state.safetensors"]
+    tensors = load_file(str(checkpoint_dir(out) / "state.safetensors"))
+    assert any(k.startswith("rng.") and v.dtype == torch.uint8 for k, v in tensors.items())
+    json.loads((checkpoint_dir(out) / "meta.json").read_text())
