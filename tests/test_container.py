@@ -4,6 +4,7 @@ must fail fast with a one-line FormatError and little memory."""
 
 from __future__ import annotations
 
+import functools
 import struct
 import time
 import tracemalloc
@@ -27,7 +28,7 @@ from fieldpress.codec.container import (
     register_kind,
     write_container,
 )
-from fieldpress.codec.entropy import zstd_decode, zstd_encode
+from fieldpress.codec.entropy import varint_decode, varint_encode, zstd_decode, zstd_encode
 from fieldpress.errors import FormatError, InputError
 
 DTYPES = ["bool", "uint8", "uint16", "uint32", "uint64", "int8", "int16", "int32", "int64",
@@ -161,7 +162,8 @@ def test_lazy_decoding_detects_a_damaged_payload_only_when_read(tmp_path: Path) 
 
 
 # ----------------------------------------------------------------------------- damaged files
-def _sample_container(tmp_path: Path) -> bytes:
+@functools.lru_cache(maxsize=1)
+def _sample_container() -> bytes:
     rng = np.random.default_rng(3)
     streams = {"weights": rng.standard_normal(4096).astype(np.float32),
                "symbols": np.round(rng.laplace(0, 3, 20000)).astype(np.int16),
@@ -180,11 +182,13 @@ def _rewrite_index(data: bytes, patch) -> bytes:
 
 
 def _claim_shape(data: bytes, name: bytes, shape: tuple[int, ...]) -> bytes:
+    """A crafted file whose stream `name` claims `shape` (valid CRCs; the payload is unchanged)."""
     def patch(index: bytes) -> bytes:
-        i = index.index(struct.pack("<H", len(name)) + name) + 2 + len(name)
+        i = index.index(bytes([len(name)]) + name) + 1 + len(name)  # varint name length, then the name
         codec, dtype, ndim = struct.unpack_from("<BBB", index, i)
+        _, end = varint_decode(index, ndim, i + 3)
         return (index[:i] + struct.pack("<BBB", codec, dtype, len(shape))
-                + struct.pack(f"<{len(shape)}Q", *shape) + index[i + 3 + 8 * ndim:])
+                + varint_encode(np.array(shape, np.uint64)) + index[end:])
     return _rewrite_index(data, patch)
 
 
@@ -213,7 +217,7 @@ def traced():
 @given(data=st.data())
 def test_damaged_containers_fail_fast_with_little_memory(tmp_path: Path, traced: None,
                                                          data: st.DataObject) -> None:
-    good = _sample_container(tmp_path)
+    good = _sample_container()
     damage = data.draw(st.sampled_from(["truncate", "flip", "random", "claim"]))
     if damage == "truncate":
         bad = good[:data.draw(st.integers(0, len(good) - 1))]
@@ -248,7 +252,7 @@ def test_every_truncation_and_every_flip_of_a_small_file_is_rejected(tmp_path: P
 
 
 def test_a_header_claiming_2_to_the_40_elements_is_rejected_before_allocating(tmp_path: Path) -> None:
-    good = _sample_container(tmp_path)
+    good = _sample_container()
     path = tmp_path / "huge.fpv"
     path.write_bytes(_claim_shape(good, b"symbols", (2**40,)))
     with pytest.raises(FormatError, match="over the limit"):
@@ -269,7 +273,7 @@ def test_a_header_claiming_2_to_the_40_elements_is_rejected_before_allocating(tm
 
 
 def test_newer_format_versions_are_refused_with_a_clear_message(tmp_path: Path) -> None:
-    good = bytearray(_sample_container(tmp_path))
+    good = bytearray(_sample_container())
     good[4:6] = struct.pack("<H", FORMAT_VERSION + 1)
     path = tmp_path / "future.fpv"
     path.write_bytes(bytes(good))

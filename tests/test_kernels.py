@@ -7,7 +7,6 @@ GPU the same parity tests run the compiled kernels on CUDA tensors.
 
 from __future__ import annotations
 
-import math
 import os
 import subprocess
 import sys
@@ -48,7 +47,9 @@ def _qparams(x: torch.Tensor, bits: int, axis: int | None, symmetric: bool = Fal
 # ---------------------------------------------------------------- references
 
 
-@pytest.mark.parametrize("axis,symmetric,bits", [(None, False, 8), (0, False, 4), (1, True, 6), (-1, False, 2)])
+@pytest.mark.parametrize(
+    "axis,symmetric,bits", [(None, False, 8), (0, False, 4), (1, True, 6), (-1, False, 2)]
+)
 def test_fake_quantize_ref_is_the_contract_formula(axis, symmetric, bits):
     x = _rand(5, 7, seed=1)
     scale, zp, qmin, qmax = _qparams(x, bits, None if axis is None else axis % 2, symmetric)
@@ -242,15 +243,33 @@ def test_hashgrid_op_cpu_equals_reference():
 # ---------------------------------------------------------------- Triton parity
 
 
+# Triton's interpreter must be on before triton itself is imported (its standard library is
+# @jit code), and anything (torch.compile, for one) may import triton early. So without a GPU
+# the parity tests run in a child pytest started with TRITON_INTERPRET=1; the parent skips them.
+CHILD = os.environ.get("FIELDPRESS_INTERPRETER_CHILD") == "1"
+RUN_TRITON = HAS_CUDA or CHILD
+parity = pytest.mark.skipif(
+    not RUN_TRITON, reason="runs in the TRITON_INTERPRET=1 child (see test_triton_interpreter)"
+)
+
+
+@pytest.mark.skipif(HAS_CUDA or CHILD, reason="with a GPU the parity tests run the compiled kernels directly")
+def test_triton_interpreter():
+    """All `parity` tests of this module, in a child process under TRITON_INTERPRET=1 on CPU tensors."""
+    pytest.importorskip("triton")
+    env = {**os.environ, "TRITON_INTERPRET": "1", "FIELDPRESS_INTERPRETER_CHILD": "1"}
+    env.pop("FIELDPRESS_KERNELS", None)
+    cmd = [sys.executable, "-m", "pytest", __file__, "-q", "-k", "parity", "-p", "no:cacheprovider", "-x"]
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=540)
+    assert out.returncode == 0, out.stdout[-6000:] + out.stderr[-2000:]
+    assert " passed" in out.stdout and "skipped" not in out.stdout, out.stdout[-2000:]
+
+
 @pytest.fixture(scope="module")
 def triton_kernels():
-    """Force the Triton path; on CPU, interpreted (TRITON_INTERPRET=1 before the kernels are imported)."""
+    """Force the Triton path (interpreted in the child process, compiled on a GPU)."""
     pytest.importorskip("triton")
     mp = pytest.MonkeyPatch()
-    if not HAS_CUDA:
-        if any(m.startswith("fieldpress.cuda._triton.") for m in sys.modules):
-            pytest.fail("kernel modules were imported before TRITON_INTERPRET could be set")
-        mp.setenv("TRITON_INTERPRET", "1")
     mp.setenv("FIELDPRESS_KERNELS", "triton")
     from fieldpress.cuda._triton import fake_quant, hashgrid, vq
 
@@ -258,13 +277,6 @@ def triton_kernels():
         assert type(fake_quant.fq_fwd_kernel).__name__ == "InterpretedFunction"
     yield {"fake_quant": fake_quant, "vq": vq, "hashgrid": hashgrid}
     mp.undo()
-
-
-def _tri(name):
-    def inner(_triton_kernels):
-        return _triton_kernels[name]
-
-    return inner
 
 
 FQ_CASES = [
@@ -276,6 +288,7 @@ FQ_CASES = [
 ]
 
 
+@parity
 @pytest.mark.parametrize("shape,axis,bits,symmetric,dtype", FQ_CASES)
 def test_fake_quantize_parity(triton_kernels, shape, axis, bits, symmetric, dtype):
     x = _rand(*shape, seed=11) * 2
@@ -305,6 +318,7 @@ def test_fake_quantize_parity(triton_kernels, shape, axis, bits, symmetric, dtyp
     assert torch.allclose(gt.float(), gr.float(), rtol=1e-4, atol=1e-4)
 
 
+@parity
 def test_fake_quantize_plain_backward_parity(triton_kernels):
     x = (_rand(7, 9, seed=13) * 3).to(DEVICE).requires_grad_()
     scale, zp, qmin, qmax = torch.tensor(0.1, device=DEVICE), torch.tensor(0.0, device=DEVICE), -8, 7
@@ -313,6 +327,7 @@ def test_fake_quantize_plain_backward_parity(triton_kernels):
     assert torch.equal(g1, g2) and 0 < g1.sum() < g1.numel()
 
 
+@parity
 @pytest.mark.parametrize("n,k,d", [(37, 20, 5), (70, 90, 48), (5, 1, 3)])
 def test_vq_assign_parity(triton_kernels, n, k, d):
     x = _rand(n, d, seed=14, device=DEVICE).requires_grad_()
@@ -330,12 +345,17 @@ def test_vq_assign_parity(triton_kernels, n, k, d):
         assert all(torch.allclose(p, q, rtol=1e-5, atol=1e-5) for p, q in zip(ga, gb))
 
 
+@parity
 @pytest.mark.parametrize("weighted,with_codebook", [(True, True), (False, False)])
 def test_vq_update_parity(triton_kernels, weighted, with_codebook):
     n, k, d = 60, 13, 7
     x = _rand(n, d, seed=16, device=DEVICE).requires_grad_()
     index = torch.randint(0, k - 3, (n,), generator=torch.Generator().manual_seed(0)).to(DEVICE)
-    w = torch.rand(n, generator=torch.Generator().manual_seed(1)).to(DEVICE).requires_grad_() if weighted else None
+    w = (
+        torch.rand(n, generator=torch.Generator().manual_seed(1)).to(DEVICE).requires_grad_()
+        if weighted
+        else None
+    )
     old = _rand(k, d, seed=17, device=DEVICE).requires_grad_() if with_codebook else None
     inputs = [t for t in (x, w, old) if t is not None]
     c1, n1 = fc.vq_update(x, index, k, w, old)
@@ -359,10 +379,18 @@ HG_CASES = [
 ]
 
 
+@parity
 @pytest.mark.parametrize("d,interp,extra", HG_CASES)
 def test_hashgrid_parity(triton_kernels, d, interp, extra):
-    cfg = {"n_levels": 4, "n_features_per_level": 2, "log2_hashmap_size": 5, "base_resolution": 3,
-           "per_level_scale": 1.8, "interpolation": interp, **extra}
+    cfg = {
+        "n_levels": 4,
+        "n_features_per_level": 2,
+        "log2_hashmap_size": 5,
+        "base_resolution": 3,
+        "per_level_scale": 1.8,
+        "interpolation": interp,
+        **extra,
+    }
     spec = HashGridSpec.from_config(cfg, d)
     assert any(spec.hashed) and not all(spec.hashed)
     params = (init_hashgrid_params(spec, torch.Generator().manual_seed(3)) * 1e4).to(DEVICE).requires_grad_()
@@ -381,7 +409,3 @@ def test_hashgrid_parity(triton_kernels, d, interp, extra):
     assert torch.allclose(ga[0], gx_ref, rtol=1e-4, atol=1e-3)
     half = fc.hashgrid(x.detach(), params.detach(), spec, out_dtype=torch.float16)
     assert half.dtype == torch.float16 and torch.equal(half, yr.detach().half())
-
-
-def test_interpreter_log2_constant():
-    assert math.isclose(0.6931471805599453, math.log(2.0))

@@ -41,8 +41,7 @@ MAX_STREAM_BYTES = 1 << 32  # decoded bytes of one stream
 MAX_TOTAL_BYTES = 1 << 34  # decoded bytes of all streams together
 
 _PREAMBLE = struct.Struct("<4sHBBIII")  # magic, version, kind, reserved, index_len, index_raw_len, crc32
-_ENTRY = struct.Struct("<BBB")  # codec id, dtype id, ndim
-_TAIL = struct.Struct("<QI")  # payload length, payload crc32
+_ENTRY = struct.Struct("<BBB")  # codec id, dtype id, ndim (then varint dims, varint length, u32 crc32)
 _CHUNK = 1 << 20
 
 
@@ -124,6 +123,10 @@ def _kind_entry(kind: str) -> _KindEntry | None:
 
 
 # ----------------------------------------------------------------------------- writing
+def _varints(*values: int) -> bytes:
+    return entropy.varint_encode(np.array(values, np.uint64))
+
+
 def _json_bytes(header: Mapping[str, Any]) -> bytes:
     if not isinstance(header, Mapping):
         raise TypeError(f"container header must be a dict, got {type(header).__name__}")
@@ -159,15 +162,14 @@ def encode_container(kind: str, header: Mapping[str, Any], streams: Mapping[str,
             codec, payload = entropy.encode_best(storage)
         else:
             payload = entropy.encode(codec, storage)
-        table.append(struct.pack("<H", len(raw_name)) + raw_name
+        table.append(_varints(len(raw_name)) + raw_name
                      + _ENTRY.pack(entropy.CODECS[codec].id, dtype.id, array.ndim)
-                     + struct.pack(f"<{array.ndim}Q", *array.shape)
-                     + _TAIL.pack(len(payload), zlib.crc32(payload)))
+                     + _varints(*array.shape, len(payload)) + struct.pack("<I", zlib.crc32(payload)))
         payloads.append(payload)
     if total > MAX_TOTAL_BYTES:
         raise ValueError(f"streams hold {total} bytes; the limit is {MAX_TOTAL_BYTES}")
     head = _json_bytes(header)
-    index = struct.pack("<I", len(head)) + head + struct.pack("<I", len(table)) + b"".join(table)
+    index = _varints(len(head)) + head + _varints(len(table)) + b"".join(table)
     if len(index) > MAX_INDEX_BYTES:
         raise ValueError(f"container index of {len(index)} bytes exceeds {MAX_INDEX_BYTES}")
     index_z = entropy.zstd_encode(index)
@@ -210,6 +212,18 @@ class _Cursor:
         self.pos += n
         return out
 
+    def varint(self) -> int:
+        """One LEB128 unsigned integer (at most 64 bits)."""
+        value = 0
+        for i in range(10):
+            (byte,) = self.take(1)
+            value |= (byte & 0x7F) << (7 * i)
+            if byte < 0x80:
+                if value >> 64:
+                    break
+                return value
+        raise FormatError("container index holds a varint over 64 bits")
+
     def unpack(self, fmt: struct.Struct | str) -> tuple:
         s = fmt if isinstance(fmt, struct.Struct) else struct.Struct(fmt)
         return s.unpack(self.take(s.size))
@@ -244,19 +258,19 @@ def _parse_index(fh: Any, file_bytes: int, where: str) -> _Index:
     if kind_id not in KIND_BY_ID or reserved != 0:
         raise FormatError(f"{where}: unknown container kind id {kind_id}")
     cur = _Cursor(entropy.zstd_decode(index_z, index_raw_len))
-    (head_len,) = cur.unpack("<I")
+    head_len = cur.varint()
     try:
         header = json.loads(cur.take(head_len).decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as exc:
         raise FormatError(f"{where}: header is not valid JSON ({exc})") from None
     if not isinstance(header, dict):
         raise FormatError(f"{where}: header is not a JSON object")
-    (n,) = cur.unpack("<I")
+    n = cur.varint()
     if n > MAX_STREAMS:
         raise FormatError(f"{where}: {n} streams exceed the limit {MAX_STREAMS}")
     offset, total, streams, names = _PREAMBLE.size + index_len, 0, [], set()
     for _ in range(n):
-        (name_len,) = cur.unpack("<H")
+        name_len = cur.varint()
         try:
             name = cur.take(name_len).decode("utf-8")
         except UnicodeDecodeError:
@@ -270,8 +284,9 @@ def _parse_index(fh: Any, file_bytes: int, where: str) -> _Index:
         dtype = dtype_by_id(dtype_id)
         if ndim > MAX_NDIM:
             raise FormatError(f"{where}: stream {name!r} has {ndim} dimensions (limit {MAX_NDIM})")
-        shape = cur.unpack(f"<{ndim}Q")
-        length, crc32 = cur.unpack(_TAIL)
+        shape = [cur.varint() for _ in range(ndim)]
+        length = cur.varint()
+        (crc32,) = cur.unpack("<I")
         info = StreamInfo(name, entropy.CODEC_BY_ID[codec_id].name, dtype, tuple(int(d) for d in shape),
                           offset, length, crc32)
         if info.raw_bytes > MAX_STREAM_BYTES:

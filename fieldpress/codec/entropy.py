@@ -179,8 +179,8 @@ def ans_decode(data: bytes, count: int) -> np.ndarray:
         if (values[1:] <= values[:-1]).any():
             raise FormatError("ANS alphabet overflows int64")
     counts, pos = varint_decode(data, k, pos)
-    if not counts.any() or int(counts.max()) > 1 << 53:
-        raise FormatError("bad ANS counts")
+    if int(counts.sum(dtype=np.uint64)) != count or int(counts.max()) > 1 << 53:
+        raise FormatError(f"ANS table counts {int(counts.sum(dtype=np.uint64))} symbols, expected {count}")
     rest = data[pos:]
     if len(rest) % 4:
         raise FormatError("ANS data is not a whole number of 32-bit words")
@@ -198,6 +198,8 @@ def ans_decode(data: bytes, count: int) -> np.ndarray:
             raise FormatError(f"bad ANS data: {exc}") from None
         if not coder.is_empty():
             raise FormatError("ANS data does not end where the symbols end")
+        if not np.array_equal(np.bincount(index, minlength=k), counts.astype(np.int64)):
+            raise FormatError("ANS symbols do not match the stored histogram")
     return index + lo if values is None else values[index]
 
 

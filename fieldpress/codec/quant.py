@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from fieldpress.codec.dtypes import as_stream_array
 from fieldpress.errors import FormatError
 
 MIN_BITS, MAX_BITS = 2, 16
@@ -193,13 +194,16 @@ def allocate_bits(state: nn.Module | Mapping[str, Tensor], target_error: float |
                   target_bits: float | None = None, choices: Iterable[int] = range(2, 17),
                   axis: int | None | str = "auto", symmetric: bool = False,
                   names: Iterable[str] | None = None) -> dict[str, int]:
-    """Per-tensor bit widths by greedy marginal analysis (a discrete Lagrangian descent).
+    """Per-tensor bit widths that minimise total bits for a target error (or error for a bit budget).
 
-    Every tensor starts at the largest choice; then, repeatedly, the tensor whose step down to its
-    next smaller choice adds the least squared error per bit saved takes that step. With
-    `target_error` (the mean squared error over all chosen parameters) steps that would exceed it are
-    skipped and the descent stops when no step fits: this minimises bits for that error. With
-    `target_bits` (mean bits per parameter) it steps until the budget is met.
+    Algorithm: Lagrangian bit allocation (Shoham & Gersho) refined by greedy marginal analysis.
+    The squared error of every tensor at every choice is measured; each tensor then independently
+    minimises bits + lambda * error, with lambda bisected until the target is just met; then single
+    steps are taken while they stay within the target (down, the cheapest error per bit saved first,
+    for `target_error`; up, the largest error drop per bit for `target_bits`). A plain greedy descent
+    from the largest choice is also run and the better of the two allocations is returned.
+    `target_error`: mean squared error over all chosen parameters; `target_bits`: mean bits per
+    parameter. An unreachable target gives the largest (or smallest) choice everywhere.
     Tensors: floating tensors with >= 1 dim (or `names`; a module's Linear/Conv weights).
     """
     if (target_error is None) == (target_bits is None):
@@ -208,38 +212,75 @@ def allocate_bits(state: nn.Module | Mapping[str, Tensor], target_error: float |
     if isinstance(state, nn.Module):
         tensors = _prunable_state(state, names)
     else:
-        tensors = {k: v for k, v in dict(state).items() if v.is_floating_point() and v.dim() >= 1}
+        full = dict(state)
         if names is not None:
-            tensors = {n: dict(state)[n] for n in names}
+            tensors = {n: full[n] for n in names}
+        else:
+            tensors = {k: v for k, v in full.items() if v.is_floating_point() and v.dim() >= 1}
     tensors = {k: v for k, v in tensors.items() if v.numel()}
     if not tensors:
         return {}
-    sse = {k: {b: _sse(v, b, axis, symmetric) for b in levels} for k, v in tensors.items()}
-    count = {k: v.numel() for k, v in tensors.items()}
-    total = sum(count.values())
-    chosen = {k: len(levels) - 1 for k in tensors}  # index into levels
-    err = sum(sse[k][levels[-1]] for k in tensors)
-    bits = sum(count[k] * levels[-1] for k in tensors)
-    while True:
-        if target_bits is not None and bits <= target_bits * total:
-            break
-        best = None
-        for k, i in chosen.items():
-            if i == 0:
-                continue
-            d_err = sse[k][levels[i - 1]] - sse[k][levels[i]]
-            d_bits = count[k] * (levels[i] - levels[i - 1])
-            if target_error is not None and err + d_err > target_error * total:
-                continue
-            ratio = d_err / d_bits
-            if best is None or ratio < best[0]:
-                best = (ratio, k, d_err, d_bits)
-        if best is None:
-            break
-        _, k, d_err, d_bits = best
-        chosen[k] -= 1
-        err, bits = err + d_err, bits - d_bits
-    return {k: levels[i] for k, i in chosen.items()}
+    keys = list(tensors)
+    n = np.array([tensors[k].numel() for k in keys], np.float64)
+    err = np.array([[_sse(tensors[k], b, axis, symmetric) for b in levels] for k in keys])  # (K, L)
+    cost = n[:, None] * np.array(levels, np.float64)[None, :]  # bits, (K, L)
+    total = float(n.sum())
+    rows = np.arange(len(keys))
+
+    def totals(pick: np.ndarray) -> tuple[float, float]:
+        return float(cost[rows, pick].sum()), float(err[rows, pick].sum())
+
+    def fits(pick: np.ndarray) -> bool:
+        b, e = totals(pick)
+        return e <= target_error * total if target_error is not None else b <= target_bits * total
+
+    def lagrangian(lam: float) -> np.ndarray:
+        return np.argmin(cost + lam * err, axis=1)
+
+    def refine(pick: np.ndarray) -> np.ndarray:
+        pick = pick.copy()
+        while True:
+            best, best_ratio = None, math.inf
+            for i in rows:
+                j = pick[i] + (-1 if target_error is not None else 1)
+                if not 0 <= j < len(levels):
+                    continue
+                trial = pick.copy()
+                trial[i] = j
+                if not fits(trial):
+                    continue
+                d_bits = abs(cost[i, j] - cost[i, pick[i]])
+                d_err = err[i, j] - err[i, pick[i]]  # > 0 stepping down, < 0 stepping up
+                ratio = d_err / d_bits
+                if ratio < best_ratio:
+                    best, best_ratio = (i, j), ratio
+            if best is None:
+                return pick
+            pick[best[0]] = best[1]
+
+    top, bottom = np.full(len(keys), len(levels) - 1), np.zeros(len(keys), np.int64)
+    if target_error is not None and not fits(top):
+        return {k: levels[-1] for k in keys}
+    if target_bits is not None and not fits(bottom):
+        return {k: levels[0] for k in keys}
+    # bisect log(lambda): error falls and bits rise as lambda grows
+    lo, hi = -80.0, 80.0
+    for _ in range(100):
+        mid = 0.5 * (lo + hi)
+        ok = fits(lagrangian(math.exp(mid)))
+        if target_error is not None:
+            hi, lo = (mid, lo) if ok else (hi, mid)
+        else:
+            lo, hi = (mid, hi) if ok else (lo, mid)
+    start = lagrangian(math.exp(hi if target_error is not None else lo))
+    if not fits(start):
+        start = top if target_error is not None else bottom
+    candidates = [refine(start), refine(top) if target_error is not None else refine(bottom)]
+    if target_error is not None:
+        best = min(candidates, key=lambda p: totals(p))  # fewest bits, then lowest error
+    else:
+        best = min(candidates, key=lambda p: totals(p)[::-1])  # lowest error, then fewest bits
+    return {k: levels[int(best[i])] for i, k in enumerate(keys)}
 
 
 # ----------------------------------------------------------------------------- state dicts
@@ -260,9 +301,11 @@ def compress_state_dict(state: nn.Module | Mapping[str, Tensor], *, bits: int | 
     in keep_float stay float); other tensors are stored as they are. A mask (True = kept) stores
     only the kept symbols plus the mask itself (a bool stream, which ANS codes at the mask's
     entropy); quantization parameters are computed on the masked tensor, so pruned entries decode
-    to exactly 0 and everything equals fake_quantize(w * mask). Streams are named
-    f"{prefix}{name}", f"{prefix}{name}:mask", and f"{prefix}:scale" / f"{prefix}:zero_point"
-    (all scales and zero points concatenated in tensor order).
+    to exactly 0 and everything equals fake_quantize(w * mask). Streams: f"{prefix}{name}" (symbols
+    or the raw tensor), f"{prefix}{name}:mask", and f"{prefix}:scale" (float32) /
+    f"{prefix}:zero_point" (int32): every quantized tensor's scales and zero points concatenated in
+    tensor order. The meta is columnar to stay small: names, bits (0 = stored as is), axes, the
+    symmetric flag and the dtypes other than float32.
     """
     if isinstance(state, nn.Module):
         state = state.state_dict()
@@ -272,18 +315,22 @@ def compress_state_dict(state: nn.Module | Mapping[str, Tensor], *, bits: int | 
     if unknown:
         raise KeyError(f"no tensor named {sorted(unknown)[0]!r} in the state dict")
     streams: dict[str, np.ndarray] = {}
-    tensors: dict[str, dict[str, Any]] = {}
+    names: list[str] = []
+    bit_list: list[int] = []
+    axis_list: list[int | None] = []
+    dtypes: dict[str, str] = {}
     scales: list[Tensor] = []
     zps: list[Tensor] = []
-    n_scale = n_zp = 0
     for name, value in state.items():
         t = value.detach().cpu()
         b = bits_per_tensor.get(name, bits)
-        entry: dict[str, Any] = {"shape": list(t.shape), "dtype": str(t.dtype).removeprefix("torch.")}
+        names.append(name)
+        if t.is_floating_point() and t.dtype != torch.float32:
+            dtypes[name] = str(t.dtype).removeprefix("torch.")
         if not t.is_floating_point() or b is None or name in keep_float or t.numel() == 0:
-            entry["mode"] = "raw"
+            bit_list.append(0)
+            axis_list.append(None)
             streams[prefix + name] = t.contiguous() if t.dtype == torch.bfloat16 else t.contiguous().numpy()
-            tensors[name] = entry
             continue
         mask = masks.get(name)
         x = t.to(torch.float32)
@@ -292,41 +339,48 @@ def compress_state_dict(state: nn.Module | Mapping[str, Tensor], *, bits: int | 
             if mask.shape != t.shape:
                 raise ValueError(f"mask of {name!r} has shape {tuple(mask.shape)}, tensor {tuple(t.shape)}")
             x = x * mask
-        ax = axes.get(name, axis)
-        qt = quantize(x, b, ax, symmetric)
-        sym_np = qt.q.to(_symbol_dtype(b, symmetric)).numpy()
-        if not symmetric and b > 8:
-            sym_np = sym_np.astype(np.uint16)
+        qt = quantize(x, b, axes.get(name, axis), symmetric)
+        symbols = qt.q.numpy().astype(_symbol_dtype(b, symmetric))
         if mask is not None:
-            sym_np = sym_np[mask.numpy()]
+            symbols = symbols[mask.numpy()]
             streams[prefix + name + ":mask"] = mask.numpy()
-        streams[prefix + name] = sym_np
-        k = qt.scale.numel()
-        entry.update(mode="q", bits=b, axis=qt.axis, symmetric=bool(symmetric), mask=mask is not None,
-                     scale=n_scale)
+        streams[prefix + name] = symbols
+        bit_list.append(b)
+        axis_list.append(qt.axis)
         scales.append(qt.scale.reshape(-1))
-        n_scale += k
         if not symmetric:
-            entry["zero_point"] = n_zp
             zps.append(qt.zero_point.reshape(-1))
-            n_zp += k
-        tensors[name] = entry
     if scales:
         streams[prefix + ":scale"] = torch.cat(scales).numpy().astype(np.float32)
     if zps:
         streams[prefix + ":zero_point"] = torch.cat(zps).numpy().astype(np.int32)
-    return streams, {"format": STATE_FORMAT, "prefix": prefix, "tensors": tensors}
+    # lists, not a dict keyed by name: the container's JSON header sorts keys, and order matters
+    meta = {"format": STATE_FORMAT, "prefix": prefix, "names": names, "bits": bit_list, "axes": axis_list,
+            "symmetric": bool(symmetric)}
+    if dtypes:
+        meta["dtypes"] = dtypes
+    return streams, meta
 
 
-def _get(streams: Any, name: str) -> np.ndarray:
+def _symbol_dtype(bits: int, symmetric: bool) -> type:
+    if symmetric:
+        return np.int8 if bits <= 8 else np.int16
+    return np.uint8 if bits <= 8 else np.uint16
+
+
+def _get(streams: Any, name: str) -> np.ndarray | None:
+    """A stream from a mapping or a Container, None when absent."""
     if hasattr(streams, "array") and not isinstance(streams, Mapping):
-        if name not in streams:
-            raise FormatError(f"missing stream {name!r}")
-        return streams.array(name)
-    try:
-        return np.asarray(streams[name])
-    except KeyError:
-        raise FormatError(f"missing stream {name!r}") from None
+        return streams.array(name) if name in streams else None
+    value = streams.get(name)
+    return None if value is None else as_stream_array(value)[0]  # bfloat16 tensors -> uint16 bits
+
+
+def _need(streams: Any, name: str) -> np.ndarray:
+    value = _get(streams, name)
+    if value is None:
+        raise FormatError(f"missing stream {name!r}")
+    return value
 
 
 def _torch_dtype(name: str) -> torch.dtype:
@@ -342,70 +396,75 @@ def decompress_state_dict(streams: Mapping[str, np.ndarray] | Any,
     try:
         if meta.get("format") != STATE_FORMAT:
             raise FormatError(f"unsupported state meta format {meta.get('format')!r}")
-        prefix = str(meta["prefix"])
-        entries = dict(meta["tensors"])
+        prefix, sym = str(meta["prefix"]), bool(meta["symmetric"])
+        names, bit_list, axis_list = list(meta["names"]), list(meta["bits"]), list(meta["axes"])
+        dtypes = dict(meta.get("dtypes", {}))
     except (AttributeError, KeyError, TypeError):
         raise FormatError("malformed state meta") from None
+    if not len(names) == len(bit_list) == len(axis_list):
+        raise FormatError("state meta lists differ in length")
     scale_all = zp_all = None
+    n_scale = n_zp = 0
     out: dict[str, Tensor] = {}
-    for name, e in entries.items():
+    for name, b, axis in zip(names, bit_list, axis_list):
         try:
-            shape, dtype, mode = tuple(int(d) for d in e["shape"]), _torch_dtype(e["dtype"]), e["mode"]
-            n = math.prod(shape)
-            data = _get(streams, prefix + name)
-            if mode == "raw":
-                if data.shape != shape:
-                    raise FormatError(f"stream {name!r} has shape {data.shape}, meta says {shape}")
+            data = _need(streams, prefix + name)
+            dtype = _torch_dtype(dtypes[name]) if name in dtypes else None
+            if b == 0:
                 if dtype == torch.bfloat16:
                     bits16 = data.astype(np.uint16).view(np.int16).copy()
                     out[name] = torch.from_numpy(bits16).view(torch.bfloat16)
                 else:
-                    out[name] = torch.from_numpy(np.array(data, copy=True)).to(dtype)
+                    out[name] = torch.from_numpy(np.array(data, copy=True))
+                    if dtype is not None:
+                        out[name] = out[name].to(dtype)
                 continue
-            if mode != "q":
-                raise FormatError(f"unknown tensor mode {mode!r}")
-            bits, axis, sym = _check_bits(int(e["bits"])), e["axis"], bool(e["symmetric"])
+            bits = _check_bits(int(b))
+            mask = _get(streams, prefix + name + ":mask")
+            shape = tuple(data.shape if mask is None else mask.shape)
             if axis is not None and not 0 <= int(axis) < max(len(shape), 1):
                 raise FormatError(f"axis {axis} out of range for shape {shape}")
             channels = 1 if axis is None else shape[int(axis)]
             if scale_all is None:
-                scale_all = _get(streams, prefix + ":scale").astype(np.float32).reshape(-1)
-            s0 = int(e["scale"])
-            if not 0 <= s0 <= scale_all.size - channels:
-                raise FormatError(f"scale offset of {name!r} out of range")
-            scale = torch.from_numpy(scale_all[s0:s0 + channels].copy())
+                scale_all = _need(streams, prefix + ":scale").astype(np.float32).reshape(-1)
+            if n_scale + channels > scale_all.size:
+                raise FormatError("the scale stream is too short")
+            scale = torch.from_numpy(scale_all[n_scale:n_scale + channels].copy())
+            n_scale += channels
             if sym:
                 zp = torch.zeros(channels, dtype=torch.float32)
             else:
                 if zp_all is None:
-                    zp_all = _get(streams, prefix + ":zero_point").astype(np.int64).reshape(-1)
-                z0 = int(e["zero_point"])
-                if not 0 <= z0 <= zp_all.size - channels:
-                    raise FormatError(f"zero point offset of {name!r} out of range")
-                zp = torch.from_numpy(zp_all[z0:z0 + channels].astype(np.float32))
+                    zp_all = _need(streams, prefix + ":zero_point").astype(np.int64).reshape(-1)
+                if n_zp + channels > zp_all.size:
+                    raise FormatError("the zero point stream is too short")
+                zp = torch.from_numpy(zp_all[n_zp:n_zp + channels].astype(np.float32))
+                n_zp += channels
             qmax = 2 ** (bits - 1) - 1 if sym else 2**bits - 1
             qmin = -qmax if sym else 0
             symbols = data.astype(np.int64).reshape(-1)
             if symbols.size and (symbols.min() < qmin or symbols.max() > qmax):
-                raise FormatError(f"symbols of {name!r} outside {qmin}..{qmax}")
-            if e.get("mask"):
-                mask = _get(streams, prefix + name + ":mask").astype(bool)
-                if mask.shape != shape or int(mask.sum()) != symbols.size:
-                    raise FormatError(f"mask of {name!r} does not match its symbols")
-                full = np.full(n, np.nan, np.float64)
+                raise FormatError(f"symbols outside {qmin}..{qmax}")
+            if mask is not None:
+                mask = mask.astype(bool)
+                if int(mask.sum()) != symbols.size:
+                    raise FormatError("mask does not match the symbols")
+                full = np.zeros(mask.size, np.float32)
                 full[mask.reshape(-1)] = symbols
-                q = torch.from_numpy(full).to(torch.float32).reshape(shape)
+                q = torch.from_numpy(full).reshape(shape)
             else:
-                if symbols.size != n:
-                    raise FormatError(f"stream {name!r} has {symbols.size} symbols, expected {n}")
-                q = torch.from_numpy(symbols).to(torch.float32).reshape(shape)
+                q = torch.from_numpy(symbols.astype(np.float32)).reshape(shape)
             bshape = [1] * len(shape)
             if axis is not None:
                 bshape[int(axis)] = channels
             x_hat = (q - zp.reshape(bshape)) * scale.reshape(bshape)
-            if e.get("mask"):
+            if mask is not None:
                 x_hat = torch.where(torch.from_numpy(mask), x_hat, torch.zeros((), dtype=torch.float32))
-            out[name] = x_hat.to(dtype)
-        except (KeyError, TypeError, ValueError) as exc:
-            raise FormatError(f"state tensor {name!r}: malformed meta or streams ({exc})") from None
+            out[name] = x_hat.to(dtype or torch.float32)
+        except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+            raise FormatError(f"state tensor {name!r}: {exc}") from None
+        except FormatError as exc:
+            raise FormatError(f"state tensor {name!r}: {exc}") from None
+    if (scale_all is not None and n_scale != scale_all.size) or (zp_all is not None and n_zp != zp_all.size):
+        raise FormatError("the scale / zero point streams do not match the tensors' channels")
     return out

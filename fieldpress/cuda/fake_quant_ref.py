@@ -29,7 +29,9 @@ from torch import Tensor
 LN2 = math.log(2.0)
 
 
-def channel_layout(x: Tensor, scale: Tensor, zero_point: Tensor, axis: int | None) -> tuple[Tensor, Tensor, int]:
+def channel_layout(
+    x: Tensor, scale: Tensor, zero_point: Tensor, axis: int | None
+) -> tuple[Tensor, Tensor, int]:
     """Flatten per-channel parameters to float32 vectors (C,) and return the inner stride.
 
     Element i of the contiguous `x` belongs to channel (i // inner) % C. Per-tensor (axis None):
@@ -64,7 +66,9 @@ def _as3d(x: Tensor, channels: int, inner: int) -> Tensor:
     return x.reshape(-1, channels, inner)
 
 
-def fq_forward_ref(x: Tensor, scale: Tensor, zp: Tensor, qmin: int, qmax: int, inner: int) -> tuple[Tensor, Tensor]:
+def fq_forward_ref(
+    x: Tensor, scale: Tensor, zp: Tensor, qmin: int, qmax: int, inner: int
+) -> tuple[Tensor, Tensor]:
     """(x_hat in x's dtype, q as float32 symbols), with (C,) float32 scale/zp and the inner stride."""
     x3 = _as3d(x.to(torch.float32), scale.numel(), inner)
     s, z = _broadcast(scale), _broadcast(zp)

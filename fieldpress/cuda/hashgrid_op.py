@@ -88,14 +88,16 @@ def _hg_bwd(
         interp = mod.INTERP[interpolation]
         return mod.hashgrid_backward(grad, x, params, table, sc, n_features, interp, need_x)
     spec = _spec(x.shape[1], resolutions, offsets, sizes, hashed, scales, n_features, interpolation)
-    with torch.enable_grad():
-        xr = x.detach().to(torch.float32).requires_grad_(need_x)
-        pr = params.detach().to(torch.float32).requires_grad_(True)
-        out = hashgrid_ref(xr, pr, spec)
-        inputs = [pr, xr] if need_x else [pr]
-        grads = torch.autograd.grad(out, inputs, grad.to(out.dtype), allow_unused=True)
-    gx = grads[1] if need_x and grads[1] is not None else torch.zeros_like(xr)
-    return gx.detach(), grads[0].detach()
+    # custom ops run below the autograd key, so the reference's gradient is taken with torch.func
+    xr, pr = x.detach().to(torch.float32), params.detach().to(torch.float32)
+    if need_x:
+        _, vjp = torch.func.vjp(lambda a, b: hashgrid_ref(a, b, spec), xr, pr)
+        gx, gp = vjp(grad.to(torch.float32))
+    else:
+        _, vjp = torch.func.vjp(lambda b: hashgrid_ref(xr, b, spec), pr)
+        (gp,) = vjp(grad.to(torch.float32))
+        gx = torch.zeros_like(xr)
+    return gx, gp
 
 
 @_hg_bwd.register_fake
@@ -116,7 +118,14 @@ def _hg_backward(ctx, grad):
     return (
         gx.to(x.dtype) if need_x else None,
         gparams.to(params.dtype),
-        None, None, None, None, None, None, None, None,
+        None,
+        None,
+        None,
+        None,
+        None,
+        None,
+        None,
+        None,
     )
 
 

@@ -17,7 +17,9 @@ DEFAULT_BUDGET = 1 << 22  # distances held at once (16 MiB of float32)
 
 def _check_vq(x: Tensor, codebook: Tensor) -> None:
     if x.dim() != 2 or codebook.dim() != 2 or x.shape[1] != codebook.shape[1]:
-        raise ValueError(f"need x (N, D) and codebook (K, D), got {tuple(x.shape)} and {tuple(codebook.shape)}")
+        raise ValueError(
+            f"need x (N, D) and codebook (K, D), got {tuple(x.shape)} and {tuple(codebook.shape)}"
+        )
     if codebook.shape[0] == 0:
         raise ValueError("codebook is empty")
 
@@ -58,12 +60,12 @@ def vq_sqdist_ref(x: Tensor, codebook: Tensor, index: Tensor) -> Tensor:
     return (diff * diff).sum(1)
 
 
-def vq_sqdist_backward_ref(
-    grad: Tensor, x: Tensor, codebook: Tensor, index: Tensor
-) -> tuple[Tensor, Tensor]:
+def vq_sqdist_backward_ref(grad: Tensor, x: Tensor, codebook: Tensor, index: Tensor) -> tuple[Tensor, Tensor]:
     """Gradients of the squared distances w.r.t. x and the codebook (the index is held fixed)."""
     g = 2.0 * grad.to(torch.float32)[:, None] * (x.to(torch.float32) - codebook.to(torch.float32)[index])
-    grad_cb = torch.zeros(codebook.shape, dtype=torch.float32, device=codebook.device).index_add_(0, index, -g)
+    grad_cb = torch.zeros(codebook.shape, dtype=torch.float32, device=codebook.device).index_add_(
+        0, index, -g
+    )
     return g.to(x.dtype), grad_cb.to(codebook.dtype)
 
 
@@ -86,7 +88,9 @@ def vq_update_ref(
     _check_update(x, index, k, weights, codebook)
     x32 = x.to(torch.float32)
     w = torch.ones(x.shape[0], device=x.device) if weights is None else weights.to(torch.float32)
-    sums = torch.zeros(k, x.shape[1], dtype=torch.float32, device=x.device).index_add_(0, index, x32 * w[:, None])
+    sums = torch.zeros(k, x.shape[1], dtype=torch.float32, device=x.device).index_add_(
+        0, index, x32 * w[:, None]
+    )
     counts = torch.zeros(k, dtype=torch.float32, device=x.device).index_add_(0, index, w)
     return finish_centroids(sums, counts, codebook), counts
 
@@ -111,7 +115,9 @@ def vq_update_backward_ref(
     """Gradients of the centroids w.r.t. x, the weights and the old codebook (used by empty clusters)."""
     g = grad_c.to(torch.float32)
     empty = counts == 0
-    inv = torch.where(empty, torch.zeros_like(counts), 1.0 / torch.where(empty, torch.ones_like(counts), counts))
+    inv = torch.where(
+        empty, torch.zeros_like(counts), 1.0 / torch.where(empty, torch.ones_like(counts), counts)
+    )
     gi = g[index] * inv[index][:, None]
     w = torch.ones(x.shape[0], device=x.device) if weights is None else weights.to(torch.float32)
     grad_x = (gi * w[:, None]).to(x.dtype)

@@ -49,6 +49,8 @@ def save_checkpoint(directory: str | os.PathLike[str], tensors: dict[str, torch.
     """Write tensors + JSON meta atomically into `directory` (replacing any previous checkpoint)."""
     final = Path(directory)
     final.parent.mkdir(parents=True, exist_ok=True)
+    for stale in final.parent.glob(f".{final.name}.*.tmp"):  # left by a run killed mid-write
+        shutil.rmtree(stale, ignore_errors=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
     try:
         cpu = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in tensors.items()}

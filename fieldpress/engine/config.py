@@ -19,7 +19,9 @@ class DataSource(Protocol):
     """Items the Fitter batches over: frames, pixel batches, views.
 
     `batch(indices)` returns tensors on the CPU (or already on the fit device: moving them is then
-    free); the Fitter moves them with `non_blocking=True`.
+    free); the Fitter moves them with `non_blocking=True`. Indices come as an int64 CPU tensor, unless
+    the source has a `device` attribute naming a CUDA device: then each epoch's indices are moved
+    there once, so a source holding its frames on the GPU indexes them without a host sync per step.
     """
 
     def __len__(self) -> int: ...
@@ -43,7 +45,9 @@ class Stage:
     `warmup` is a fraction of the stage's steps (linear from 0.1 x lr, as NeRV/HNeRV do);
     `schedule` names a registered schedule ("cosine" decays to `min_lr_ratio` x lr, "constant").
     `prune_amount` is the global fraction of Linear/Conv weights zeroed by a "prune" stage;
-    `bits` and `axis` set the per-channel fake quantization of a "qat" stage (axis 0 = output channels).
+    `bits`, `axis` and `symmetric` set the per-channel fake quantization of a "qat" stage: axis is a
+    weight dimension, None (per tensor) or "auto" (per weight, the codec's lowest-error choice, fixed
+    when the stage begins); the stage reports the axes it used (`FitResult.stages[i]["axes"]`).
     """
 
     kind: str
@@ -54,7 +58,7 @@ class Stage:
     prune_amount: float = 0.0
     bits: int = 8
     min_lr_ratio: float = 0.0
-    axis: int | None = 0
+    axis: int | str | None = "auto"
     symmetric: bool = False
 
     def __post_init__(self) -> None:
@@ -78,6 +82,8 @@ class Stage:
             raise InputError(f"prune_amount must be in [0, 1), got {self.prune_amount}")
         if not 2 <= self.bits <= 16:
             raise InputError(f"bits must be in 2..16, got {self.bits}")
+        if not (self.axis is None or self.axis == "auto" or isinstance(self.axis, int)):
+            raise InputError(f"axis must be an int, None or 'auto', got {self.axis!r}")
         if not 0.0 <= self.min_lr_ratio <= 1.0:
             raise InputError(f"min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
 

@@ -48,6 +48,7 @@ from fieldpress.engine.stages import STAGE_KINDS
 from fieldpress.errors import InputError, ResumeError
 
 BUDGET_CHECK_EVERY = 8  # steps between the (collective) time-budget checks under DDP
+PROGRESS_EVERY_S = 0.2  # the bar is advanced at most this often (rich's lock and redraws are not free)
 
 
 def _normalise(obj: Any) -> Any:
@@ -91,6 +92,7 @@ class Fitter:
         self.evaluate = evaluate
         self.show_progress = show_progress
         self.masks: dict[str, Tensor] | None = None
+        self.stage_state: dict[str, Any] = {}
         self._interrupt = False
 
     # ------------------------------------------------------------------ plan
@@ -111,6 +113,7 @@ class Fitter:
     def run(self, resume: bool = False) -> FitResult:
         """Run every stage (or continue from `<output>.ckpt/` with resume=True) and return the result."""
         cfg = self.config
+        self._interrupt = False
         device = _resolve_device(cfg.device)
         precision = cfg.precision
         if precision == "bf16" and device.type != "cuda":
@@ -219,7 +222,7 @@ class Fitter:
             "signature": self.signature, "plan": self._plan(), "position": pos,
             "global_step": self.global_step, "seconds": self._elapsed(), "stage_results": self.results,
             "rng": rng_s, "optimizer": optim_meta,
-            "acc_steps": acc_steps, "world_size": self.dist.world_size, "torch": torch.__version__,
+            "acc_steps": acc_steps, "stage_state": self.stage_state, "world_size": self.dist.world_size, "torch": torch.__version__,
             "budget_hit": self.budget_hit,
         }
         save_checkpoint(self.ckpt, tensors, _normalise(meta))
@@ -232,6 +235,14 @@ class Fitter:
     def _budget_over(self) -> bool:
         minutes = self.config.minutes
         return minutes is not None and self._elapsed() >= minutes * 60.0
+
+    def _on_index_device(self, order: Tensor) -> Tensor:
+        """Move an epoch's indices once to the data source's `device` when it keeps its data on CUDA, so
+        indexing GPU-resident frames never copies indices (and syncs) step by step."""
+        dev = getattr(self.data, "device", None)
+        if dev is not None and torch.device(dev).type == "cuda":
+            return order.pin_memory().to(dev, non_blocking=True)
+        return order
 
     def _to_device(self, batch: dict[str, Any]) -> dict[str, Any]:
         dev = self.device
@@ -289,6 +300,7 @@ class Fitter:
             self.global_step = int(meta["global_step"])
             self._seconds_before = float(meta["seconds"])
             self.budget_hit = bool(meta.get("budget_hit", False))
+            self.stage_state = dict(meta.get("stage_state") or {})
             masks = {k[len("mask."):]: v.to(torch.bool) for k, v in tensors.items() if k.startswith("mask.")}
             self.masks = masks or None
             if not pos["begun"]:
@@ -338,6 +350,7 @@ class Fitter:
         last: dict[str, float] = {}
         stop = False
         lr = stage.lr
+        pending, shown = 0, time.perf_counter()
 
         def position() -> dict[str, Any]:
             return {"stage": si, "epoch": done // spe, "step": done % spe, "begun": True,
@@ -347,7 +360,7 @@ class Fitter:
         self.progress.update(self.task, description=label)
         while done < stage_total and not stop:
             epoch, first = divmod(done, spe)
-            order = epoch_order(n_items, items, cfg.seed, si, epoch)
+            order = self._on_index_device(epoch_order(n_items, items, cfg.seed, si, epoch))
             for step in range(first, spe):
                 lr = stage.lr * lr_factor(done, stage_total, stage.warmup, stage.schedule, stage.min_lr_ratio)
                 for g in optimizer.param_groups:
@@ -356,8 +369,12 @@ class Fitter:
                 acc_steps += 1
                 done += 1
                 self.global_step += 1
-                self.progress.update(self.task, advance=1)
+                pending += 1
+                if time.perf_counter() - shown >= PROGRESS_EVERY_S:
+                    self.progress.update(self.task, advance=pending)
+                    pending, shown = 0, time.perf_counter()
                 if self._interrupt:
+                    self.progress.update(self.task, advance=pending)
                     self._save(position(), optimizer, acc, acc_steps)
                     raise KeyboardInterrupt
                 every = cfg.checkpoint_every_steps
@@ -370,6 +387,8 @@ class Fitter:
                     stop = ddp.any_rank(self._budget_over(), self.device, dist)
                 if stop:
                     break
+            self.progress.update(self.task, advance=pending)
+            pending = 0
             if stop or done == stage_total or (epoch + 1) % cfg.log_every == 0:
                 last = self._summarise(acc, acc_steps) or last
                 acc, acc_steps = {}, 0
@@ -386,6 +405,11 @@ class Fitter:
                                  "seconds": round(seconds_before + time.perf_counter() - stage_t0, 3),
                                  "lr_end": lr, **last, **extra})
         self.budget_hit = self.budget_hit or stop
+        if stop and self.show_progress and self.dist.is_main:
+            skipped = len(self.stages) - si - 1
+            self.progress.console.print(f"time budget of {self.config.minutes:g} min reached: ended the "
+                                        f"{stage.kind} stage after {done}/{stage_total} steps, "
+                                        f"skipped {skipped} stage(s)")
         self.log.write({"event": "stage_end", "stage": si, "kind": stage.kind, "epoch": done / spe,
                         "step": self.global_step, **extra, "seconds": round(self._elapsed(), 3)})
         nxt = len(self.stages) if stop else si + 1

@@ -19,10 +19,12 @@ from fieldpress.engine.prunable import apply_masks, prunable_weights, weight_ten
 
 
 class StageState(Protocol):
-    """What a stage kind may touch: the model and the pruning masks (True = kept)."""
+    """What a stage kind may touch: the model, the pruning masks (True = kept) and `stage_state`, a
+    JSON-serialisable dict saved in checkpoints (so a resumed stage re-creates what begin() chose)."""
 
     model: nn.Module
     masks: dict[str, torch.Tensor] | None
+    stage_state: dict[str, Any]
 
 
 class StageKind:
@@ -75,13 +77,15 @@ class QatKind(StageKind):
     def begin(self, state: StageState, stage: Any, resumed: bool) -> None:
         from fieldpress.engine.qat import add_fake_quant
 
-        add_fake_quant(state.model, stage.bits, stage.axis, stage.symmetric)
+        axes = state.stage_state["qat_axes"] if resumed else stage.axis
+        state.stage_state["qat_axes"] = add_fake_quant(state.model, stage.bits, axes, stage.symmetric)
 
     def end(self, state: StageState, stage: Any) -> dict[str, Any]:
         from fieldpress.engine.qat import remove_fake_quant
 
         remove_fake_quant(state.model)
-        return {"bits": stage.bits, "axis": stage.axis, "symmetric": stage.symmetric}
+        axes = state.stage_state.pop("qat_axes", {})
+        return {"bits": stage.bits, "axes": axes, "symmetric": stage.symmetric}
 
 
 STAGE_KINDS: dict[str, StageKind] = {k.name: k for k in (FitKind(), PruneKind(), QatKind())}

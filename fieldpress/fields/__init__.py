@@ -22,3 +22,13 @@ __all__ = [
     "register_encoding",
     "register_network",
 ]
+
+
+def _register_image_kind() -> None:
+    """Make `.fpi` containers decodable (the container imports this package lazily for kind "image")."""
+    from fieldpress.fields.image import register
+
+    register()
+
+
+_register_image_kind()

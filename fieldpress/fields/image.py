@@ -78,6 +78,20 @@ def codec_state(model: FieldModel) -> dict[str, torch.Tensor]:
     return state
 
 
+def codec_axes(state: Mapping[str, torch.Tensor]) -> dict[str, int | None]:
+    """Quantization axes: a scale per output row for weight matrices, one per gamma/beta plane for
+    CAM grids, one per tensor for biases and grid levels (few scales: they cost bytes too)."""
+    axes: dict[str, int | None] = {}
+    for name, t in state.items():
+        if name.endswith(".grid") and t.dim() >= 3:
+            axes[name] = t.dim() - 2
+        elif name.endswith(".weight") and t.dim() == 2:
+            axes[name] = 0
+        else:
+            axes[name] = None
+    return axes
+
+
 def load_codec_state(model: FieldModel, state: Mapping[str, torch.Tensor]) -> None:
     """Inverse of :func:`codec_state`: put decoded tensors back into ``model``."""
     state = dict(state)
@@ -263,7 +277,8 @@ def encode_image(
     """Quantize and pack the model: (streams, header) for ``write_container(path, "image", ...)``."""
     from fieldpress.codec.quant import compress_state_dict
 
-    streams, meta = compress_state_dict(codec_state(model), bits=bits)
+    state = codec_state(model)
+    streams, meta = compress_state_dict(state, bits=bits, axes=codec_axes(state))
     streams = dict(streams)
     if isinstance(model.encoding, RandomFourierEncoding):
         streams[RFF_STREAM] = model.encoding.B.detach().cpu().numpy().astype(np.float16)

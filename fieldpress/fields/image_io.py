@@ -121,7 +121,7 @@ def read_image(path: str | os.PathLike[str]) -> tuple[np.ndarray, RasterInfo]:
         raise InputError(f"{path}: image of {width}x{height} is too small (at least {MIN_SIDE}x{MIN_SIDE})")
     bit_depth = 16 if array.dtype == np.uint16 else 8
     info = RasterInfo(width, height, MODES[channels], bit_depth, source_mode)
-    return np.ascontiguousarray(array), info
+    return np.array(array, order="C", copy=True), info
 
 
 def write_png(path: str | os.PathLike[str], array: np.ndarray, info: RasterInfo) -> int:

@@ -41,6 +41,7 @@ class Projected:
     means2d: Tensor  # (M,2)
     conics: Tensor  # (M,3) a, b, c of the inverse 2D covariance
     opacities: Tensor  # (M,) activated (times the antialiasing compensation when used)
+    log_opacities: Tensor  # (M,) log of the above
     colors: Tensor  # (M,3)
     depths: Tensor  # (M,)
     radii: Tensor  # (M,) pixels, int64
@@ -85,15 +86,16 @@ def project(scene: GaussianScene, camera: Camera, sh_degree: int, antialiased: b
     det_orig = a * c - b * b
     a, c = a + EPS2D, c + EPS2D
     det = a * c - b * b
-    opac = torch.sigmoid(scene.opacities[idx])
+    log_opac = F.logsigmoid(scene.opacities[idx])
     if antialiased:
-        opac = opac * torch.sqrt(torch.clamp(det_orig / det, min=0.0))
+        log_opac = log_opac + 0.5 * torch.log(torch.clamp(det_orig / det, min=1e-30))
+    opac = torch.exp(log_opac)
     means2d = torch.stack([fx * x / z + cx, fy * y / z + cy], -1)
     with torch.no_grad():
         half = 0.5 * (a + c)
         v1 = half + torch.sqrt(torch.clamp(half * half - det, min=0.01))
         radii = torch.ceil(EXTENT_SIGMAS * torch.sqrt(v1)).to(torch.int64)
-        ok = (det > 0) & (radii > 0) & torch.isfinite(means2d).all(-1)
+        ok = (det > 0) & (radii > 0) & torch.isfinite(means2d).all(-1) & (opac >= ALPHA_MIN)
         mx, my = means2d[:, 0], means2d[:, 1]
         ok &= (mx + radii > 0) & (mx - radii < width) & (my + radii > 0) & (my - radii < height)
         keep = torch.nonzero(ok, as_tuple=False).reshape(-1)
@@ -103,7 +105,8 @@ def project(scene: GaussianScene, camera: Camera, sh_degree: int, antialiased: b
     gidx = idx[order]
     dirs = scene.means[gidx] - camera.position.to(device)
     colors = eval_sh(scene.sh_dc[gidx], scene.sh_rest[gidx], dirs, sh_degree)
-    return Projected(gidx, means2d[order], conics, opac[order], colors, z[order], radii[order])
+    return Projected(gidx, means2d[order], conics, opac[order], log_opac[order], colors, z[order],
+                     radii[order])
 
 
 def tile_ranges(p: Projected, width: int, height: int, tile: int = TILE) -> tuple[Tensor, ...]:
@@ -208,9 +211,7 @@ def _render_cpu(scene: GaussianScene, camera: Camera, degree: int,
     per_tile = torch.bincount(tile_id, minlength=n_tiles)
     offsets = (torch.cumsum(per_tile, 0) - per_tile).tolist()
     per_tile_list = per_tile.tolist()
-    ys, xs = torch.meshgrid(torch.arange(TILE, device=device, dtype=torch.float32),
-                            torch.arange(TILE, device=device, dtype=torch.float32), indexing="ij")
-    local_pix = torch.stack([xs.reshape(-1), ys.reshape(-1)], -1) + 0.5
+    features = _tile_features(device)
     empty_rgb = bg.expand(TILE * TILE, 3)
     empty_alpha = torch.zeros(TILE * TILE, device=device)
     rgb_tiles, alpha_tiles = [], []
@@ -223,7 +224,7 @@ def _render_cpu(scene: GaussianScene, camera: Camera, degree: int,
         origin = torch.tensor([(t % tiles_x) * TILE, (t // tiles_x) * TILE], dtype=torch.float32,
                               device=device)
         ids = gauss[offsets[t]: offsets[t] + count]
-        color, acc = _composite_tile(local_pix + origin, ids, p)
+        color, acc = _composite_tile(origin, features, ids, p)
         rgb_tiles.append(color + (1.0 - acc)[:, None] * bg)
         alpha_tiles.append(acc)
     rgb = torch.stack(rgb_tiles).reshape(tiles_y, tiles_x, TILE, TILE, 3).permute(0, 2, 1, 3, 4)
@@ -233,35 +234,47 @@ def _render_cpu(scene: GaussianScene, camera: Camera, degree: int,
     return rgb, alpha
 
 
-def _composite_tile(pix: Tensor, ids: Tensor, p: Projected) -> tuple[Tensor, Tensor]:
-    """Front-to-back compositing of Gaussians `ids` (depth order) over pixel centres `pix` (P,2)."""
-    n_pix = pix.shape[0]
-    color = torch.zeros(n_pix, 3, device=pix.device)
-    acc = torch.zeros(n_pix, device=pix.device)
-    log_t = torch.zeros(n_pix, device=pix.device)
-    alive = torch.ones(n_pix, dtype=torch.bool, device=pix.device)
+def _composite_tile(origin: Tensor, features: Tensor, ids: Tensor, p: Projected) -> tuple[Tensor, Tensor]:
+    """Front-to-back compositing of Gaussians `ids` (depth order) over one tile's pixels.
+
+    The exponent sigma - log(opacity) is a quadratic in the pixel position, so it is evaluated for all
+    (pixel, Gaussian) pairs as one matmul of tile-local monomials `features` (P,6) with per-Gaussian
+    coefficients; local coordinates keep float32 precise.
+    """
+    n_pix = features.shape[0]
+    color = features.new_zeros(n_pix, 3)
+    acc = features.new_zeros(n_pix)
+    carry = features.new_ones(n_pix, 1)
+    alive = torch.ones(n_pix, 1, dtype=torch.bool, device=features.device)
     for start in range(0, ids.numel(), CHUNK):
         chunk = ids[start: start + CHUNK]
-        d = p.means2d[chunk][None, :, :] - pix[:, None, :]  # (P,C,2)
         con = p.conics[chunk]
-        dx, dy = d[..., 0], d[..., 1]
-        sigma = 0.5 * (con[:, 0] * dx * dx + con[:, 2] * dy * dy) + con[:, 1] * dx * dy
-        alpha = torch.clamp(p.opacities[chunk] * torch.exp(-sigma), max=ALPHA_MAX)
-        use = (sigma >= 0) & (alpha >= ALPHA_MIN) & alive[:, None]
-        alpha = torch.where(use, alpha, torch.zeros_like(alpha))
-        log1m = torch.log1p(-alpha)
-        cum = log_t[:, None] + torch.cumsum(log1m, dim=1)
-        t_incl = torch.exp(cum)
-        included = use & (t_incl > T_MIN)
-        weights = torch.where(included, alpha * torch.exp(cum - log1m), torch.zeros_like(alpha))
+        a, b, c = con[:, 0], con[:, 1], con[:, 2]
+        m = p.means2d[chunk] - origin
+        mx, my = m[:, 0], m[:, 1]
+        coef = torch.stack([0.5 * a, 0.5 * c, b, -(a * mx + b * my), -(c * my + b * mx),
+                            0.5 * a * mx * mx + 0.5 * c * my * my + b * mx * my - p.log_opacities[chunk]], 0)
+        alpha = torch.clamp(torch.exp(-(features @ coef)), max=ALPHA_MAX)  # (P,C)
+        alpha = torch.where((alpha >= ALPHA_MIN) & alive, alpha, torch.zeros_like(alpha))
+        one_minus = 1.0 - alpha
+        t_incl = torch.cumprod(one_minus, dim=1) * carry
+        included = t_incl > T_MIN
+        weights = torch.where(included, alpha * (t_incl / one_minus), torch.zeros_like(alpha))
         color = color + weights @ p.colors[chunk]
         acc = acc + weights.sum(1)
-        stopped = (use & ~included).any(1)
-        log_t = cum[:, -1]
-        alive = alive & ~stopped
+        alive = alive & included[:, -1:]
+        carry = t_incl[:, -1:]
         if not bool(alive.any()):
             break
     return color, acc
+
+
+def _tile_features(device: torch.device) -> Tensor:
+    """Monomials (x^2, y^2, xy, x, y, 1) of the pixel centres of one tile, in tile-local coordinates."""
+    ys, xs = torch.meshgrid(torch.arange(TILE, device=device, dtype=torch.float32),
+                            torch.arange(TILE, device=device, dtype=torch.float32), indexing="ij")
+    x, y = xs.reshape(-1) + 0.5, ys.reshape(-1) + 0.5
+    return torch.stack([x * x, y * y, x * y, x, y, torch.ones_like(x)], -1)
 
 
 def render_reference(scene: GaussianScene, camera: Camera, width: int | None = None,

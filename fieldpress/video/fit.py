@@ -155,7 +155,9 @@ def fit_clip(clip: VideoClip, output: Path, opts: FitOptions, device: torch.devi
     masks = None
     if result.masks:
         masks = {k: v.cpu() for k, v in result.masks.items() if k in state}
-    streams, meta = compress_state_dict(state, bits=opts.bits, masks=masks)
+    # Per-channel (output channels, axis 0, as the QAT stage) for weights; per tensor for 1-D ones.
+    axes = {k: (0 if v.dim() >= 2 else None) for k, v in state.items()}
+    streams, meta = compress_state_dict(state, bits=opts.bits, masks=masks, axis=None, axes=axes)
     model.load_state_dict(decompress_state_dict(streams, meta), strict=False)
 
     extra = {"fit": {"epochs": opts.epochs, "stored_params": stored_params,

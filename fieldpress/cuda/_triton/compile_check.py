@@ -34,29 +34,71 @@ class Variant:
 
 def _fq(full: bool) -> Iterator[Variant]:
     for dtype in ("fp32", "fp16") if full else ("fp32",):
-        base = {"x_ptr": f"*{dtype}", "s_ptr": "*fp32", "z_ptr": "*fp32", "n": "i64", "channels": "i32",
-                "inner": "i32", "qmin": "fp32", "qmax": "fp32"}
+        base = {
+            "x_ptr": f"*{dtype}",
+            "s_ptr": "*fp32",
+            "z_ptr": "*fp32",
+            "n": "i64",
+            "channels": "i32",
+            "inner": "i32",
+            "qmin": "fp32",
+            "qmax": "fp32",
+        }
         for rate, bins in ((False, 0), (True, 256), (True, 0)):
             types = {**base, "out_ptr": f"*{dtype}", "counts_ptr": "*i32"}
-            yield Variant(f"fq_fwd[{dtype},rate={rate},bins={bins}]", fake_quant.fq_fwd_kernel, types,
-                          {"BLOCK": fake_quant.BLOCK, "RATE": rate, "HIST_BINS": bins})
+            yield Variant(
+                f"fq_fwd[{dtype},rate={rate},bins={bins}]",
+                fake_quant.fq_fwd_kernel,
+                types,
+                {"BLOCK": fake_quant.BLOCK, "RATE": rate, "HIST_BINS": bins},
+            )
         for rate in (False, True):
-            types = {**base, "g_ptr": f"*{dtype}", "pmf_ptr": "*fp32", "gbits_ptr": "*fp32", "out_ptr": f"*{dtype}"}
-            yield Variant(f"fq_bwd[{dtype},rate={rate}]", fake_quant.fq_bwd_kernel, types,
-                          {"BLOCK": fake_quant.BLOCK, "RATE": rate})
+            types = {
+                **base,
+                "g_ptr": f"*{dtype}",
+                "pmf_ptr": "*fp32",
+                "gbits_ptr": "*fp32",
+                "out_ptr": f"*{dtype}",
+            }
+            yield Variant(
+                f"fq_bwd[{dtype},rate={rate}]",
+                fake_quant.fq_bwd_kernel,
+                types,
+                {"BLOCK": fake_quant.BLOCK, "RATE": rate},
+            )
 
 
 def _vq(full: bool) -> Iterator[Variant]:
     for precision in ("tf32x3", "ieee") if full else ("tf32x3",):
-        types = {"x_ptr": "*fp32", "c_ptr": "*fp32", "cnorm_ptr": "*fp32", "idx_ptr": "*i64", "dist_ptr": "*fp32",
-                 "n": "i32", "k": "i32", "d": "i32"}
-        yield Variant(f"vq_assign[{precision},D<=64]", vq.vq_assign_kernel, types,
-                      {"BLOCK_N": 128, "BLOCK_K": 64, "DP": 64, "PRECISION": precision})
+        types = {
+            "x_ptr": "*fp32",
+            "c_ptr": "*fp32",
+            "cnorm_ptr": "*fp32",
+            "idx_ptr": "*i64",
+            "dist_ptr": "*fp32",
+            "n": "i32",
+            "k": "i32",
+            "d": "i32",
+        }
+        yield Variant(
+            f"vq_assign[{precision},D<=64]",
+            vq.vq_assign_kernel,
+            types,
+            {"BLOCK_N": 128, "BLOCK_K": 64, "DP": 64, "PRECISION": precision},
+        )
     for has_w in (True, False):
-        types = {"x_ptr": "*fp32", "idx_ptr": "*i64", "w_ptr": "*fp32", "sums_ptr": "*fp32", "counts_ptr": "*fp32",
-                 "n": "i32", "d": "i32"}
-        yield Variant(f"vq_sums[weights={has_w}]", vq.vq_sums_kernel, types,
-                      {"BLOCK_N": 64, "DP": 64, "HAS_W": has_w})
+        types = {
+            "x_ptr": "*fp32",
+            "idx_ptr": "*i64",
+            "w_ptr": "*fp32",
+            "sums_ptr": "*fp32",
+            "counts_ptr": "*fp32",
+            "n": "i32",
+            "d": "i32",
+        }
+        yield Variant(
+            f"vq_sums[weights={has_w}]", vq.vq_sums_kernel, types, {"BLOCK_N": 64, "DP": 64, "HAS_W": has_w}
+        )
 
 
 def _hg(full: bool) -> Iterator[Variant]:
@@ -65,14 +107,38 @@ def _hg(full: bool) -> Iterator[Variant]:
     for d in dims:
         for interp in interps:
             for out in ("fp32", "fp16") if (full or d == 3) else ("fp32",):
-                types = {"x_ptr": "*fp32", "params_ptr": "*fp32", "table_ptr": "*i64", "scale_ptr": "*fp64",
-                         "out_ptr": f"*{out}", "n": "i32", "n_levels": "i32"}
-                yield Variant(f"hashgrid_fwd[D={d},interp={interp},{out}]", hashgrid.hashgrid_fwd_kernel, types,
-                              {"D": d, "F": 2, "INTERPOLATION": interp, "BLOCK": 128})
-                types = {"grad_ptr": f"*{out}", "x_ptr": "*fp32", "params_ptr": "*fp32", "table_ptr": "*i64",
-                         "scale_ptr": "*fp64", "gparams_ptr": "*fp32", "gx_ptr": "*fp32", "n": "i32", "n_levels": "i32"}
-                yield Variant(f"hashgrid_bwd[D={d},interp={interp},{out}]", hashgrid.hashgrid_bwd_kernel, types,
-                              {"D": d, "F": 2, "INTERPOLATION": interp, "BLOCK": 128, "NEED_X": interp != 0})
+                types = {
+                    "x_ptr": "*fp32",
+                    "params_ptr": "*fp32",
+                    "table_ptr": "*i64",
+                    "scale_ptr": "*fp64",
+                    "out_ptr": f"*{out}",
+                    "n": "i32",
+                    "n_levels": "i32",
+                }
+                yield Variant(
+                    f"hashgrid_fwd[D={d},interp={interp},{out}]",
+                    hashgrid.hashgrid_fwd_kernel,
+                    types,
+                    {"D": d, "F": 2, "INTERPOLATION": interp, "BLOCK": 128},
+                )
+                types = {
+                    "grad_ptr": f"*{out}",
+                    "x_ptr": "*fp32",
+                    "params_ptr": "*fp32",
+                    "table_ptr": "*i64",
+                    "scale_ptr": "*fp64",
+                    "gparams_ptr": "*fp32",
+                    "gx_ptr": "*fp32",
+                    "n": "i32",
+                    "n_levels": "i32",
+                }
+                yield Variant(
+                    f"hashgrid_bwd[D={d},interp={interp},{out}]",
+                    hashgrid.hashgrid_bwd_kernel,
+                    types,
+                    {"D": d, "F": 2, "INTERPOLATION": interp, "BLOCK": 128, "NEED_X": interp != 0},
+                )
 
 
 def variants(full: bool = False) -> list[Variant]:
@@ -94,8 +160,12 @@ def compile_variant(v: Variant, arch: int) -> dict[str, Any]:
     cubin = compiled.asm["cubin"]
     if f".target sm_{arch}" not in ptx or not cubin:
         raise RuntimeError(f"{v.name}: no sm_{arch} PTX/cubin produced")
-    return {"kernel": v.name, "ptx_chars": len(ptx), "cubin_bytes": len(cubin),
-            "seconds": round(time.perf_counter() - start, 3)}
+    return {
+        "kernel": v.name,
+        "ptx_chars": len(ptx),
+        "cubin_bytes": len(cubin),
+        "seconds": round(time.perf_counter() - start, 3),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:

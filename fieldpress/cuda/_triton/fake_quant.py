@@ -24,8 +24,19 @@ LN2 = math.log(2.0)
 
 @triton.jit
 def fq_fwd_kernel(
-    x_ptr, s_ptr, z_ptr, out_ptr, counts_ptr, n, channels, inner, qmin, qmax,
-    BLOCK: tl.constexpr, RATE: tl.constexpr, HIST_BINS: tl.constexpr,
+    x_ptr,
+    s_ptr,
+    z_ptr,
+    out_ptr,
+    counts_ptr,
+    n,
+    channels,
+    inner,
+    qmin,
+    qmax,
+    BLOCK: tl.constexpr,
+    RATE: tl.constexpr,
+    HIST_BINS: tl.constexpr,
 ):
     offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     mask = offs < n
@@ -50,8 +61,20 @@ def fq_fwd_kernel(
 
 @triton.jit
 def fq_bwd_kernel(
-    g_ptr, x_ptr, s_ptr, z_ptr, pmf_ptr, gbits_ptr, out_ptr, n, channels, inner, qmin, qmax,
-    BLOCK: tl.constexpr, RATE: tl.constexpr,
+    g_ptr,
+    x_ptr,
+    s_ptr,
+    z_ptr,
+    pmf_ptr,
+    gbits_ptr,
+    out_ptr,
+    n,
+    channels,
+    inner,
+    qmin,
+    qmax,
+    BLOCK: tl.constexpr,
+    RATE: tl.constexpr,
 ):
     offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     mask = offs < n
@@ -88,8 +111,19 @@ def _forward(x: Tensor, scale: Tensor, zp: Tensor, qmin: int, qmax: int, inner: 
     hist_bins = next_pow2(nbins) if rate and next_pow2(nbins) <= MAX_BLOCK_HIST_BINS else 0
     if x.numel():
         fq_fwd_kernel[_grid(x.numel())](
-            x, scale, zp, out, counts, x.numel(), scale.numel(), inner, float(qmin), float(qmax),
-            BLOCK=BLOCK, RATE=rate, HIST_BINS=hist_bins,
+            x,
+            scale,
+            zp,
+            out,
+            counts,
+            x.numel(),
+            scale.numel(),
+            inner,
+            float(qmin),
+            float(qmax),
+            BLOCK=BLOCK,
+            RATE=rate,
+            HIST_BINS=hist_bins,
         )
     return out, counts
 
@@ -112,21 +146,42 @@ def _backward(grad, grad_bits, x, scale, zp, pmf, qmin, qmax, inner, rate):
     out = torch.empty_like(grad)
     if x.numel():
         fq_bwd_kernel[_grid(x.numel())](
-            grad, x, scale, zp, pmf, grad_bits, out, x.numel(), scale.numel(), inner,
-            float(qmin), float(qmax), BLOCK=BLOCK, RATE=rate,
+            grad,
+            x,
+            scale,
+            zp,
+            pmf,
+            grad_bits,
+            out,
+            x.numel(),
+            scale.numel(),
+            inner,
+            float(qmin),
+            float(qmax),
+            BLOCK=BLOCK,
+            RATE=rate,
         )
     return out
 
 
-def fq_backward(grad: Tensor, x: Tensor, scale: Tensor, zp: Tensor, qmin: int, qmax: int, inner: int) -> Tensor:
+def fq_backward(
+    grad: Tensor, x: Tensor, scale: Tensor, zp: Tensor, qmin: int, qmax: int, inner: int
+) -> Tensor:
     """Clipped straight-through gradient."""
     dummy = scale.new_zeros(1)
     return _backward(grad, dummy, x, scale, zp, dummy, qmin, qmax, inner, rate=False)
 
 
 def fq_rate_backward(
-    grad: Tensor, grad_bits: Tensor, x: Tensor, scale: Tensor, zp: Tensor, pmf: Tensor,
-    qmin: int, qmax: int, inner: int,
+    grad: Tensor,
+    grad_bits: Tensor,
+    x: Tensor,
+    scale: Tensor,
+    zp: Tensor,
+    pmf: Tensor,
+    qmin: int,
+    qmax: int,
+    inner: int,
 ) -> Tensor:
     """Straight-through gradient plus grad_bits times the rate proxy's gradient."""
     gb = grad_bits.to(torch.float32).reshape(1).contiguous()

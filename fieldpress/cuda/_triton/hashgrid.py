@@ -69,8 +69,17 @@ def _corner_weight(w0, w1, w2, c: tl.constexpr, D: tl.constexpr):
 
 @triton.jit
 def hashgrid_fwd_kernel(
-    x_ptr, params_ptr, table_ptr, scale_ptr, out_ptr, n, n_levels,
-    D: tl.constexpr, F: tl.constexpr, INTERPOLATION: tl.constexpr, BLOCK: tl.constexpr,
+    x_ptr,
+    params_ptr,
+    table_ptr,
+    scale_ptr,
+    out_ptr,
+    n,
+    n_levels,
+    D: tl.constexpr,
+    F: tl.constexpr,
+    INTERPOLATION: tl.constexpr,
+    BLOCK: tl.constexpr,
 ):
     rn = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     level = tl.program_id(1)
@@ -96,7 +105,9 @@ def hashgrid_fwd_kernel(
             weight = _corner_weight(w0, w1, w2, c, D)
             acc += weight[:, None] * vals.to(tl.float32)
     cols = level * F + rf
-    tl.store(out_ptr + rn[:, None] * (n_levels * F) + cols[None, :], acc.to(out_ptr.dtype.element_ty), mask=fmask)
+    tl.store(
+        out_ptr + rn[:, None] * (n_levels * F) + cols[None, :], acc.to(out_ptr.dtype.element_ty), mask=fmask
+    )
 
 
 @triton.jit
@@ -122,8 +133,19 @@ def _dsmooth(frac, INTERPOLATION: tl.constexpr):
 
 @triton.jit
 def hashgrid_bwd_kernel(
-    grad_ptr, x_ptr, params_ptr, table_ptr, scale_ptr, gparams_ptr, gx_ptr, n, n_levels,
-    D: tl.constexpr, F: tl.constexpr, INTERPOLATION: tl.constexpr, BLOCK: tl.constexpr,
+    grad_ptr,
+    x_ptr,
+    params_ptr,
+    table_ptr,
+    scale_ptr,
+    gparams_ptr,
+    gx_ptr,
+    n,
+    n_levels,
+    D: tl.constexpr,
+    F: tl.constexpr,
+    INTERPOLATION: tl.constexpr,
+    BLOCK: tl.constexpr,
     NEED_X: tl.constexpr,
 ):
     rn = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
@@ -171,18 +193,22 @@ def hashgrid_bwd_kernel(
 
 @functools.lru_cache(maxsize=64)
 def _level_tensors(
-    resolutions: tuple[int, ...], offsets: tuple[int, ...], sizes: tuple[int, ...], modes: tuple[int, ...],
-    scales: tuple[float, ...], device: str,
+    resolutions: tuple[int, ...],
+    offsets: tuple[int, ...],
+    sizes: tuple[int, ...],
+    modes: tuple[int, ...],
+    scales: tuple[float, ...],
+    device: str,
 ) -> tuple[Tensor, Tensor]:
     table = torch.tensor(list(zip(resolutions, offsets, sizes, modes)), dtype=torch.int64).reshape(-1, 4)
     return table.to(device), torch.tensor(scales, dtype=torch.float64).to(device)
 
 
-def level_table(
-    resolutions, offsets, sizes, modes, scales, device: torch.device
-) -> tuple[Tensor, Tensor]:
+def level_table(resolutions, offsets, sizes, modes, scales, device: torch.device) -> tuple[Tensor, Tensor]:
     """(L, 4) int64 [resolution, offset, size, mode] and (L,) float64 scales on `device` (cached)."""
-    return _level_tensors(tuple(resolutions), tuple(offsets), tuple(sizes), tuple(modes), tuple(scales), str(device))
+    return _level_tensors(
+        tuple(resolutions), tuple(offsets), tuple(sizes), tuple(modes), tuple(scales), str(device)
+    )
 
 
 def _check(d: int, f: int) -> None:
@@ -193,8 +219,14 @@ def _check(d: int, f: int) -> None:
 
 
 def hashgrid_forward(
-    x: Tensor, params: Tensor, table: Tensor, scales: Tensor, n_features: int, interpolation: int,
-    out_dtype: torch.dtype, block: int = 128,
+    x: Tensor,
+    params: Tensor,
+    table: Tensor,
+    scales: Tensor,
+    n_features: int,
+    interpolation: int,
+    out_dtype: torch.dtype,
+    block: int = 128,
 ) -> Tensor:
     """(N, L*F) features in `out_dtype`."""
     n, d = x.shape
@@ -203,15 +235,31 @@ def hashgrid_forward(
     out = torch.empty(n, n_levels * n_features, dtype=out_dtype, device=x.device)
     if n and n_levels:
         hashgrid_fwd_kernel[(triton.cdiv(n, block), n_levels)](
-            x.contiguous(), params.contiguous(), table, scales, out, n, n_levels,
-            D=d, F=n_features, INTERPOLATION=interpolation, BLOCK=block,
+            x.contiguous(),
+            params.contiguous(),
+            table,
+            scales,
+            out,
+            n,
+            n_levels,
+            D=d,
+            F=n_features,
+            INTERPOLATION=interpolation,
+            BLOCK=block,
         )
     return out
 
 
 def hashgrid_backward(
-    grad: Tensor, x: Tensor, params: Tensor, table: Tensor, scales: Tensor, n_features: int,
-    interpolation: int, need_x: bool, block: int = 128,
+    grad: Tensor,
+    x: Tensor,
+    params: Tensor,
+    table: Tensor,
+    scales: Tensor,
+    n_features: int,
+    interpolation: int,
+    need_x: bool,
+    block: int = 128,
 ) -> tuple[Tensor, Tensor]:
     """(grad_x float32 (N, d) (zeros unless need_x), grad_params float32 (P,))."""
     n, d = x.shape
@@ -221,7 +269,19 @@ def hashgrid_backward(
     gx = torch.zeros(n, d, dtype=torch.float32, device=x.device)
     if n and n_levels:
         hashgrid_bwd_kernel[(triton.cdiv(n, block), n_levels)](
-            grad.contiguous(), x.contiguous(), params.contiguous(), table, scales, gparams, gx, n, n_levels,
-            D=d, F=n_features, INTERPOLATION=interpolation, BLOCK=block, NEED_X=need_x and interpolation != 0,
+            grad.contiguous(),
+            x.contiguous(),
+            params.contiguous(),
+            table,
+            scales,
+            gparams,
+            gx,
+            n,
+            n_levels,
+            D=d,
+            F=n_features,
+            INTERPOLATION=interpolation,
+            BLOCK=block,
+            NEED_X=need_x and interpolation != 0,
         )
     return gx, gparams

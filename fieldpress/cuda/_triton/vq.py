@@ -21,8 +21,18 @@ MAX_DIM = 128
 
 @triton.jit
 def vq_assign_kernel(
-    x_ptr, c_ptr, cnorm_ptr, idx_ptr, dist_ptr, n, k, d,
-    BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, DP: tl.constexpr, PRECISION: tl.constexpr,
+    x_ptr,
+    c_ptr,
+    cnorm_ptr,
+    idx_ptr,
+    dist_ptr,
+    n,
+    k,
+    d,
+    BLOCK_N: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+    DP: tl.constexpr,
+    PRECISION: tl.constexpr,
 ):
     rn = tl.program_id(0).to(tl.int64) * BLOCK_N + tl.arange(0, BLOCK_N)
     rd = tl.arange(0, DP)
@@ -35,7 +45,8 @@ def vq_assign_kernel(
         kmask = rk < k
         cb = tl.load(
             c_ptr + rk[:, None].to(tl.int64) * d + rd[None, :],
-            mask=kmask[:, None] & (rd[None, :] < d), other=0.0,
+            mask=kmask[:, None] & (rd[None, :] < d),
+            other=0.0,
         ).to(tl.float32)
         cn = tl.load(cnorm_ptr + rk, mask=kmask, other=0.0)
         dots = tl.dot(xb, tl.trans(cb), input_precision=PRECISION)
@@ -56,8 +67,16 @@ def vq_assign_kernel(
 
 @triton.jit
 def vq_sums_kernel(
-    x_ptr, idx_ptr, w_ptr, sums_ptr, counts_ptr, n, d,
-    BLOCK_N: tl.constexpr, DP: tl.constexpr, HAS_W: tl.constexpr,
+    x_ptr,
+    idx_ptr,
+    w_ptr,
+    sums_ptr,
+    counts_ptr,
+    n,
+    d,
+    BLOCK_N: tl.constexpr,
+    DP: tl.constexpr,
+    HAS_W: tl.constexpr,
 ):
     rn = tl.program_id(0).to(tl.int64) * BLOCK_N + tl.arange(0, BLOCK_N)
     rd = tl.arange(0, DP)
@@ -95,8 +114,18 @@ def vq_assign(
         block_n = max(16, min(block_n, next_pow2(n)))
         block_k = max(16, min(block_k, next_pow2(k)))
         vq_assign_kernel[(triton.cdiv(n, block_n),)](
-            x, codebook, cnorm, index, dist, n, k, d,
-            BLOCK_N=block_n, BLOCK_K=block_k, DP=_dims(d), PRECISION=precision,
+            x,
+            codebook,
+            cnorm,
+            index,
+            dist,
+            n,
+            k,
+            d,
+            BLOCK_N=block_n,
+            BLOCK_K=block_k,
+            DP=_dims(d),
+            PRECISION=precision,
         )
     return index, dist
 
@@ -111,7 +140,15 @@ def vq_update(
     if n:
         w = weights if weights is not None else counts  # placeholder pointer when unweighted
         vq_sums_kernel[(triton.cdiv(n, block_n),)](
-            x.contiguous(), index.contiguous(), w.contiguous(), sums, counts, n, d,
-            BLOCK_N=block_n, DP=next_pow2(d), HAS_W=weights is not None,
+            x.contiguous(),
+            index.contiguous(),
+            w.contiguous(),
+            sums,
+            counts,
+            n,
+            d,
+            BLOCK_N=block_n,
+            DP=next_pow2(d),
+            HAS_W=weights is not None,
         )
     return finish_centroids(sums, counts, codebook), counts

@@ -160,6 +160,33 @@ class HeadlessChromium:
         result = self.call("Runtime.evaluate", {"expression": expression, "returnByValue": True})
         return result.get("result", {}).get("value")
 
+    def drag(self, start: tuple[float, float], end: tuple[float, float], steps: int = 12,
+             pause: float = 0.02) -> None:
+        """Drag with the left mouse button from `start` to `end` (page pixels), as a user orbits."""
+        def mouse(kind: str, x: float, y: float, buttons: int) -> None:
+            clicks = 0 if kind == "mouseMoved" else 1
+            self.call("Input.dispatchMouseEvent", {"type": kind, "x": x, "y": y, "button": "left",
+                                                   "buttons": buttons, "clickCount": clicks})
+
+        mouse("mouseMoved", *start, 0)
+        mouse("mousePressed", *start, 1)
+        for i in range(1, steps + 1):
+            t = i / steps
+            mouse("mouseMoved", start[0] + t * (end[0] - start[0]), start[1] + t * (end[1] - start[1]), 1)
+            time.sleep(pause)
+        mouse("mouseReleased", *end, 0)
+
+    def click_button(self, text: str) -> bool:
+        """Click the first <button> whose text is `text`; False when there is none (yet)."""
+        script = ("(() => { const b = Array.from(document.querySelectorAll('button'))"
+                  f".find(e => e.textContent.trim() === {json.dumps(text)}); if (!b) return false;"
+                  " b.click(); return true; })()")
+        return bool(self.evaluate(script))
+
+    def text(self) -> str:
+        """The visible text of the page (panels, notifications)."""
+        return str(self.evaluate("document.body ? document.body.innerText : ''") or "")
+
     def screenshot(self) -> np.ndarray:
         """The page as an (H, W, 3) uint8 RGB array."""
         from PIL import Image
@@ -178,6 +205,37 @@ class HeadlessChromium:
         with atomic_path(path) as tmp:
             Image.fromarray(pixels).save(tmp, format="PNG")
         return pixels
+
+
+def scene_region(shape: tuple[int, ...]) -> tuple[slice, slice]:
+    """The middle of the viewer canvas, clear of viser's control panel (right) and notices (top left)."""
+    h, w = shape[0], shape[1]
+    return slice(int(0.2 * h), int(0.95 * h)), slice(int(0.25 * w), int(0.62 * w))
+
+
+def canvas_background(pixels: np.ndarray) -> tuple[int, int, int] | None:
+    """The canvas colour at the bottom-left corner; None while the page is still blank white (not loaded)."""
+    corner = tuple(int(v) for v in pixels[-3, 3, :3])
+    return None if min(corner) >= 250 else corner  # type: ignore[return-value]
+
+
+def wait_until_drawn(page: HeadlessChromium, timeout: float = 60.0, min_fraction: float = 0.02,
+                     interval: float = 0.25) -> tuple[float, np.ndarray, float]:
+    """Poll screenshots until the scene covers `min_fraction` of the canvas middle.
+
+    Returns (seconds waited, pixels, drawn fraction); raises TimeoutError when nothing is drawn in time.
+    """
+    start = time.monotonic()
+    fraction = 0.0
+    while time.monotonic() - start < timeout:
+        pixels = page.screenshot()
+        background = canvas_background(pixels)
+        if background is not None:
+            fraction = drawn_fraction(pixels, background, scene_region(pixels.shape))
+            if fraction >= min_fraction:
+                return time.monotonic() - start, pixels, fraction
+        time.sleep(interval)
+    raise TimeoutError(f"no scene drawn within {timeout:.0f} s (drawn fraction {fraction:.3f})")
 
 
 def drawn_fraction(pixels: np.ndarray, background: tuple[int, int, int],

@@ -33,7 +33,7 @@ def _parser() -> Any:
     add("--export", metavar="DIR", help="write a static viewer folder instead of serving")
     add("--format", default=None, help="read IN with this format instead of detecting it")
     add("--chunk", type=int, default=131_072, help="Gaussians per upload message (progress steps)")
-    add("--psnr-width", type=int, default=512, help="render width of the PSNR button (pixels)")
+    add("--psnr-width", type=int, default=256, help="render width of the PSNR button (pixels)")
     return parser
 
 

@@ -1,0 +1,128 @@
+"""fit-image / decode-image: round trips in each mode, summaries, and bad input (exit 2)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from conftest import shared_file
+from PIL import Image
+
+from fieldpress.cli import run_command
+from fieldpress.codec.container import read_info
+from fieldpress.fields.cli import decode_image_command, fit_image_command
+from fieldpress.fields.image_io import read_image, write_png
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _pattern(h: int, w: int, c: int, peak: int) -> np.ndarray:
+    y, x = np.mgrid[0:h, 0:w]
+    chans = [(np.sin(0.4 * x + 0.3 * y + k) * 0.45 + 0.5) for k in range(c)]
+    return np.round(np.stack(chans, -1) * peak)
+
+
+def _fit_decode(tmp_path, src, capsys, *extra: str) -> tuple[dict, np.ndarray]:
+    fpi, png = tmp_path / "out.fpi", tmp_path / "dec.png"
+    argv = [str(src), "-o", str(fpi), "--steps", "40", "--params", "6k", "--model", "siren", "--json", *extra]
+    assert run_command(fit_image_command, argv) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert run_command(decode_image_command, [str(fpi), "-o", str(png), "--json"]) == 0
+    capsys.readouterr()
+    assert summary["bytes"] == fpi.stat().st_size
+    decoded, _ = read_image(png)
+    return summary, decoded
+
+
+@pytest.mark.parametrize("mode,channels", [("L", 1), ("LA", 2), ("RGBA", 4)])
+def test_8bit_modes_round_trip(tmp_path, capsys, mode: str, channels: int) -> None:
+    arr = _pattern(10, 14, channels, 255).astype(np.uint8)
+    src = tmp_path / "in.png"
+    Image.fromarray(arr[..., 0] if channels == 1 else arr, mode=mode).save(src)
+    summary, decoded = _fit_decode(tmp_path, src, capsys)
+    assert Image.open(tmp_path / "dec.png").mode == mode
+    assert decoded.shape == (10, 14, channels) and decoded.dtype == np.uint8
+    assert summary["psnr_channels"] == mode and summary["psnr_bit_depth"] == 8
+    assert summary["psnr"] > 10.0 and summary["size"] == "14x10"
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_16bit_round_trip(tmp_path, capsys, channels: int) -> None:
+    from fieldpress.fields.image_io import RasterInfo
+
+    arr = _pattern(9, 12, channels, 65535).astype(np.uint16)
+    src = tmp_path / "in16.png"
+    write_png(src, arr, RasterInfo(12, 9, {1: "L", 3: "RGB"}[channels], 16))
+    loaded, info = read_image(src)
+    assert info.bit_depth == 16 and np.array_equal(loaded, arr)
+    summary, decoded = _fit_decode(tmp_path, src, capsys)
+    assert decoded.dtype == np.uint16 and decoded.shape == arr.shape
+    assert summary["psnr_bit_depth"] == 16
+    # PSNR is measured at 16 bits: recompute it from the decoded file
+    mse = np.mean((decoded.astype(np.float64) - arr) ** 2)
+    assert summary["psnr"] == pytest.approx(10 * np.log10(65535.0**2 / mse), abs=0.01)
+
+
+def test_info_summary_and_determinism(tmp_path, capsys) -> None:
+    arr = _pattern(8, 8, 3, 255).astype(np.uint8)
+    src = tmp_path / "rgb.png"
+    Image.fromarray(arr).save(src)
+    argv = [str(src), "--steps", "20", "--params", "6k", "--model", "ffn", "--params", "12k", "--json"]
+    assert run_command(fit_image_command, [*argv, "-o", str(tmp_path / "a.fpi")]) == 0
+    assert run_command(fit_image_command, [*argv, "-o", str(tmp_path / "b.fpi")]) == 0
+    capsys.readouterr()
+    assert (tmp_path / "a.fpi").read_bytes() == (tmp_path / "b.fpi").read_bytes()
+    info = read_info(tmp_path / "a.fpi").to_dict()
+    assert info["kind"] == "image"
+    assert (
+        info["summary"]["size"] == "8x8" and info["summary"]["model"] == "ffn" and "psnr" in info["summary"]
+    )
+
+
+def _exit_and_message(argv, capsys, command=fit_image_command) -> tuple[int, str]:
+    code = run_command(command, argv)
+    err = capsys.readouterr().err.strip()
+    return code, err
+
+
+def test_bad_input_exits_2(tmp_path, capsys) -> None:
+    text = tmp_path / "notes.png"
+    text.write_text("not an image at all")
+    code, err = _exit_and_message([str(text)], capsys)
+    assert code == 2 and len(err.splitlines()) == 1 and "not a readable image" in err
+
+    tiny = tmp_path / "tiny.png"
+    Image.new("RGB", (1, 1)).save(tiny)
+    code, err = _exit_and_message([str(tiny)], capsys)
+    assert code == 2 and len(err.splitlines()) == 1 and "too small" in err
+
+    ok = tmp_path / "ok.png"
+    Image.fromarray(_pattern(8, 8, 3, 255).astype(np.uint8)).save(ok)
+    code, err = _exit_and_message([str(ok), "--params", "100"], capsys)
+    assert code == 2 and len(err.splitlines()) == 1 and "too small" in err
+
+    code, err = _exit_and_message([str(tmp_path / "missing.png")], capsys)
+    assert code == 2 and "no such file" in err
+
+    code, err = _exit_and_message([str(text), "-o", str(tmp_path / "x.png")], capsys, decode_image_command)
+    assert code == 2 and len(err.splitlines()) == 1
+
+
+@pytest.mark.slow
+def test_kodak_minutes_bar(tmp_path, capsys) -> None:
+    """The issue's bar: fit-image kodim01.png --minutes 3 writes a file that decodes at the input size."""
+    src = shared_file("images/kodak/kodim01.png")
+    fpi, png = tmp_path / "k.fpi", tmp_path / "k.png"
+    assert run_command(fit_image_command, [str(src), "-o", str(fpi), "--minutes", "3", "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["psnr"] > 20 and summary["seconds"] < 200
+    assert run_command(decode_image_command, [str(fpi), "-o", str(png)]) == 0
+    assert Image.open(png).size == Image.open(src).size
