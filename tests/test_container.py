@@ -81,6 +81,23 @@ def test_round_trip_of_every_dtype_and_shape_is_exact(tmp_path: Path, codec: str
     assert set(c.arrays()) == set(streams)
 
 
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.tuples(st.sampled_from(DTYPES), st.sampled_from(SHAPES), st.integers(0, 2**32 - 1),
+                          st.sampled_from(["auto", "raw", "zstd", "ans"])), min_size=1, max_size=6))
+def test_round_trip_property(tmp_path: Path, specs: list) -> None:
+    streams, codecs = {}, {}
+    for i, (dtype, shape, seed, codec) in enumerate(specs):
+        streams[f"s{i}"] = _random(dtype, shape, np.random.default_rng(seed))
+        ans_ok = np.dtype(dtype).kind in "biu" and dtype != "uint64"
+        codecs[f"s{i}"] = "zstd" if codec == "ans" and not ans_ok else codec
+    path = tmp_path / "prop.fpi"
+    write_container(path, "image", {"n": len(specs)}, streams, codecs)
+    c = open_container(path)
+    for name, value in streams.items():
+        out = c.array(name)
+        assert out.dtype == value.dtype and out.shape == value.shape and out.tobytes() == value.tobytes()
+
+
 def test_writing_is_deterministic_and_atomic(tmp_path: Path) -> None:
     streams = {"q": np.arange(1000, dtype=np.int16) % 13, "w": np.linspace(0, 1, 500, dtype=np.float32)}
     a = encode_container("video", {"b": 1, "a": 2}, streams)
@@ -93,6 +110,12 @@ def test_writing_is_deterministic_and_atomic(tmp_path: Path) -> None:
         write_container(tmp_path / "bad.fpv", "video", {"x": float("nan")}, streams)
     with pytest.raises(ValueError):
         write_container(tmp_path / "bad.fpv", "audio", {}, streams)
+    with pytest.raises(TypeError):
+        write_container(tmp_path / "bad.fpv", "video", {"x": object()}, streams)
+    converted = {"f": np.float32(0.5), "a": np.arange(3), "t": torch.tensor([1, 2]), "p": Path("x/y")}
+    write_container(tmp_path / "np.fpv", "video", converted, streams)
+    assert open_container(tmp_path / "np.fpv").header == {"f": 0.5, "a": [0, 1, 2], "t": [1, 2], "p": "x/y"}
+    (tmp_path / "np.fpv").unlink()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["x.fpv"]  # no temp files, no partial output
 
 
@@ -279,3 +302,57 @@ def test_newer_format_versions_are_refused_with_a_clear_message(tmp_path: Path) 
     path.write_bytes(bytes(good))
     with pytest.raises(FormatError, match="upgrade fieldpress"):
         read_info(path)
+
+
+# ----------------------------------------------------------------------------- golden files
+GOLDEN = Path(__file__).resolve().parent / "golden"
+
+
+def _golden_module():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("make_golden", GOLDEN / "make_golden.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("path", sorted(GOLDEN.glob("v*.fpv")), ids=lambda p: p.name)
+def test_golden_files_of_every_version_still_read(path: Path) -> None:
+    info = read_info(path)
+    assert info.version == int(path.stem[1:]) and info.kind == "video"
+    c = open_container(path)
+    arrays = c.arrays()
+    assert len(arrays) == len(info.streams) > 0
+
+
+def test_golden_files_v1_decode_to_the_expected_values() -> None:
+    import json
+
+    from fieldpress.codec.quant import decompress_state_dict
+
+    golden = _golden_module()
+    c = open_container(GOLDEN / "v1.fpv")
+    assert c.version == 1 and c.header["golden"] == 1 and c.header["unicode"] == "é∑😀"
+    checked = 0
+    for name in c.names:
+        if name.startswith("s/"):
+            continue
+        dtype, shape_name, codec = name.split("/")
+        expected = golden.expected_stream(dtype, golden.SHAPES[shape_name],
+                                          small=codec == "ans" and dtype != "bool")
+        out = c.array(name)
+        assert out.dtype == expected.dtype and out.shape == expected.shape, name
+        assert out.tobytes() == expected.tobytes(), name
+        if codec != "auto":
+            assert c.streams[name].codec == codec
+        checked += 1
+    assert checked == 152  # 13 dtypes x 4 shapes x (raw, auto, and ans or zstd except bfloat16)
+    expected_state = json.loads((GOLDEN / "v1.expected.json").read_text())["state"]
+    state = decompress_state_dict(c, c.header["state"])
+    assert list(state) == ["layer.weight", "layer.bias", "conv.weight", "half", "steps"]
+    for name, exp in expected_state.items():
+        t = state[name]
+        assert str(t.dtype).removeprefix("torch.") == exp["dtype"] and list(t.shape) == exp["shape"]
+        values = [float.fromhex(v) for v in exp["values"]]
+        assert t.reshape(-1).double().tolist() == values, name

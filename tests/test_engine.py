@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from fieldpress.engine import FitConfig, Fitter, Stage, lr_factor
-from fieldpress.engine.rng import epoch_order
+from fieldpress.engine.rng import EpochOrder, epoch_order
 from fieldpress.engine.schedule import WARMUP_START
 from fieldpress.errors import InputError
 from tests.helpers.tiny_fit import Points, make_loss, make_model
@@ -51,6 +51,9 @@ def test_epoch_order_is_deterministic_and_covers_items() -> None:
     assert not torch.equal(a, epoch_order(7, 40, seed=1, stage=0, epoch=4))
     assert torch.bincount(a, minlength=7).min() >= 5  # concatenated permutations: every item 5-6 times
     assert sorted(epoch_order(7, 7, 0, 0, 0).tolist()) == list(range(7))
+    lazy = EpochOrder(100, seed=1, stage=2, epoch=3)  # windows across permutation boundaries
+    assert torch.equal(lazy.take(150, 260), epoch_order(100, 260, seed=1, stage=2, epoch=3)[150:260])
+    assert len(lazy._cache) <= 2
 
 
 def test_fit_reduces_loss_and_logs_jsonl(tmp_path: Path) -> None:
@@ -96,26 +99,30 @@ def test_fit_prune_qat_stages() -> None:
     assert result.masks is not None and set(result.masks) == {f"{n}.weight" for n in weights}
     assert sum(int((~m).sum()) for m in result.masks.values()) == zeros
     assert result.stages[1]["sparsity"] == pytest.approx(0.5, abs=1 / total)
-    assert result.stages[2]["bits"] == 6
+    assert result.stages[2]["bits"] == 6 and set(result.stages[2]["axes"]) == set(result.masks)
     assert not any("parametrizations" in k for k in model.state_dict())  # QAT removed, weights float
     assert all(w.dtype == torch.float32 for w in weights.values())
     losses = [s["loss"] for s in result.stages]
     assert all(loss < 0.5 * start for loss in losses), (start, losses)
 
 
-def test_qat_forward_equals_codec_dequantized_weights() -> None:
-    from fieldpress.codec.quant import dequantize, quantize
+@pytest.mark.parametrize("axis", ["auto", 0, 1, None])
+def test_qat_forward_equals_codec_decoded_weights(axis) -> None:
+    from fieldpress.codec.quant import compress_state_dict, decompress_state_dict
     from fieldpress.engine.qat import add_fake_quant, remove_fake_quant
 
     model = make_model()
+    with torch.no_grad():
+        model[3].weight[:, :5] *= 20  # wide input columns: per-row and per-column ranges now differ
     x = torch.rand(5, 2)
-    add_fake_quant(model, bits=5, axis=0)
+    axes = add_fake_quant(model, bits=5, axes=axis)
     fake = model(x)
     remove_fake_quant(model)
+    assert not any("parametrizations" in k for k in model.state_dict())
+    weights = {k: v for k, v in model.state_dict().items() if k in axes}
+    streams, meta = compress_state_dict(weights, bits=5, axes=axes)
     with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.Linear):
-                m.weight.copy_(dequantize(quantize(m.weight, 5, axis=0)))
+        model.load_state_dict(decompress_state_dict(streams, meta), strict=False)
     assert torch.equal(model(x), fake)
 
 

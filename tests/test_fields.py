@@ -158,10 +158,10 @@ def test_each_model_overfits_a_tiny_image(name: str) -> None:
     arr = _smooth_image(16, 12, 3)
     info = RasterInfo(16, 12, "RGB", 8)
     plan = plan_model(name, 12000, 16, 12, 3)
-    result = fit_image(arr, info, plan, steps=300, minutes=None, seed=0, device=torch.device("cpu"))
+    result = fit_image(arr, info, plan, steps=200, minutes=None, seed=0, device=torch.device("cpu"))
     psnr = image_psnr(arr, render(result.model, info), 8)
-    assert result.steps == 300
-    assert psnr > 30.0, f"{name}: {psnr:.2f} dB"
+    assert result.steps == 200
+    assert psnr > 25.0, f"{name}: {psnr:.2f} dB"
 
 
 def test_pixel_source_values() -> None:

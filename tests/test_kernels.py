@@ -284,7 +284,7 @@ FQ_CASES = [
     ((40,), None, 8, True, torch.float32),
     ((3, 70), 0, 8, False, torch.float16),
     ((5, 4), 1, 13, False, torch.float32),  # 8192 bins: per-element atomics instead of block histograms
-    ((2, 3), None, 1, True, torch.float32),
+    ((2, 3), None, 2, True, torch.float32),
 ]
 
 

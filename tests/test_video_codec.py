@@ -9,6 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from test_video_models import (
+    _one_thread_when_busy,  # noqa: E402,F401
+    tiny_clip,
+)
 
 from fieldpress.cli import run_command
 from fieldpress.video.cli import decode_video_command, fit_video_command
@@ -16,7 +20,6 @@ from fieldpress.video.codec import open_video
 from fieldpress.video.data import ClipSource, to_uint8
 from fieldpress.video.fit import FitOptions, fit_clip
 from fieldpress.video.io import VideoClip, read_video, write_video
-from test_video_models import tiny_clip
 
 H, W, T = 37, 53, 6          # sides that are not multiples of any stride product
 
@@ -109,14 +112,15 @@ def small_mp4(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def test_bad_inputs_exit_2_with_one_line(tmp_path: Path, small_mp4: Path, capsys: pytest.CaptureFixture) -> None:
+def test_bad_inputs_exit_2_with_one_line(tmp_path: Path, small_mp4: Path,
+                                         capsys: pytest.CaptureFixture) -> None:
     notvideo = tmp_path / "x.mp4"
     notvideo.write_bytes(b"hello" * 100)
     cases = [
         (fit_video_command, [str(notvideo)]),
         (fit_video_command, [str(tmp_path / "missing.mp4")]),
-        (fit_video_command, [str(small_mp4), "--size", "100", "--epochs", "1", "-o", str(tmp_path / "a.fpv")]),
-        (fit_video_command, [str(small_mp4), "--crop", "8x8", "--epochs", "1", "-o", str(tmp_path / "b.fpv")]),
+        (fit_video_command, [str(small_mp4), "--size", "100", "-o", str(tmp_path / "a.fpv")]),
+        (fit_video_command, [str(small_mp4), "--crop", "8x8", "-o", str(tmp_path / "b.fpv")]),
         (fit_video_command, [str(small_mp4), "--frames", "10:20", "-o", str(tmp_path / "c.fpv")]),
         (decode_video_command, [str(notvideo), "-o", str(tmp_path / "o.mp4")]),
     ]
@@ -135,10 +139,11 @@ def test_a_container_of_another_kind_is_refused(tmp_path: Path) -> None:
     assert run_command(decode_video_command, [str(other), "-o", str(tmp_path / "o.mp4")]) == 2
 
 
-def test_fit_video_command_json_summary(small_mp4: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_fit_video_command_json_summary(small_mp4: Path, tmp_path: Path,
+                                        capsys: pytest.CaptureFixture) -> None:
     out = tmp_path / "s.fpv"
-    code = run_command(fit_video_command, [str(small_mp4), "-o", str(out), "--model", "hnerv", "--size", "40k",
-                                           "--epochs", "2", "--json"])
+    argv = [str(small_mp4), "-o", str(out), "--model", "hnerv", "--size", "40k", "--epochs", "2", "--json"]
+    code = run_command(fit_video_command, argv)
     assert code == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     for key in ("bytes", "bpp", "psnr", "psnr_frame_mean", "ms_ssim", "fit_seconds"):

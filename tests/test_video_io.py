@@ -8,11 +8,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import shared_file
+from test_video_models import tiny_clip
+
 from fieldpress.errors import InputError
 from fieldpress.video.io import VideoWarning, is_folder_output, read_video, write_video
-from test_video_models import tiny_clip
 
 
 @pytest.fixture(scope="module")

@@ -255,12 +255,12 @@ def test_end_to_end_guitar_in_headless_chromium() -> None:
     try:
         info = json.loads(proc.stdout.readline() or "{}")
         assert info.get("gaussians_in") == 90854, proc.stderr.read() if proc.poll() is not None else info
-        with browser.HeadlessChromium(info["url"], (640, 400), timeout=60) as page:
+        with browser.HeadlessChromium(info["url"], (800, 450), timeout=60) as page:
             _, first, fraction = browser.wait_until_drawn(page, timeout=150)
             assert fraction > 0.02
             time.sleep(1.5)  # splats fade in; let the picture settle
             before = page.screenshot()
-            page.drag((280, 250), (420, 230))
+            page.drag((240, 300), (380, 285))
             time.sleep(2.0)
             after = page.screenshot()
         region = browser.scene_region(before.shape)
@@ -275,3 +275,27 @@ def test_end_to_end_guitar_in_headless_chromium() -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_export_opens_from_a_static_web_server(tmp_path: Path) -> None:
+    import functools
+    import http.server
+    import threading
+
+    if browser.find_chromium() is None:
+        pytest.skip("Chromium not installed (apt-get install chromium)")
+    export_static(synthetic_scene(20_000), tmp_path / "site", "torus")
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path / "site"))
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{httpd.server_address[1]}/"
+        with browser.HeadlessChromium(url, (800, 450), timeout=60) as page:
+            _, pixels, fraction = browser.wait_until_drawn(page, timeout=200)
+        assert fraction > 0.02
+    finally:
+        httpd.shutdown()
+        httpd.server_close()

@@ -101,8 +101,11 @@ class _KindEntry:
 _REGISTRY: dict[str, _KindEntry] = {}
 # Lazy plugin lookup: importing these modules makes the family call register_kind. The core never
 # imports a family statically (DESIGN.md's import rules).
-_FAMILY_MODULES: dict[str, str] = {"video": "fieldpress.video", "image": "fieldpress.fields",
-                                   "scene": "fieldpress.scenes"}
+_FAMILY_MODULES: dict[str, tuple[str, ...]] = {
+    "video": ("fieldpress.video",),
+    "image": ("fieldpress.fields",),
+    "scene": ("fieldpress.scenes", "fieldpress.scenes.lightgaussian"),
+}
 
 
 def register_kind(kind: str, decoder_factory: Callable[[Container], Any],
@@ -114,11 +117,13 @@ def register_kind(kind: str, decoder_factory: Callable[[Container], Any],
 
 
 def _kind_entry(kind: str) -> _KindEntry | None:
-    if kind not in _REGISTRY and kind in _FAMILY_MODULES:
+    for module in _FAMILY_MODULES.get(kind, ()):
+        if kind in _REGISTRY:
+            break
         try:
-            importlib.import_module(_FAMILY_MODULES[kind])
+            importlib.import_module(module)
         except ImportError:
-            return None
+            continue
     return _REGISTRY.get(kind)
 
 
@@ -131,7 +136,20 @@ def _json_bytes(header: Mapping[str, Any]) -> bytes:
     if not isinstance(header, Mapping):
         raise TypeError(f"container header must be a dict, got {type(header).__name__}")
     return json.dumps(dict(header), sort_keys=True, separators=(",", ":"), ensure_ascii=False,
-                      allow_nan=False).encode("utf-8")
+                      allow_nan=False, default=_json_default).encode("utf-8")
+
+
+def _json_default(value: Any) -> Any:
+    """numpy scalars/arrays, torch scalars and paths in a header become plain JSON values."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    if type(value).__module__.startswith("torch") and hasattr(value, "tolist"):
+        return value.tolist()
+    raise TypeError(f"container header values must be JSON-serialisable, got {type(value).__name__}")
 
 
 def encode_container(kind: str, header: Mapping[str, Any], streams: Mapping[str, Any],

@@ -80,9 +80,10 @@ def _vq_update_bwd(
     gx, gw, gcb = ref.vq_update_backward_ref(grad_c, x, index, weights, centroids, counts, codebook)
     if gw is not None:
         gw = gw + grad_counts.to(gw.dtype)[index]
-    # custom ops cannot return None: empty tensors stand for "no gradient"
-    empty = x.new_empty((0,))
-    return gx, empty if gw is None else gw, empty if gcb is None else gcb
+    # custom ops cannot return None (nor one tensor twice): fresh empty tensors stand for "no gradient"
+    gw = x.new_empty((0,)) if gw is None else gw
+    gcb = x.new_empty((0,)) if gcb is None else gcb
+    return gx, gw, gcb
 
 
 @_vq_update_bwd.register_fake

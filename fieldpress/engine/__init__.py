@@ -1,5 +1,19 @@
 """fieldpress.engine: the Fitter, one training loop for every fit (stages, schedules, budgets,
-checkpoints with exact resume, Ctrl-C, JSONL log, DDP under torchrun)."""
+checkpoints with exact resume, Ctrl-C, JSONL log, DDP under torchrun).
+
+    from fieldpress.engine import FitConfig, Fitter, Stage
+
+    stages = [Stage("fit", 300, 1e-3, warmup=0.1),                    # warmup from 0.1 x lr, cosine
+              Stage("prune", 50, 5e-4, prune_amount=0.4),             # global magnitude prune + fine-tune
+              Stage("qat", 30, 1e-4, bits=8)]                         # fake-quant, removed at the end
+    result = Fitter(model, data, loss_fn, FitConfig(batch_size=2, device="cuda", precision="bf16",
+                    minutes=30), stages, output="clip.fpv", signature=vars(args)).run(resume=args.resume)
+    result.masks            # {weight name: bool mask (True = kept)} for compress_state_dict(masks=...)
+    result.stages[-1]["axes"]   # the QAT axis of every weight, for compress_state_dict(axes=...)
+
+`data` has `__len__` and `batch(indices) -> dict of tensors`; `loss_fn(model, batch) -> (mean loss,
+{"psnr": ...})`. Checkpoints go to `clip.fpv.ckpt/`, the metrics log to `clip.fpv.log.jsonl`.
+"""
 
 from fieldpress.engine.config import DataSource, FitConfig, FitResult, LossFn, Stage
 from fieldpress.engine.fitter import Fitter

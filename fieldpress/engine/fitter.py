@@ -42,7 +42,7 @@ from fieldpress.engine.config import (
 )
 from fieldpress.engine.metrics_log import MetricsLog, log_path
 from fieldpress.engine.prunable import enforce_masks, mask_pairs
-from fieldpress.engine.rng import capture_rng, epoch_order, restore_rng, seed_everything
+from fieldpress.engine.rng import EpochOrder, capture_rng, restore_rng, seed_everything
 from fieldpress.engine.schedule import lr_factor
 from fieldpress.engine.stages import STAGE_KINDS
 from fieldpress.errors import InputError, ResumeError
@@ -120,6 +120,10 @@ class Fitter:
             warnings.warn("bf16 autocast is only used on CUDA; fitting in fp32 on the CPU", stacklevel=2)
             precision = "fp32"
         self.dist = ddp.setup(device)
+        if self.dist.world_size > cfg.batch_size:
+            ddp.teardown(self.dist)
+            raise InputError(f"the global batch ({cfg.batch_size}) is smaller than the number of ranks "
+                             f"({self.dist.world_size}): every rank needs at least one item")
         self.device = ddp.local_device(device, self.dist)
         self.autocast = (torch.autocast(device_type="cuda", dtype=torch.bfloat16) if precision == "bf16"
                          else contextlib.nullcontext())
@@ -221,9 +225,8 @@ class Fitter:
         meta = {
             "signature": self.signature, "plan": self._plan(), "position": pos,
             "global_step": self.global_step, "seconds": self._elapsed(), "stage_results": self.results,
-            "rng": rng_s, "optimizer": optim_meta,
-            "acc_steps": acc_steps, "stage_state": self.stage_state, "world_size": self.dist.world_size, "torch": torch.__version__,
-            "budget_hit": self.budget_hit,
+            "rng": rng_s, "optimizer": optim_meta, "acc_steps": acc_steps, "stage_state": self.stage_state,
+            "world_size": self.dist.world_size, "torch": torch.__version__, "budget_hit": self.budget_hit,
         }
         save_checkpoint(self.ckpt, tensors, _normalise(meta))
         self._last_ckpt = time.perf_counter()
@@ -236,13 +239,11 @@ class Fitter:
         minutes = self.config.minutes
         return minutes is not None and self._elapsed() >= minutes * 60.0
 
-    def _on_index_device(self, order: Tensor) -> Tensor:
-        """Move an epoch's indices once to the data source's `device` when it keeps its data on CUDA, so
-        indexing GPU-resident frames never copies indices (and syncs) step by step."""
+    def _index_device(self) -> torch.device | None:
+        """The data source's `device` when it keeps its data on CUDA: indices are made there once per
+        permutation, so indexing GPU-resident frames never copies indices (and syncs) step by step."""
         dev = getattr(self.data, "device", None)
-        if dev is not None and torch.device(dev).type == "cuda":
-            return order.pin_memory().to(dev, non_blocking=True)
-        return order
+        return torch.device(dev) if dev is not None and torch.device(dev).type == "cuda" else None
 
     def _to_device(self, batch: dict[str, Any]) -> dict[str, Any]:
         dev = self.device
@@ -293,6 +294,7 @@ class Fitter:
         self.budget_hit = False
         self._seconds_before = 0.0
         pos = {"stage": 0, "epoch": 0, "step": 0, "begun": False}
+        self.masks, self.stage_state = None, {}
         if restored is not None:
             tensors, meta = restored["tensors"], restored["meta"]
             pos = dict(meta["position"])
@@ -360,12 +362,13 @@ class Fitter:
         self.progress.update(self.task, description=label)
         while done < stage_total and not stop:
             epoch, first = divmod(done, spe)
-            order = self._on_index_device(epoch_order(n_items, items, cfg.seed, si, epoch))
+            order = EpochOrder(n_items, cfg.seed, si, epoch, self._index_device())
             for step in range(first, spe):
                 lr = stage.lr * lr_factor(done, stage_total, stage.warmup, stage.schedule, stage.min_lr_ratio)
                 for g in optimizer.param_groups:
                     g["lr"] = g["base_lr"] * (lr / stage.lr)
-                self._step(optimizer, order[step * cfg.batch_size:(step + 1) * cfg.batch_size], acc, pairs)
+                lo = step * cfg.batch_size
+                self._step(optimizer, order.take(lo, min(lo + cfg.batch_size, items)), acc, pairs)
                 acc_steps += 1
                 done += 1
                 self.global_step += 1
@@ -418,6 +421,7 @@ class Fitter:
     def _log_train(self, si: int, stage: Stage, epoch: float, last: dict[str, float], lr: float) -> None:
         if not last:
             return
+        epoch = int(epoch) if float(epoch).is_integer() else round(epoch, 4)
         self.log.write({"event": "train", "stage": si, "kind": stage.kind, "epoch": epoch,
                         "step": self.global_step, **last, "lr": lr, "seconds": round(self._elapsed(), 3)})
         info = f"loss {last['loss']:.4g}" + (f"  psnr {last['psnr']:.2f}" if "psnr" in last else "")

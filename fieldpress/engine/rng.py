@@ -26,20 +26,47 @@ def _mix(*parts: int) -> int:
     return x & 0x7FFFFFFFFFFFFFFF
 
 
-def epoch_order(n: int, count: int, seed: int, stage: int, epoch: int) -> torch.Tensor:
-    """`count` item indices for one epoch: concatenated random permutations of range(n).
+class EpochOrder:
+    """The item order of one epoch: random permutations of range(n), concatenated as far as needed.
 
-    A torch.Generator seeded from (seed, stage, epoch, chunk) makes the order independent of the
-    global RNG, so a resumed fit replays it exactly.
+    Permutation k is drawn from a torch.Generator seeded with (seed, stage, epoch, k), so the order does
+    not depend on the global RNG and a resumed fit replays it exactly. Permutations are made lazily and
+    only the last two are kept, so an epoch of many large batches over millions of pixels costs O(n)
+    memory. With `device`, each permutation is moved there once (from pinned memory, asynchronously).
     """
-    chunks, have, k = [], 0, 0
-    gen = torch.Generator()
-    while have < count:
-        gen.manual_seed(_mix(seed, stage, epoch, k))
-        chunks.append(torch.randperm(n, generator=gen))
-        have += n
-        k += 1
-    return torch.cat(chunks)[:count] if chunks else torch.empty(0, dtype=torch.int64)
+
+    def __init__(self, n: int, seed: int, stage: int, epoch: int, device: torch.device | None = None) -> None:
+        self.n, self.key, self.device = n, (seed, stage, epoch), device
+        self._cache: dict[int, torch.Tensor] = {}
+
+    def _perm(self, k: int) -> torch.Tensor:
+        if k not in self._cache:
+            gen = torch.Generator().manual_seed(_mix(*self.key, k))
+            perm = torch.randperm(self.n, generator=gen)
+            if self.device is not None and self.device.type == "cuda":
+                perm = perm.pin_memory().to(self.device, non_blocking=True)
+            if len(self._cache) >= 2:
+                self._cache.pop(min(self._cache))
+            self._cache[k] = perm
+        return self._cache[k]
+
+    def take(self, start: int, stop: int) -> torch.Tensor:
+        """Indices at positions [start, stop) of the epoch's order."""
+        parts = []
+        pos = start
+        while pos < stop:
+            k, off = divmod(pos, self.n)
+            m = min(stop - pos, self.n - off)
+            parts.append(self._perm(k)[off:off + m])
+            pos += m
+        if not parts:
+            return torch.empty(0, dtype=torch.int64, device=self.device)
+        return parts[0] if len(parts) == 1 else torch.cat(parts)
+
+
+def epoch_order(n: int, count: int, seed: int, stage: int, epoch: int) -> torch.Tensor:
+    """The first `count` indices of an epoch's order (see :class:`EpochOrder`)."""
+    return EpochOrder(n, seed, stage, epoch).take(0, count)
 
 
 def capture_rng() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:

@@ -156,20 +156,12 @@ def tcnn_available() -> bool:
     return True
 
 
-class TcnnEncoding(nn.Module):
-    """The real ``tinycudann.Encoding``: same config and the same flat ``params`` layout for grids."""
+def _tcnn_encoding(config: Mapping[str, Any], n_input_dims: int, seed: int) -> nn.Module:
+    """The real ``tinycudann.Encoding`` in float32; its one parameter is also named ``params``, with the
+    same flat layout for grids, so state dicts move between the two backends unchanged."""
+    import tinycudann as tcnn
 
-    def __init__(self, config: Mapping[str, Any], n_input_dims: int, seed: int = 1337) -> None:
-        super().__init__()
-        import tinycudann as tcnn
-
-        self.config = dict(config)
-        self.n_input_dims = n_input_dims
-        self.impl = tcnn.Encoding(n_input_dims, dict(config), seed=seed, dtype=torch.float32)
-        self.n_output_dims = int(self.impl.n_output_dims)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.impl(x).float()
+    return tcnn.Encoding(n_input_dims, dict(config), seed=seed, dtype=torch.float32)
 
 
 def Encoding(  # noqa: N802 - named like tcnn's constructor
@@ -183,7 +175,7 @@ def Encoding(  # noqa: N802 - named like tcnn's constructor
     if use_tcnn:
         if not tcnn_available():
             raise InputError("backend 'tcnn' needs tinycudann and a CUDA GPU")
-        return TcnnEncoding(config, n_input_dims, seed=seed)
+        return _tcnn_encoding(config, n_input_dims, seed)
     if otype not in ENCODINGS:
         raise ValueError(f"unknown encoding otype {otype!r}; known: {', '.join(sorted(ENCODINGS))}")
     return ENCODINGS[otype](config, n_input_dims, seed=seed)

@@ -13,7 +13,7 @@ import copy
 import dataclasses
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -145,8 +145,12 @@ def mse_loss(model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Te
 
 
 @torch.no_grad()
-def render(model: nn.Module, info: RasterInfo, device: torch.device | str = "cpu") -> np.ndarray:
-    """Evaluate the field on every pixel centre: (H, W, C) integers in the image's bit depth."""
+def render(model: nn.Module, info: RasterInfo, device: torch.device | str | None = None) -> np.ndarray:
+    """Evaluate the field on every pixel centre: (H, W, C) integers in the image's bit depth.
+
+    Runs on ``device`` (default: where the model is) and leaves the model in eval mode."""
+    if device is None:
+        device = next(model.parameters()).device
     model = model.to(device).eval()
     coords = pixel_coords(info.width, info.height)
     out = torch.empty(coords.shape[0], info.channels, dtype=torch.float32)
@@ -214,6 +218,8 @@ def fit_image(
     device: torch.device,
     show_progress: bool = False,
     output: Path | None = None,
+    evaluate: Callable[[nn.Module], dict[str, float]] | None = None,
+    eval_every: int | None = None,
 ) -> FitImageResult:
     """Fit a model of ``plan`` to the image through the Fitter (one cosine "fit" stage).
 
@@ -246,6 +252,7 @@ def fit_image(
         steps_per_epoch=1,
         log_every=max(1, steps // 50),
         description=f"fit-image {plan.name}",
+        eval_every=eval_every,
     )
     stages = [Stage(kind="fit", epochs=steps, lr=plan.lr, warmup=0.02, schedule="cosine", min_lr_ratio=0.01)]
     fitter = Fitter(
@@ -257,6 +264,7 @@ def fit_image(
         output=output,
         signature={"plan": plan.to_dict(), "seed": seed, "steps": steps},
         param_groups=cam_param_groups,
+        evaluate=evaluate,
         show_progress=show_progress,
     )
     result = fitter.run()

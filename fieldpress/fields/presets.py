@@ -68,7 +68,7 @@ def _siren(budget: int, width: int, height: int, channels: int, cam: bool) -> Mo
         "w0": 30.0,
         "output_activation": "None",
     }
-    return ModelPlan("siren", enc, net, mlp_params(2, w, depth, channels), lr=5e-4, batch_size=16384)
+    return ModelPlan("siren", enc, net, mlp_params(2, w, depth, channels), lr=1.5e-3, batch_size=16384)
 
 
 def _ffn(budget: int, width: int, height: int, channels: int, cam: bool) -> ModelPlan:
@@ -87,7 +87,7 @@ def _ffn(budget: int, width: int, height: int, channels: int, cam: bool) -> Mode
         net["cam"] = {"grid_shape": list(CAM_GRID), "channels": 1}
     name = "cam-ffn" if cam else "ffn"
     return ModelPlan(
-        name, enc, net, mlp_params(2 * n_freq, w, depth, channels, layers), lr=1e-3, batch_size=16384
+        name, enc, net, mlp_params(2 * n_freq, w, depth, channels, layers), lr=3e-3, batch_size=16384
     )
 
 
@@ -129,7 +129,7 @@ def _hashgrid(budget: int, width: int, height: int, channels: int, cam: bool) ->
                 net["cam"] = {"grid_shape": list(CAM_GRID), "channels": 1}
             total = grid + mlp_params(n_in, w, depth, channels, layers)
             return ModelPlan(
-                "cam-hashgrid" if cam else "hashgrid", enc, net, total, lr=1e-2, batch_size=16384
+                "cam-hashgrid" if cam else "hashgrid", enc, net, total, lr=2e-2, batch_size=16384
             )
     raise InputError(f"--params {budget} is too small for a hash grid (needs at least {smallest})")
 

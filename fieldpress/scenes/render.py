@@ -10,8 +10,10 @@ colours from SH to the chosen degree (+0.5, clamped at 0). The CPU path is diffe
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-from collections.abc import Sequence
+import os
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -31,6 +33,7 @@ T_MIN = 1e-4
 EXTENT_SIGMAS = 3.0
 TILE = 16
 CHUNK = 256  # Gaussians composited at once per tile
+RENDER_THREADS = int(os.environ.get("FIELDPRESS_RENDER_THREADS", "1"))  # 0: leave torch's setting
 
 
 @dataclasses.dataclass(frozen=True)
@@ -156,7 +159,23 @@ def render(scene: GaussianScene, camera: Camera, width: int | None = None, heigh
         raise InputError(f"unknown render backend {backend!r}")
     if use_gsplat:
         return _render_gsplat(scene, camera, degree, background)
-    return _render_cpu(scene, camera, degree, background)
+    with _threads(RENDER_THREADS):
+        return _render_cpu(scene, camera, degree, background)
+
+
+@contextlib.contextmanager
+def _threads(n: int) -> Iterator[None]:
+    """Run torch ops with `n` intra-op threads: the CPU rasterizer's ops are small (one tile), where
+    OpenMP fork/join costs more than it gains and collapses on an oversubscribed machine."""
+    previous = torch.get_num_threads()
+    if n <= 0 or n == previous:
+        yield
+        return
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 def _has_gsplat() -> bool:

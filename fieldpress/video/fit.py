@@ -8,6 +8,7 @@ embeddings from the encoder, quantized to ``embed_bits`` -> weights quantized pe
 from __future__ import annotations
 
 import math
+import os
 import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -61,6 +62,17 @@ class FitOutcome:
     interrupted: bool
 
 
+def cpu_threads() -> int:
+    """Threads for CPU fitting: all cores on an idle machine, one when the cores are already busy
+    (oversubscribed intra-op threads spin and wait: measured 20x slower per conv at load 12 on 2 cores)."""
+    cores = os.cpu_count() or 1
+    try:
+        load = os.getloadavg()[0]
+    except OSError:
+        load = 0.0
+    return max(1, min(cores, int(cores - load + 0.5)))
+
+
 def size_for_bpp(bpp: float, frames: int, width: int, height: int, bits: int) -> int:
     """Stored parameters that land near `bpp` at `bits` per weight after entropy coding."""
     return max(1, int(bpp * frames * width * height / (bits * BITS_PER_PARAM_CODED)))
@@ -110,6 +122,18 @@ def fit_clip(clip: VideoClip, output: Path, opts: FitOptions, device: torch.devi
              resume: bool = False, signature: dict | None = None, show_progress: bool = True,
              keep_checkpoint: bool = False) -> FitOutcome:
     """Fit, compress, write `output`, decode it back and measure; see the module docstring."""
+    threads = torch.get_num_threads()
+    try:
+        if device.type == "cpu":
+            torch.set_num_threads(cpu_threads())
+        return _fit_clip(clip, output, opts, device, resume=resume, signature=signature,
+                         show_progress=show_progress, keep_checkpoint=keep_checkpoint)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _fit_clip(clip: VideoClip, output: Path, opts: FitOptions, device: torch.device, *,
+              resume: bool, signature: dict | None, show_progress: bool, keep_checkpoint: bool) -> FitOutcome:
     from fieldpress.codec.quant import compress_state_dict, decompress_state_dict
     from fieldpress.engine.config import FitConfig
     from fieldpress.engine.fitter import Fitter

@@ -65,7 +65,10 @@ def _fps_of(stream: Any) -> float:
     return 25.0
 
 
-def _crop_box(width: int, height: int, crop: tuple[int, int, int | None, int | None]) -> tuple[int, int, int, int]:
+Crop = tuple[int, int, "int | None", "int | None"]
+
+
+def _crop_box(width: int, height: int, crop: Crop) -> tuple[int, int, int, int]:
     cw, ch, cx, cy = crop
     if cw > width or ch > height:
         raise InputError(f"--crop {cw}x{ch} is larger than the {width}x{height} frame")
@@ -130,7 +133,8 @@ def read_video(path: str | Path, frames: tuple[int, int | None] | None = None,
         except av.error.FFmpegError as exc:
             if not out:
                 raise InputError(f"{path}: the video stream cannot be decoded ({_short(exc)})") from None
-            warn(f"{path.name}: decoding stopped after {index} frames ({_short(exc)}); the file looks truncated")
+            warn(f"{path.name}: decoding stopped after {index} frames ({_short(exc)}); "
+                 "the file looks truncated")
     if not out:
         if index < 0:
             raise InputError(f"{path}: the video has no decodable frames (empty or truncated file)")

@@ -14,7 +14,13 @@ import numpy as np
 
 from fieldpress.errors import FormatError
 from fieldpress.scenes.formats.ply_header import looks_like_ply, parse_header, read_ply
-from fieldpress.scenes.formats.quat_pack import largest_index, logit_u8, morton_order, normalized_quats, sigmoid
+from fieldpress.scenes.formats.quat_pack import (
+    largest_index,
+    logit_u8,
+    morton_order,
+    normalized_quats,
+    sigmoid,
+)
 from fieldpress.scenes.formats.registry import SceneFormat, register_format
 from fieldpress.scenes.scene import SH_C0, GaussianScene, sh_degree_of
 
@@ -31,7 +37,8 @@ def sniff(head: bytes, path: Path) -> bool:
     if not looks_like_ply(head):
         return False
     try:
-        header = parse_header(head if b"end_header" in head else Path(path).read_bytes()[: 1 << 20], str(path))
+        text = head if b"end_header" in head else Path(path).read_bytes()[: 1 << 20]
+        header = parse_header(text, str(path))
     except FormatError:
         return False
     vertex = header.element("vertex")
@@ -147,7 +154,7 @@ def write(scene: GaussianScene, path: Path, sort: bool = True) -> None:
     order = morton_order(means) if sort else np.arange(n)
     means = means[order].astype(np.float32).astype(np.float64)
     scales = s.scales.numpy()[order].astype(np.float64)
-    color = (s.sh_dc.numpy()[order].astype(np.float32) * np.float32(SH_C0) + np.float32(0.5)).astype(np.float64)
+    color = (s.sh_dc.numpy()[order] * np.float32(SH_C0) + np.float32(0.5)).astype(np.float64)
     quats = normalized_quats(s.quats.numpy()[order])
     alpha = sigmoid(s.opacities.numpy()[order])
     n_chunks = -(-n // CHUNK)

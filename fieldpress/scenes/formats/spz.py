@@ -43,13 +43,8 @@ FLIP_SH = np.array([-1, -1, 1, -1, 1, 1, -1, 1, -1, 1, -1, -1, 1, -1, 1], dtype=
 def sniff(head: bytes, path: Path) -> bool:
     if head[:4] == b"NGSP":
         return True
-    if head[:2] != b"\x1f\x8b":
-        return False
-    try:
-        inner = zlib.decompressobj(16 + zlib.MAX_WBITS).decompress(head, 4)
-    except zlib.error:
-        return False
-    return inner == b"NGSP" or len(inner) < 4  # too little to tell: let the reader report
+    # every gzip file goes to this reader (no other format here is gzip): it reports a bad magic
+    return head[:2] == b"\x1f\x8b"
 
 
 def _sizes(n: int, degree: int, version: int) -> list[int]:
@@ -121,9 +116,11 @@ def _read_v4(path: Path, data: bytes) -> GaussianScene:
     sizes = [s for s in _sizes(n, degree, version)]
     present = [i for i, s in enumerate(sizes) if s > 0]
     if n_streams != len(present):
-        raise FormatError(f"{path}: SPZ has {n_streams} streams, expected {len(present)} for SH degree {degree}")
+        raise FormatError(f"{path}: SPZ has {n_streams} streams, expected {len(present)} for SH degree "
+                          f"{degree}")
     if n * ZSTD_MIN_BYTES_PER_POINT > len(data) * ZSTD_MAX_RATIO or sum(sizes) > MAX_DECODED:
-        raise FormatError(f"{path}: SPZ header declares {n} points, more than this {len(data)}-byte file can hold")
+        raise FormatError(f"{path}: SPZ header declares {n} points, more than this {len(data)}-byte file "
+                          "can hold")
     toc_end = toc + 16 * n_streams
     if toc < 32 or toc_end > len(data):
         raise FormatError(f"{path}: SPZ table of contents lies outside the file")
@@ -149,7 +146,8 @@ def _read_v4(path: Path, data: bytes) -> GaussianScene:
     return _unpack(blocks, n, degree, frac, flags, version)
 
 
-def _unpack(blocks: list[np.ndarray], n: int, degree: int, frac: int, flags: int, version: int) -> GaussianScene:
+def _unpack(blocks: list[np.ndarray], n: int, degree: int, frac: int, flags: int,
+            version: int) -> GaussianScene:
     pos_b, alpha_b, color_b, scale_b, rot_b, sh_b = blocks
     if version == 1:
         means = pos_b.view("<f2").astype(np.float64).reshape(n, 3)
@@ -179,7 +177,8 @@ def _unpack(blocks: list[np.ndarray], n: int, degree: int, frac: int, flags: int
     quats = xyzw[:, [3, 0, 1, 2]]
     meta = {"antialiased": bool(flags & FLAG_ANTIALIASED),
             "spz": {"version": version, "fractional_bits": frac}}
-    return GaussianScene.from_arrays(means, scales, quats, opacities, sh_dc, np.ascontiguousarray(sh), meta=meta)
+    return GaussianScene.from_arrays(means, scales, quats, opacities, sh_dc, np.ascontiguousarray(sh),
+                                     meta=meta)
 
 
 def _unpack_smallest_three(r: np.ndarray) -> np.ndarray:
@@ -246,7 +245,7 @@ def pack(scene: GaussianScene, version: int = 3, sh1_bits: int = 5, sh_rest_bits
         sh_q[:, :3] = _quantize_sh(sh[:, :3], sh1_bits)
         sh_q[:, 3:] = _quantize_sh(sh[:, 3:], sh_rest_bits)
     flags = FLAG_ANTIALIASED if scene.antialiased else 0
-    blocks = [pos.tobytes(), alpha.tobytes(), colors.tobytes(), scales.tobytes(), rot.tobytes(), sh_q.tobytes()]
+    blocks = [a.tobytes() for a in (pos, alpha, colors, scales, rot, sh_q)]
     assert [len(b) for b in blocks] == _sizes(n, degree, version)
     return blocks, frac, degree, flags
 
@@ -269,7 +268,8 @@ def _pack_first_three(q: np.ndarray) -> np.ndarray:
     return _to_u8(q[:, :3])
 
 
-def write(scene: GaussianScene, path: Path, version: int = 3, sh1_bits: int = 5, sh_rest_bits: int = 4) -> None:
+def write(scene: GaussianScene, path: Path, version: int = 3, sh1_bits: int = 5,
+          sh_rest_bits: int = 4) -> None:
     """Write SPZ `version` 2 or 3 (gzip; read by every SPZ viewer) or 4 (zstd streams)."""
     if version not in (2, 3, 4):
         raise InputError(f"SPZ version must be 2, 3 or 4, got {version}")

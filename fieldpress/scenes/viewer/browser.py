@@ -73,7 +73,7 @@ class HeadlessChromium:
             str(self.binary), "--headless", "--no-sandbox", "--enable-unsafe-swiftshader",
             "--disable-background-networking", "--disable-dev-shm-usage", "--no-first-run",
             "--hide-scrollbars", "--mute-audio", f"--user-data-dir={self._profile.name}",
-            f"--window-size={w},{h}", "--remote-debugging-port=0", "--remote-allow-origins=*", "about:blank",
+            f"--window-size={w},{h}", "--remote-debugging-port=0", "--remote-allow-origins=*", self.url,
         ]
         self._proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         browser_ws = self._read_devtools_url()
@@ -83,7 +83,6 @@ class HeadlessChromium:
         self.call("Page.enable")
         self.call("Emulation.setDeviceMetricsOverride",
                   {"width": w, "height": h, "deviceScaleFactor": 1, "mobile": False})
-        self.call("Page.navigate", {"url": self.url})
 
     def _read_devtools_url(self) -> str:
         assert self._proc is not None and self._proc.stderr is not None
@@ -160,8 +159,8 @@ class HeadlessChromium:
         result = self.call("Runtime.evaluate", {"expression": expression, "returnByValue": True})
         return result.get("result", {}).get("value")
 
-    def drag(self, start: tuple[float, float], end: tuple[float, float], steps: int = 12,
-             pause: float = 0.02) -> None:
+    def drag(self, start: tuple[float, float], end: tuple[float, float], steps: int = 4,
+             pause: float = 0.0) -> None:
         """Drag with the left mouse button from `start` to `end` (page pixels), as a user orbits."""
         def mouse(kind: str, x: float, y: float, buttons: int) -> None:
             clicks = 0 if kind == "mouseMoved" else 1
@@ -210,7 +209,7 @@ class HeadlessChromium:
 def scene_region(shape: tuple[int, ...]) -> tuple[slice, slice]:
     """The middle of the viewer canvas, clear of viser's control panel (right) and notices (top left)."""
     h, w = shape[0], shape[1]
-    return slice(int(0.2 * h), int(0.95 * h)), slice(int(0.25 * w), int(0.62 * w))
+    return slice(int(0.3 * h), int(0.95 * h)), slice(int(0.2 * w), int(0.58 * w))
 
 
 def canvas_background(pixels: np.ndarray) -> tuple[int, int, int] | None:
@@ -228,7 +227,11 @@ def wait_until_drawn(page: HeadlessChromium, timeout: float = 60.0, min_fraction
     start = time.monotonic()
     fraction = 0.0
     while time.monotonic() - start < timeout:
-        pixels = page.screenshot()
+        try:
+            pixels = page.screenshot()
+        except RuntimeError:  # the page is still being swapped in
+            time.sleep(interval)
+            continue
         background = canvas_background(pixels)
         if background is not None:
             fraction = drawn_fraction(pixels, background, scene_region(pixels.shape))

@@ -157,7 +157,7 @@ class SplatViewer:
         if cfg.port and port != cfg.port:  # someone took the port between the check and the bind
             self.stop()
             raise InputError(f"port {cfg.port} on {cfg.host} is already in use (pick another with --port)")
-        self.server.gui.configure_theme(dark_mode=True, control_width="large", show_logo=False)
+        self.server.gui.configure_theme(dark_mode=True, control_width="medium", show_logo=False)
         self._status = self.server.gui.add_markdown("Starting ...")
         self._progress = self.server.gui.add_progress_bar(0.0, animated=True)
         return url_for(cfg.host, port)

@@ -108,7 +108,8 @@ class HNeRV(VideoINR):
     def __init__(self, config: HNeRVConfig) -> None:
         super().__init__()
         self.config = config
-        self.encoder: ConvNeXtEncoder | None = ConvNeXtEncoder(config.strides, config.enc_dim, config.embed_dim)
+        self.encoder: ConvNeXtEncoder | None = ConvNeXtEncoder(config.strides, config.enc_dim,
+                                                               config.embed_dim)
         self.stem = nn.Sequential(nn.Conv2d(config.embed_dim, config.fc_dim, 1), activation(config.act))
         widths = channel_schedule(config.fc_dim, len(config.strides), config.reduction, config.lower_width,
                                   reduce_first=True)
