@@ -69,10 +69,10 @@ def quant_params(t: Tensor, bits: int, axis: int | None,
     of max(2**-22 * max|x|, float32 tiny), so constant channels stay exact and zero_point stays exact.
     """
     bits = _check_bits(bits)
-    x = t.detach().to(device="cpu", dtype=torch.float32)
+    x = t.detach().to(dtype=torch.float32)  # stays on its device: QAT calls this every forward
     rows, shape = _channel_view(x, axis)
     if rows.shape[1] == 0:
-        lo = hi = torch.zeros(rows.shape[0], dtype=torch.float32)
+        lo = hi = torch.zeros(rows.shape[0], dtype=torch.float32, device=x.device)
     else:
         lo, hi = rows.amin(dim=1), rows.amax(dim=1)
     absmax = torch.maximum(lo.abs(), hi.abs())

@@ -120,7 +120,9 @@ def orbit(scene: GaussianScene, n: int = 16, width: int = 512, height: int | Non
     height = width if height is None else height
     lo, hi = (b.numpy().astype(np.float64) for b in scene.bounds(percentile))
     center = 0.5 * (lo + hi)
-    radius = max(0.5 * float(np.linalg.norm(hi - lo)), 1e-6)
+    # tiny or single-Gaussian scenes: frame at least the typical Gaussian's 3-sigma extent
+    typical = 3.0 * float(torch.exp(scene.scales.detach().float().amax(1)).median()) if scene.n else 1.0
+    radius = max(0.5 * float(np.linalg.norm(hi - lo)), typical if math.isfinite(typical) else 0.0, 1e-3)
     up_vec = np.asarray(up, dtype=np.float64) / np.linalg.norm(up) if up is not None else estimate_up(scene)
     half = math.radians(fov_deg) / 2
     focal = 0.5 * width / math.tan(half)

@@ -66,6 +66,7 @@ def record_scene(scene: Any, chunk: int = 131_072) -> bytes:
         server = viser.ViserServer(host="127.0.0.1", port=0, verbose=False)
     try:
         serializer = server.get_scene_serializer()
+        server.gui.configure_theme(dark_mode=True, show_logo=False)  # recorded too: a dark canvas
         view = initial_view(scene)
         server.scene.set_up_direction(tuple(float(v) for v in view.up))
         cam = server.initial_camera
