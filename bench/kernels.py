@@ -152,12 +152,12 @@ def vq_cases(device: torch.device, small: bool, gpu: bool) -> Iterator[Impl]:
     index = torch.randint(0, k, (n,), generator=gen).to(device)
     weights = torch.rand(n, generator=gen).to(device)
     meta = {"n": n, "k": k, "d": d}
-    case = f"vq assign {n}x{k}x{d}"
+    case = f"vq assign {_count(n)}x{k}x{d}"
     if gpu:
         yield Impl(case, "triton", lambda: vq_assign(x, codebook), meta)
     yield Impl(case, "cdist+argmin (chunked)", lambda: cdist_argmin(x, codebook), meta)
     yield Impl(case, "reference", lambda: vq_assign_ref(x, codebook), meta)
-    case = f"vq update {n}x{k}x{d}"
+    case = f"vq update {_count(n)}x{k}x{d}"
     if gpu:
         yield Impl(case, "triton", lambda: vq_update(x, index, k, weights), meta)
     yield Impl(case, "reference", lambda: vq_update_ref(x, index, k, weights), meta)
@@ -188,7 +188,7 @@ def fake_quant_cases(device: torch.device, small: bool, gpu: bool) -> Iterator[I
     impls = [("reference", fake_quantize_ref, fake_quantize_with_rate_ref)]
     if gpu:
         impls.insert(0, ("triton", fake_quantize, fake_quantize_with_rate))
-    values = f"{rows * cols / 1e6:g}M"
+    values = _count(rows * cols)
     for name, plain, rate in impls:
         yield Impl(
             f"fake-quant {values} fwd", name, _no_grad(lambda p=plain: p(x, scale, zp, 0, 255, 0)), meta
@@ -205,6 +205,11 @@ def fake_quant_cases(device: torch.device, small: bool, gpu: bool) -> Iterator[I
             lambda r=rate: _backward_rate(r(x, scale, zp, 0, 255, 0), grad, x),
             meta,
         )
+
+
+def _count(n: int) -> str:
+    """2^k for powers of two, else millions: the labels of the plot."""
+    return f"2^{n.bit_length() - 1}" if n & (n - 1) == 0 else f"{n / 1e6:g}M"
 
 
 def _no_grad(fn: Callable[[], Any]) -> Callable[[], Any]:

@@ -30,14 +30,30 @@ RESULTS = Path(__file__).resolve().parent / "results"
 # (label, ffmpeg encoder args before the quality flag, quality flag, ladder). "medium" presets as the
 # issue asks; SVT-AV1 at preset 8 and VVenC at "fast" to keep a CPU run short (stated in the JSON).
 BASELINES: dict[str, tuple[list[str], str, list[int], str]] = {
-    "x264": (["-c:v", "libx264", "-preset", "medium", "-pix_fmt", "yuv420p"], "-crf",
-             [20, 25, 30, 35, 40, 45], "mp4"),
-    "x265": (["-c:v", "libx265", "-preset", "medium", "-pix_fmt", "yuv420p", "-x265-params", "log-level=error"],
-             "-crf", [20, 25, 30, 35, 40, 45], "mp4"),
-    "svt-av1": (["-c:v", "libsvtav1", "-preset", "8", "-pix_fmt", "yuv420p"], "-crf",
-                [25, 32, 39, 46, 53, 60], "mp4"),
-    "vvc": (["-c:v", "libvvenc", "-preset", "fast", "-pix_fmt", "yuv420p10le"], "-qp",
-            [22, 27, 32, 37, 42, 47], "mp4"),
+    "x264": (
+        ["-c:v", "libx264", "-preset", "medium", "-pix_fmt", "yuv420p"],
+        "-crf",
+        [10, 15, 20, 25, 30, 35, 40, 45],
+        "mp4",
+    ),
+    "x265": (
+        ["-c:v", "libx265", "-preset", "medium", "-pix_fmt", "yuv420p", "-x265-params", "log-level=error"],
+        "-crf",
+        [10, 15, 20, 25, 30, 35, 40, 45],
+        "mp4",
+    ),
+    "svt-av1": (
+        ["-c:v", "libsvtav1", "-preset", "8", "-pix_fmt", "yuv420p"],
+        "-crf",
+        [10, 18, 25, 32, 39, 46, 53, 60],
+        "mp4",
+    ),
+    "vvc": (
+        ["-c:v", "libvvenc", "-preset", "fast", "-pix_fmt", "yuv420p10le"],
+        "-qp",
+        [12, 17, 22, 27, 32, 37, 42, 47],
+        "mp4",
+    ),
 }
 
 
@@ -52,12 +68,33 @@ def encoders(exe: str) -> set[str]:
     return {line.split()[1] for line in out.splitlines()[10:] if len(line.split()) > 1}
 
 
-def encode_baseline(exe: str, frames: np.ndarray, fps: float, args: list[str], qflag: str, q: int,
-                    out: Path) -> float:
+def encode_baseline(
+    exe: str, frames: np.ndarray, fps: float, args: list[str], qflag: str, q: int, out: Path
+) -> float:
     """Encode raw rgb24 frames; returns encode seconds."""
     t, h, w, _ = frames.shape
-    cmd = [exe, "-hide_banner", "-loglevel", "error", "-y", "-f", "rawvideo", "-pix_fmt", "rgb24",
-           "-s", f"{w}x{h}", "-r", f"{fps}", "-i", "-", *args, qflag, str(q), "-an", str(out)]
+    cmd = [
+        exe,
+        "-hide_banner",
+        "-loglevel",
+        "error",
+        "-y",
+        "-f",
+        "rawvideo",
+        "-pix_fmt",
+        "rgb24",
+        "-s",
+        f"{w}x{h}",
+        "-r",
+        f"{fps}",
+        "-i",
+        "-",
+        *args,
+        qflag,
+        str(q),
+        "-an",
+        str(out),
+    ]
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, input=frames.tobytes(), capture_output=True)
     if proc.returncode != 0:
@@ -67,7 +104,19 @@ def encode_baseline(exe: str, frames: np.ndarray, fps: float, args: list[str], q
 
 def decode_baseline(exe: str, path: Path, shape: tuple[int, ...]) -> tuple[np.ndarray, float]:
     t, h, w, _ = shape
-    cmd = [exe, "-hide_banner", "-loglevel", "error", "-i", str(path), "-f", "rawvideo", "-pix_fmt", "rgb24", "-"]
+    cmd = [
+        exe,
+        "-hide_banner",
+        "-loglevel",
+        "error",
+        "-i",
+        str(path),
+        "-f",
+        "rawvideo",
+        "-pix_fmt",
+        "rgb24",
+        "-",
+    ]
     t0 = time.perf_counter()
     raw = subprocess.run(cmd, capture_output=True, check=True).stdout
     seconds = time.perf_counter() - t0
@@ -77,7 +126,9 @@ def decode_baseline(exe: str, path: Path, shape: tuple[int, ...]) -> tuple[np.nd
     return frames.reshape(t, h, w, 3), seconds
 
 
-def bd_rate(rate_a: list[float], psnr_a: list[float], rate_b: list[float], psnr_b: list[float]) -> float | None:
+def bd_rate(
+    rate_a: list[float], psnr_a: list[float], rate_b: list[float], psnr_b: list[float]
+) -> float | None:
     """Bjontegaard delta rate of B against A in percent (cubic fit of log-rate over PSNR, integrated
     over the overlapping PSNR interval). None when the curves do not overlap or have < 4 points."""
     if len(rate_a) < 4 or len(rate_b) < 4:
@@ -100,9 +151,16 @@ def machine() -> dict:
 
     import fieldpress
 
-    return {"platform": platform.platform(), "cpu_count": os.cpu_count(), "python": platform.python_version(),
-            "torch": torch.__version__, "pyav": av.__version__, "fieldpress": fieldpress.__version__,
-            "device": "cpu", "threads": torch.get_num_threads()}
+    return {
+        "platform": platform.platform(),
+        "cpu_count": os.cpu_count(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "pyav": av.__version__,
+        "fieldpress": fieldpress.__version__,
+        "device": "cpu",
+        "threads": torch.get_num_threads(),
+    }
 
 
 def plot(result: dict, path: Path) -> None:
@@ -126,8 +184,10 @@ def plot(result: dict, path: Path) -> None:
         ax.set_xscale("log")
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
-    fig.suptitle(f"{result['clip']['file']}: {result['clip']['frames']} frames "
-                 f"{result['clip']['width']}x{result['clip']['height']}")
+    fig.suptitle(
+        f"{result['clip']['file']}: {result['clip']['frames']} frames "
+        f"{result['clip']['width']}x{result['clip']['height']}"
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -137,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     from fieldpress.cli import parse_count, parse_frames
     from fieldpress.metrics import bpp as bpp_of
     from fieldpress.video.codec import open_video
-    from fieldpress.video.fit import FitOptions, fit_clip, quality
+    from fieldpress.video.fit import FitOptions, cpu_threads, fit_clip, quality
     from fieldpress.video.io import read_video
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -161,18 +221,38 @@ def main(argv: list[str] | None = None) -> int:
     out_json.parent.mkdir(parents=True, exist_ok=True)
     t_frames, h, w = clip.count, clip.height, clip.width
     result: dict = {
-        "clip": {"file": clip_path.name, "frames": t_frames, "width": w, "height": h, "fps": clip.fps,
-                 "frame_range": args.frames or f"0:{t_frames}"},
+        "clip": {
+            "file": clip_path.name,
+            "frames": t_frames,
+            "width": w,
+            "height": h,
+            "fps": clip.fps,
+            "frame_range": args.frames or f"0:{t_frames}",
+        },
         "machine": machine(),
-        "protocol": {"bpp": "file bytes * 8 / (frames * W * H)", "psnr": "RGB 8-bit, MSE pooled over all frames",
-                     "psnr_frame_mean": "mean of per-frame PSNR (papers' protocol)",
-                     "ms_ssim": "fieldpress.metrics.ms_ssim (pytorch-msssim)",
-                     "decode_fps": "fieldpress: frames / decode seconds from the file, one frame at a time, "
-                                   "model load excluded; baselines: ffmpeg subprocess to rgb24 incl. start-up"},
-        "settings": {"models": args.models, "sizes": args.sizes, "epochs": args.epochs, "minutes": args.minutes,
-                     "baselines": {k: {"args": v[0], "quality_flag": v[1], "ladder": v[2]}
-                                   for k, v in BASELINES.items() if k in args.codecs}},
-        "note": args.note, "points": [], "bd_rate_vs_x265": {}, "skipped": {},
+        "protocol": {
+            "bpp": "file bytes * 8 / (frames * W * H)",
+            "psnr": "RGB 8-bit, MSE pooled over all frames",
+            "psnr_frame_mean": "mean of per-frame PSNR (papers' protocol)",
+            "ms_ssim": "fieldpress.metrics.ms_ssim (pytorch-msssim)",
+            "decode_fps": "fieldpress: frames / decode seconds from the file, one frame at a time, "
+            "model load excluded; baselines: ffmpeg subprocess to rgb24 incl. start-up",
+        },
+        "settings": {
+            "models": args.models,
+            "sizes": args.sizes,
+            "epochs": args.epochs,
+            "minutes": args.minutes,
+            "baselines": {
+                k: {"args": v[0], "quality_flag": v[1], "ladder": v[2]}
+                for k, v in BASELINES.items()
+                if k in args.codecs
+            },
+        },
+        "note": args.note,
+        "points": [],
+        "bd_rate_vs_x265": {},
+        "skipped": {},
     }
 
     def save() -> None:
@@ -200,12 +280,21 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{name} {q}: failed {exc}", flush=True)
                 continue
             nbytes = path.stat().st_size
-            point = {"codec": name, "quality": q, "bytes": nbytes, "bpp": bpp_of(nbytes, t_frames, w, h),
-                     **quality(clip.frames, dec), "encode_seconds": round(enc_s, 3),
-                     "decode_fps": round(t_frames / dec_s, 1)}
+            point = {
+                "codec": name,
+                "quality": q,
+                "bytes": nbytes,
+                "bpp": bpp_of(nbytes, t_frames, w, h),
+                **quality(clip.frames, dec),
+                "encode_seconds": round(enc_s, 3),
+                "decode_fps": round(t_frames / dec_s, 1),
+            }
             result["points"].append(point)
-            print(f"{name:8s} q={q:3d} bpp={point['bpp']:.4f} psnr={point['psnr']:.2f} "
-                  f"ms-ssim={point['ms_ssim']:.4f} enc={enc_s:.1f}s", flush=True)
+            print(
+                f"{name:8s} q={q:3d} bpp={point['bpp']:.4f} psnr={point['psnr']:.2f} "
+                f"ms-ssim={point['ms_ssim']:.4f} enc={enc_s:.1f}s",
+                flush=True,
+            )
             save()
 
     for model in args.models:
@@ -215,26 +304,44 @@ def main(argv: list[str] | None = None) -> int:
             opts = FitOptions(model=model, size=size, epochs=args.epochs, minutes=args.minutes)
             outcome = fit_clip(clip, out, opts, torch.device("cpu"), show_progress=False)
             dec = open_video(out)
+            torch.set_num_threads(cpu_threads())
             t0 = time.perf_counter()
             dec.decode()
             dec_s = time.perf_counter() - t0
             m = outcome.metrics
-            point = {"codec": f"fieldpress-{model}", "size": size, "params": m["params"], "bytes": outcome.bytes,
-                     "bpp": m["bpp"], "psnr": m["psnr"], "psnr_frame_mean": m["psnr_frame_mean"],
-                     "ms_ssim": m["ms_ssim"], "psnr_before_quant": m["psnr_before_quant"],
-                     "fit_seconds": m["fit_seconds"], "epochs_done": m["epochs_done"],
-                     "decode_fps": round(t_frames / dec_s, 1), "strides": m["strides"]}
+            point = {
+                "codec": f"fieldpress-{model}",
+                "size": size,
+                "params": m["params"],
+                "bytes": outcome.bytes,
+                "bpp": m["bpp"],
+                "psnr": m["psnr"],
+                "psnr_frame_mean": m["psnr_frame_mean"],
+                "ms_ssim": m["ms_ssim"],
+                "psnr_before_quant": m["psnr_before_quant"],
+                "fit_seconds": m["fit_seconds"],
+                "epochs_done": m["epochs_done"],
+                "decode_fps": round(t_frames / dec_s, 1),
+                "strides": m["strides"],
+            }
             result["points"].append(point)
-            print(f"fieldpress-{model} {size_text}: bpp={point['bpp']:.4f} psnr={point['psnr']:.2f} "
-                  f"ms-ssim={point['ms_ssim']:.4f} fit={point['fit_seconds']:.0f}s "
-                  f"epochs={point['epochs_done']}", flush=True)
+            print(
+                f"fieldpress-{model} {size_text}: bpp={point['bpp']:.4f} psnr={point['psnr']:.2f} "
+                f"ms-ssim={point['ms_ssim']:.4f} fit={point['fit_seconds']:.0f}s "
+                f"epochs={point['epochs_done']}",
+                flush=True,
+            )
             save()
 
     ref = [p for p in result["points"] if p["codec"] == "x265"]
     for codec in sorted({p["codec"] for p in result["points"]} - {"x265"}):
         pts = [p for p in result["points"] if p["codec"] == codec]
-        value = bd_rate([p["bpp"] for p in ref], [p["psnr"] for p in ref],
-                        [p["bpp"] for p in pts], [p["psnr"] for p in pts])
+        value = bd_rate(
+            [p["bpp"] for p in ref],
+            [p["psnr"] for p in ref],
+            [p["bpp"] for p in pts],
+            [p["psnr"] for p in pts],
+        )
         result["bd_rate_vs_x265"][codec] = None if value is None else round(value, 2)
         shown = "n/a (needs 4 points each and overlapping PSNR)" if value is None else f"{value:+.1f}%"
         print(f"BD-rate vs x265 (PSNR): {codec}: {shown}", flush=True)

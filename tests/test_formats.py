@@ -67,7 +67,8 @@ def test_fruit_drops_keeps_transform(tmp_path: Path) -> None:
     assert scene.extras["transform"].dtype == np.float32
     save_scene(scene.subset(np.arange(10)), tmp_path / "f.ply")
     again = load_scene(tmp_path / "f.ply")
-    assert "transform" in again.extras and np.array_equal(again.extras["transform"], scene.extras["transform"][:10])
+    assert "transform" in again.extras
+    assert np.array_equal(again.extras["transform"], scene.extras["transform"][:10])
 
 
 def test_trailing_bytes_warns() -> None:
@@ -187,7 +188,8 @@ def test_spz_coordinate_convention(tmp_path: Path) -> None:
     save_scene(scene, tmp_path / "p.spz")
     raw = gzip.decompress((tmp_path / "p.spz").read_bytes())
     frac = raw[13]
-    fixed = [int.from_bytes(raw[16 + 3 * i: 19 + 3 * i], "little", signed=True) / (1 << frac) for i in range(3)]
+    fixed = [int.from_bytes(raw[16 + 3 * i: 19 + 3 * i], "little", signed=True) / (1 << frac)
+             for i in range(3)]
     assert fixed == [1.0, -2.0, -3.0]
     assert torch.allclose(load_scene(tmp_path / "p.spz").means, scene.means)
 
@@ -295,7 +297,8 @@ def seeds(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data())
-def test_fuzz_readers_raise_input_errors_only(seeds: dict[str, bytes], tmp_path: Path, data: st.DataObject) -> None:
+def test_fuzz_readers_raise_input_errors_only(seeds: dict[str, bytes], tmp_path: Path,
+                                              data: st.DataObject) -> None:
     key = data.draw(st.sampled_from(sorted(seeds)))
     blob = bytearray(seeds[key])
     for _ in range(data.draw(st.integers(1, 4))):

@@ -126,3 +126,24 @@ def test_kodak_minutes_bar(tmp_path, capsys) -> None:
     assert summary["psnr"] > 20 and summary["seconds"] < 200
     assert run_command(decode_image_command, [str(fpi), "-o", str(png)]) == 0
     assert Image.open(png).size == Image.open(src).size
+
+
+def test_hostile_header_is_refused(tmp_path, capsys) -> None:
+    from fieldpress.codec.container import write_container
+
+    header = {
+        "format": 1,
+        "image": {"width": 4, "height": 4, "mode": "RGB", "bit_depth": 8},
+        "model": {
+            "name": "ffn",
+            "n_params": 10,
+            "encoding": {"otype": "Identity"},
+            "network": {"otype": "MLP", "n_neurons": 10**7, "n_hidden_layers": 2},
+        },
+        "seed": 0,
+        "quant": {},
+    }
+    path = tmp_path / "bad.fpi"
+    write_container(path, "image", header, {"x": np.zeros(1, np.uint8)})
+    code, err = _exit_and_message([str(path), "-o", str(tmp_path / "x.png")], capsys, decode_image_command)
+    assert code == 2 and "unusable model" in err

@@ -21,10 +21,11 @@ def _ptxas_available() -> bool:
     return bundled.is_file() or bool(os.environ.get("TRITON_PTXAS_PATH"))
 
 
-def _compile(arch: int, full: bool) -> list[dict]:
+def _compile(arch: int, full: bool, cache: Path) -> list[dict]:
     if not _ptxas_available():
         pytest.skip("triton has no bundled ptxas")
     env = {k: v for k, v in os.environ.items() if k not in ("TRITON_INTERPRET", "FIELDPRESS_KERNELS")}
+    env["TRITON_CACHE_DIR"] = str(cache)  # a fresh cache: really compile, don't reuse earlier builds
     env.setdefault("TRITON_DEFAULT_FP_FUSION", "1")  # triton 3.9 warns when unset; 1 is its default
     cmd = [sys.executable, "-m", "fieldpress.cuda._triton.compile_check", "--arch", str(arch)]
     if full:
@@ -43,11 +44,11 @@ def _check(rows: list[dict], full: bool) -> None:
     assert all(r["ptx_chars"] > 0 and r["cubin_bytes"] > 0 for r in rows)
 
 
-def test_every_kernel_compiles_for_sm90():
-    _check(_compile(90, full=False), full=False)
+def test_every_kernel_compiles_for_sm90(tmp_path):
+    _check(_compile(90, full=False, cache=tmp_path), full=False)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("arch", [80, 90])
-def test_every_variant_compiles(arch):
-    _check(_compile(arch, full=True), full=True)
+def test_every_variant_compiles(arch, tmp_path):
+    _check(_compile(arch, full=True, cache=tmp_path), full=True)

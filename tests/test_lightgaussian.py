@@ -223,3 +223,42 @@ def test_fpg_deterministic_and_damage(tmp_path):
     bad.write_bytes(bytes(data))
     with pytest.raises(FormatError):
         read_fpg(bad)
+
+
+def test_fpg_quantized_kept_rows(tmp_path):
+    scene = _scene_sh3(300)
+    cfg = CodecConfig(vectree=VecTreeConfig(codebook_size=16, iterations=3, keep_bits=8))
+    enc = encode_scene(scene, np.arange(scene.n, dtype=np.float64), cfg)
+    assert enc.streams["sh/kept"].dtype == np.uint8
+    path = tmp_path / "q.fpg"
+    write_fpg(path, enc)
+    back = read_fpg(path)
+    assert torch.equal(back.sh_rest, enc.decoded.sh_rest)
+    order = back.extras["transform"].astype(int)
+    kept = enc.streams["sh/keep"].astype(bool)
+    err = (back.sh_rest.numpy() - scene.sh_rest.numpy()[order])[kept]
+    span = np.ptp(scene.sh_rest.numpy().reshape(scene.n, -1), axis=0).max()
+    assert np.abs(err).max() <= span / 255 * 0.51 + 1e-6
+
+
+# ----------------------------------------------------------------------------- teacher fits
+def test_distillation_and_recovery_improve_renders():
+    from fieldpress.metrics import psnr
+    from fieldpress.scenes.cameras import orbit
+    from fieldpress.scenes.lightgaussian.distill import TeacherFitConfig, distill_sh
+    from fieldpress.scenes.lightgaussian.pipeline import render_views
+    from fieldpress.scenes.lightgaussian.prune import prune_scene, recover
+    from fieldpress.scenes.synthetic import synthetic_scene
+
+    torch.set_num_threads(1)
+    teacher = synthetic_scene(200, sh_degree=2, seed=3)
+    cams = orbit(teacher, 3, width=40)
+    ref = render_views(teacher, cams)
+    cfg = TeacherFitConfig(steps=24, width=40, seed=0)
+    student, report = distill_sh(teacher, teacher, 0, cams, cfg)
+    assert student.sh_degree == 0 and report["steps"] == 24
+    assert psnr(ref, render_views(student, cams)) > psnr(ref, render_views(teacher.with_sh_degree(0), cams))
+    pruned, _ = prune_scene(teacher, np.random.default_rng(0).random(teacher.n), 0.5)
+    recovered, _ = recover(pruned, teacher, cams, cfg)
+    assert recovered.n == pruned.n
+    assert psnr(ref, render_views(recovered, cams)) > psnr(ref, render_views(pruned, cams)) + 1.0

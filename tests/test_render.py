@@ -89,7 +89,8 @@ def test_antialiased_flag_lowers_small_gaussian_opacity() -> None:
     cam = orbit(scene, 1, width=32)[0]
     plain = project(scene, cam, 0, antialiased=False)
     aa = project(scene, cam, 0, antialiased=True)
-    assert (aa.opacities <= plain.opacities + 1e-7).all() and float((plain.opacities - aa.opacities).max()) > 0
+    assert (aa.opacities <= plain.opacities + 1e-7).all()
+    assert float((plain.opacities - aa.opacities).max()) > 0
 
 
 def test_project_culls_behind_camera() -> None:

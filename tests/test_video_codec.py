@@ -149,3 +149,44 @@ def test_fit_video_command_json_summary(small_mp4: Path, tmp_path: Path,
     for key in ("bytes", "bpp", "psnr", "psnr_frame_mean", "ms_ssim", "fit_seconds"):
         assert key in summary
     assert summary["bytes"] == out.stat().st_size
+
+
+def test_hnerv_random_access_reads_only_the_needed_embedding_chunk(tmp_path: Path) -> None:
+    from fieldpress.codec.container import open_container
+    from fieldpress.video.codec import EMBED_CHUNK, VideoDecoder
+
+    frames = EMBED_CHUNK + 3
+    clip = VideoClip(tiny_clip(frames, 32, 48), fps=10.0, source={})
+    out = tmp_path / "ra.fpv"
+    fit_clip(clip, out, FitOptions(model="hnerv", size=40_000, epochs=1), torch.device("cpu"), show_progress=False)
+    container = open_container(out)
+    read: list[str] = []
+    original = container.array
+
+    def spy(name: str) -> np.ndarray:
+        read.append(name)
+        return original(name)
+
+    container.array = spy  # type: ignore[method-assign]
+    decoder = VideoDecoder(container)
+    read.clear()
+    frame = decoder.decode(EMBED_CHUNK + 1, EMBED_CHUNK + 2)
+    assert read == ["e/000001"]
+    assert np.array_equal(frame[0], open_video(out).decode()[EMBED_CHUNK + 1])
+
+
+@pytest.mark.slow
+def test_carphone_preview_bar(tmp_path: Path) -> None:
+    """The issue's bar: the preview preset on carphone, decoded to PNGs, is >= 27 dB (minutes of CPU)."""
+    from conftest import shared_file
+    from fieldpress.metrics import video_psnr
+
+    src = shared_file("video/carphone.mp4")
+    out = tmp_path / "carphone.fpv"
+    assert run_command(fit_video_command, [str(src), "--preset", "preview", "-o", str(out), "--json"]) == 0
+    assert run_command(decode_video_command, [str(out), "-o", str(tmp_path / "png")]) == 0
+    from PIL import Image
+
+    decoded = np.stack([np.asarray(Image.open(p)) for p in sorted((tmp_path / "png").glob("*.png"))])
+    pooled, _ = video_psnr(read_video(src).frames, decoded)
+    assert pooled >= 27.0

@@ -160,6 +160,7 @@ def test_viewer_streams_chunks_and_switches_layout(tmp_path: Path) -> None:
         pa, pb = np.asarray(viewer.handles["A"][0].position), np.asarray(viewer.handles["B"][0].position)
         assert all(h.visible for hs in viewer.handles.values() for h in hs)
         np.testing.assert_allclose(pa, -pb)
+        assert len(viewer._labels) == 2 and all(t.visible for t in viewer._labels.values())
         assert np.linalg.norm(pa - pb) > 0.5 * viewer.view.extent
         table = compare_table(viewer.scenes[0], viewer.scenes[1])
         assert "4.00x" in table and "700" in table and "500" in table

@@ -35,6 +35,11 @@ def _modes(n_dims: int, resolutions, hashed) -> list[int]:
     return [1 if h else (2 if r > MAX_BASES[n_dims] else 0) for r, h in zip(resolutions, hashed)]
 
 
+def _kernel_fits(x: Tensor, n_features: int) -> bool:
+    """The Triton kernel covers 1-3 input dimensions and power-of-two feature counts."""
+    return 1 <= x.shape[1] <= 3 and n_features & (n_features - 1) == 0
+
+
 def _table(x: Tensor, resolutions, offsets, sizes, hashed, scales):
     mod = kernels("hashgrid")
     modes = _modes(x.shape[1], resolutions, hashed)
@@ -55,7 +60,7 @@ def _hg_fwd(
     half: bool,
 ) -> Tensor:
     out_dtype = torch.float16 if half else torch.float32
-    if use_triton(x, params):
+    if _kernel_fits(x, n_features) and use_triton(x, params):
         mod, table, sc = _table(x, resolutions, offsets, sizes, hashed, scales)
         return mod.hashgrid_forward(x, params, table, sc, n_features, mod.INTERP[interpolation], out_dtype)
     spec = _spec(x.shape[1], resolutions, offsets, sizes, hashed, scales, n_features, interpolation)
@@ -83,7 +88,7 @@ def _hg_bwd(
     interpolation: str,
     need_x: bool,
 ) -> tuple[Tensor, Tensor]:
-    if use_triton(grad, x, params):
+    if _kernel_fits(x, n_features) and use_triton(grad, x, params):
         mod, table, sc = _table(x, resolutions, offsets, sizes, hashed, scales)
         interp = mod.INTERP[interpolation]
         return mod.hashgrid_backward(grad, x, params, table, sc, n_features, interp, need_x)

@@ -11,10 +11,12 @@ from torch import Tensor
 from . import vq_ref as ref
 from ._backend import kernels, use_triton
 
+MAX_KERNEL_DIM = 128  # wider vectors take the reference (the kernels keep a padded row in registers)
+
 
 @torch.library.custom_op("fieldpress::vq_assign", mutates_args=())
 def _vq_assign(x: Tensor, codebook: Tensor) -> tuple[Tensor, Tensor]:
-    if use_triton(x, codebook):
+    if x.shape[1] <= MAX_KERNEL_DIM and use_triton(x, codebook):
         return kernels("vq").vq_assign(x, codebook)
     with torch.no_grad():
         return ref.vq_assign_ref(x, codebook)
@@ -55,7 +57,7 @@ _vq_assign.register_autograd(_assign_backward, setup_context=_assign_setup)
 def _vq_update(
     x: Tensor, index: Tensor, k: int, weights: Tensor | None, codebook: Tensor | None
 ) -> tuple[Tensor, Tensor]:
-    if use_triton(x, index):
+    if x.shape[1] <= MAX_KERNEL_DIM and use_triton(x, index):
         return kernels("vq").vq_update(x, index, k, weights, codebook)
     with torch.no_grad():
         return ref.vq_update_ref(x, index, k, weights, codebook)
@@ -128,6 +130,8 @@ def vq_update(
     `codebook` (zeros without one).
     """
     ref._check_update(x, index, k, weights, codebook)
+    if index.numel() and (int(index.min()) < 0 or int(index.max()) >= k):
+        raise ValueError(f"index values must lie in [0, {k})")
     w = None if weights is None else weights.contiguous()
     cb = None if codebook is None else codebook.contiguous()
     return _vq_update(x.contiguous(), index.contiguous().to(torch.int64), int(k), w, cb)

@@ -123,12 +123,14 @@ def decode_image_command(argv: Sequence[str] | None = None) -> int:
 
     p = new_parser("decode-image", "Decode a .fpi image field back to a PNG in the original size and mode.")
     p.add_argument("input", help=".fpi file written by fit-image")
-    p.add_argument("-o", "--output", help="output PNG (default: INPUT with .png)")
+    p.add_argument(
+        "-o", "--output", help="output PNG (default: INPUT.decoded.png, never the original's name)"
+    )
     add_device_arg(p)
     args = p.parse_args(argv)
     start = time.perf_counter()
     src = input_file(args.input)
-    output = Path(args.output) if args.output else src.with_suffix(".png")
+    output = Path(args.output) if args.output else src.with_suffix(".decoded.png")
     if output.suffix.lower() != ".png":
         raise InputError(f"{output}: decode-image writes PNG; give an output ending in .png")
     device = resolve_device(args.device)

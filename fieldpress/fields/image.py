@@ -46,6 +46,7 @@ KIND = "image"
 FORMAT = 1
 RFF_STREAM = "rff/B"
 RENDER_CHUNK = 1 << 16
+MAX_DECODE_PARAMS = 1 << 28  # refuse headers describing models beyond this (1 GiB of float32)
 
 
 # ----------------------------------------------------------------------------- model
@@ -302,6 +303,22 @@ def encode_image(
     return streams, header
 
 
+def _check_plan(plan: Mapping[str, Any]) -> None:
+    """Refuse absurd architectures from a damaged or hostile header before allocating them."""
+    enc, net = dict(plan["encoding"]), dict(plan["network"])
+    if not 0 < int(plan["n_params"]) <= MAX_DECODE_PARAMS:
+        raise ValueError(f"parameter count {plan['n_params']} out of range")
+    if not 0 < int(net.get("n_neurons", 64)) <= 4096 or not 0 <= int(net.get("n_hidden_layers", 2)) <= 64:
+        raise ValueError("network size out of range")
+    if not 0 < int(enc.get("n_frequencies", 1)) <= 1 << 14:
+        raise ValueError("n_frequencies out of range")
+    if enc.get("otype") in ("HashGrid", "DenseGrid", "TiledGrid", "Grid"):
+        from fieldpress.cuda.hashgrid_ref import HashGridSpec
+
+        if HashGridSpec.from_config(enc, 2).n_params > MAX_DECODE_PARAMS:
+            raise ValueError("grid too large")
+
+
 def decode_model(
     header: Mapping[str, Any], arrays: Mapping[str, np.ndarray]
 ) -> tuple[FieldModel, RasterInfo]:
@@ -316,9 +333,12 @@ def decode_model(
     except (KeyError, TypeError, ValueError) as exc:
         raise FormatError(f"image header is incomplete: {exc}") from None
     try:
+        _check_plan(plan)
         model = build_model(plan, info.channels, seed)
     except (ValueError, KeyError, TypeError) as exc:
         raise FormatError(f"image header names an unusable model: {exc}") from None
+    if learned_params(model) != int(plan.get("n_params", -1)):
+        raise FormatError("image header's parameter count does not match its model")
     quant_streams = {k: v for k, v in arrays.items() if k != RFF_STREAM}
     state = decompress_state_dict(quant_streams, meta)
     load_codec_state(model, state)

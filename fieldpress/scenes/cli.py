@@ -73,8 +73,44 @@ def _render_parser() -> Any:
     parser.add_argument("--sh-degree", type=int, default=None, help="evaluate SH up to this degree (0-3)")
     parser.add_argument("--background", default="0,0,0", help="background R,G,B in [0,1] (default black)")
     parser.add_argument("--format", default=None, help="input format (default: detected)")
+    parser.add_argument("--up", default=None, help="world up axis for orbit views: -y (INRIA/COLMAP, the "
+                        "default), +y, +z, -z, +x, -x or X,Y,Z")
     add_device_arg(parser)
     return parser
+
+
+_AXES = {"x": (1.0, 0.0, 0.0), "y": (0.0, 1.0, 0.0), "z": (0.0, 0.0, 1.0)}
+
+
+def parse_up(text: str) -> tuple[float, float, float]:
+    """'-y' -> (0,-1,0); '0,0,1' -> (0,0,1)."""
+    t = text.strip().lower()
+    if len(t) in (1, 2) and t[-1] in _AXES and t[:-1] in ("", "+", "-"):
+        sign = -1.0 if t.startswith("-") else 1.0
+        x, y, z = (sign * v for v in _AXES[t[-1]])
+        return x, y, z
+    try:
+        vec = [float(v) for v in t.split(",")]
+    except ValueError:
+        vec = []
+    if len(vec) != 3 or not all(math.isfinite(v) for v in vec) or not any(vec):
+        raise InputError(f"--up expects an axis such as -y or +z, or X,Y,Z, got {text!r}")
+    return vec[0], vec[1], vec[2]
+
+
+def load_with_warnings(path: Path, fmt: str | None) -> Any:
+    """load_scene, with the readers' warnings (e.g. trailing bytes) printed as one line each."""
+    import sys
+    import warnings
+
+    from fieldpress.scenes.formats import load_scene
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        scene = load_scene(path, fmt)
+    for w in caught:
+        print(f"warning: {w.message}", file=sys.stderr)
+    return scene
 
 
 def _background(text: str) -> tuple[float, float, float]:
@@ -93,7 +129,6 @@ def render_splat_command(argv: Sequence[str] | None = None) -> int:
     """Render IN to OUT.png; several views become a contact sheet in a ceil(sqrt(n))-column grid."""
     from fieldpress.scenes.camera_files import load_cameras, write_inria_json
     from fieldpress.scenes.cameras import orbit
-    from fieldpress.scenes.formats import load_scene
     from fieldpress.scenes.render import render
 
     args = _render_parser().parse_args(argv)
@@ -109,12 +144,15 @@ def render_splat_command(argv: Sequence[str] | None = None) -> int:
     out = Path(args.output)
     if out.suffix.lower() not in (".png", ".jpg", ".jpeg", ".webp"):
         raise InputError(f"{out}: the output must be an image (.png, .jpg, .webp)")
+    up = parse_up(args.up) if args.up else None
     device = resolve_device(args.device)
-    scene = load_scene(path, args.format)
+    scene = load_with_warnings(path, args.format)
     if args.cameras:
+        if args.up:
+            raise InputError("--up applies to orbit views, not to --cameras")
         cameras = [c.scaled(args.width) for c in load_cameras(args.cameras)]
     else:
-        cameras = orbit(scene, parse_views(args.views or "orbit:1"), width=args.width)
+        cameras = orbit(scene, parse_views(args.views or "orbit:1"), width=args.width, up=up)
     scene = scene.to(device)
     t_render = time.perf_counter()
     images = []
@@ -144,7 +182,7 @@ def render_splat_command(argv: Sequence[str] | None = None) -> int:
 
 def convert_command(argv: Sequence[str] | None = None) -> int:
     """`fieldpress convert IN OUT [--format F]`: read any scene format, write the one OUT's suffix names."""
-    from fieldpress.scenes.formats import formats, load_scene, save_scene
+    from fieldpress.scenes.formats import formats, save_scene
 
     known = ", ".join(sorted(f"{f.name} ({'/'.join(f.suffixes)})" for f in formats().values() if f.write))
     parser = new_parser("fieldpress convert", f"Convert a Gaussian Splatting scene between formats: {known}.")
@@ -158,7 +196,7 @@ def convert_command(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     t0 = time.perf_counter()
     path = input_file(args.input)
-    scene = load_scene(path, args.input_format)
+    scene = load_with_warnings(path, args.input_format)
     n_in = scene.n
     if args.sh_degree is not None:
         if not 0 <= args.sh_degree <= 3:

@@ -142,6 +142,12 @@ def decode_video_command(argv: Sequence[str] | None = None) -> int:
     args = p.parse_args(argv)
     path = input_file(args.input)
     device = resolve_device(args.device)
+    if device.type == "cpu":
+        import torch
+
+        from fieldpress.video.fit import cpu_threads
+
+        torch.set_num_threads(cpu_threads())
     t0 = time.perf_counter()
     decoder = open_video(path, device=device)
     start, end = parse_frames(args.frames) if args.frames else (0, None)

@@ -7,9 +7,13 @@ embeddings from the encoder, quantized to ``embed_bits`` -> weights quantized pe
 
 from __future__ import annotations
 
+import copy
+import json
 import math
 import os
 import shutil
+import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -17,6 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from fieldpress.cli import atomic_write_text
 from fieldpress.errors import InputError
 from fieldpress.video.codec import open_video, quantize_embeddings, write_fpv
 from fieldpress.video.data import ClipSource, make_loss, to_uint8
@@ -78,16 +83,63 @@ def size_for_bpp(bpp: float, frames: int, width: int, height: int, bits: int) ->
     return max(1, int(bpp * frames * width * height / (bits * BITS_PER_PARAM_CODED)))
 
 
-def _stages(opts: FitOptions, lr: float, warmup: float) -> list:
+def _plan_epochs(opts: FitOptions) -> dict[str, int]:
+    """Epochs of each stage as the flags ask (prune fine-tune defaults to a third of the fit)."""
+    plan = {"fit": opts.epochs}
+    if opts.prune > 0:
+        plan["prune"] = opts.prune_epochs if opts.prune_epochs is not None else max(1, opts.epochs // 3)
+    if opts.qat_epochs > 0:
+        plan["qat"] = opts.qat_epochs
+    return plan
+
+
+def _stages(opts: FitOptions, plan: dict[str, int], lr: float, warmup: float) -> list:
     from fieldpress.engine.config import Stage
 
-    stages = [Stage("fit", opts.epochs, lr, warmup=warmup, schedule="cosine")]
-    if opts.prune > 0:
-        ft = opts.prune_epochs if opts.prune_epochs is not None else max(1, opts.epochs // 3)
-        stages.append(Stage("prune", ft, lr, warmup=0.0, schedule="cosine", prune_amount=opts.prune))
-    if opts.qat_epochs > 0:
-        stages.append(Stage("qat", opts.qat_epochs, lr * 0.1, schedule="cosine", bits=opts.bits, axis=0))
+    stages = [Stage("fit", plan["fit"], lr, warmup=warmup, schedule="cosine")]
+    if "prune" in plan:
+        stages.append(
+            Stage("prune", plan["prune"], lr, warmup=0.0, schedule="cosine", prune_amount=opts.prune)
+        )
+    if "qat" in plan:
+        stages.append(Stage("qat", plan["qat"], lr * 0.1, schedule="cosine", bits=opts.bits, axis=0))
     return stages
+
+
+def _seconds_per_step(
+    model: torch.nn.Module,
+    source: ClipSource,
+    loss_fn,
+    batch: int,  # noqa: ANN001
+    device: torch.device,
+    steps: int = 4,
+) -> float:
+    """Measured time of one optimisation step, on a throwaway copy of the model."""
+    probe = copy.deepcopy(model).to(device).train()
+    optimizer = torch.optim.Adam(probe.parameters(), lr=1e-8)
+    idx = torch.arange(batch) % len(source)
+    t0 = time.perf_counter()
+    for k in range(steps + 1):
+        if k == 1:
+            t0 = time.perf_counter()
+        b = {key: v.to(device) for key, v in source.batch(idx).items()}
+        loss, _ = loss_fn(probe, b)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return (time.perf_counter() - t0) / steps
+
+
+def fit_to_budget(
+    plan: dict[str, int], minutes: float, seconds_per_epoch: float, margin: float = 0.85
+) -> dict[str, int]:
+    """Scale every stage's epochs so the whole schedule (warmup and cosine included) ends inside
+    `minutes`: a time cap that cut a cosine schedule short would leave the learning rate high."""
+    total = sum(plan.values()) * seconds_per_epoch
+    factor = min(1.0, margin * minutes * 60.0 / max(total, 1e-9))
+    return {k: max(1, int(v * factor)) for k, v in plan.items()}
 
 
 @torch.no_grad()
@@ -114,26 +166,61 @@ def quality(ref: np.ndarray, test: np.ndarray) -> dict[str, float]:
     from fieldpress.metrics import ms_ssim, video_psnr
 
     pooled, mean = video_psnr(ref, test)
-    return {"psnr": round(float(pooled), 4), "psnr_frame_mean": round(float(mean), 4),
-            "ms_ssim": round(float(ms_ssim(ref, test)), 6)}
+    return {
+        "psnr": round(float(pooled), 4),
+        "psnr_frame_mean": round(float(mean), 4),
+        "ms_ssim": round(float(ms_ssim(ref, test)), 6),
+    }
 
 
-def fit_clip(clip: VideoClip, output: Path, opts: FitOptions, device: torch.device, *,
-             resume: bool = False, signature: dict | None = None, show_progress: bool = True,
-             keep_checkpoint: bool = False) -> FitOutcome:
-    """Fit, compress, write `output`, decode it back and measure; see the module docstring."""
+def fit_clip(
+    clip: VideoClip,
+    output: Path,
+    opts: FitOptions,
+    device: torch.device,
+    *,
+    resume: bool = False,
+    signature: dict | None = None,
+    show_progress: bool = True,
+    keep_checkpoint: bool = False,
+    evaluate: Callable[[torch.nn.Module], dict[str, float]] | None = None,
+    eval_every: int | None = None,
+) -> FitOutcome:
+    """Fit, compress, write `output`, decode it back and measure; see the module docstring.
+    `evaluate` / `eval_every` (epochs) are handed to the Fitter (e.g. to log PSNR as a fit goes)."""
     threads = torch.get_num_threads()
     try:
         if device.type == "cpu":
             torch.set_num_threads(cpu_threads())
-        return _fit_clip(clip, output, opts, device, resume=resume, signature=signature,
-                         show_progress=show_progress, keep_checkpoint=keep_checkpoint)
+        return _fit_clip(
+            clip,
+            output,
+            opts,
+            device,
+            resume=resume,
+            signature=signature,
+            show_progress=show_progress,
+            keep_checkpoint=keep_checkpoint,
+            evaluate=evaluate,
+            eval_every=eval_every,
+        )
     finally:
         torch.set_num_threads(threads)
 
 
-def _fit_clip(clip: VideoClip, output: Path, opts: FitOptions, device: torch.device, *,
-              resume: bool, signature: dict | None, show_progress: bool, keep_checkpoint: bool) -> FitOutcome:
+def _fit_clip(
+    clip: VideoClip,
+    output: Path,
+    opts: FitOptions,
+    device: torch.device,
+    *,
+    resume: bool,
+    signature: dict | None,
+    show_progress: bool,
+    keep_checkpoint: bool,
+    evaluate: Callable[[torch.nn.Module], dict[str, float]] | None = None,
+    eval_every: int | None = None,
+) -> FitOutcome:
     from fieldpress.codec.quant import compress_state_dict, decompress_state_dict
     from fieldpress.engine.config import FitConfig
     from fieldpress.engine.fitter import Fitter
@@ -156,14 +243,43 @@ def _fit_clip(clip: VideoClip, output: Path, opts: FitOptions, device: torch.dev
     param_groups = None
     if opts.cam:
         from fieldpress.fields.cam import cam_param_groups
+
         param_groups = cam_param_groups
-    fit_config = FitConfig(batch_size=min(opts.batch_size or r.batch_size, frames), seed=opts.seed,
-                           device=str(device), precision=opts.precision, minutes=opts.minutes,
-                           betas=r.betas, description=f"fit {opts.model}")
-    sig = {"options": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(opts).items()},
-           **(signature or {})}
-    fitter = Fitter(model, source, make_loss(r.loss), fit_config, _stages(opts, lr, r.warmup),
-                    output=output, signature=sig, param_groups=param_groups, show_progress=show_progress)
+    fit_config = FitConfig(
+        batch_size=min(opts.batch_size or r.batch_size, frames),
+        seed=opts.seed,
+        device=str(device),
+        precision=opts.precision,
+        minutes=opts.minutes,
+        betas=r.betas,
+        description=f"fit {opts.model}",
+        eval_every=eval_every,
+    )
+    sig = {
+        "options": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(opts).items()},
+        **(signature or {}),
+    }
+    loss_fn = make_loss(r.loss)
+    plan = _plan_epochs(opts)
+    plan_file = Path(f"{output}.plan.json")
+    if resume and plan_file.is_file():
+        plan = {k: int(v) for k, v in json.loads(plan_file.read_text()).items()}
+    elif opts.minutes is not None:
+        per_step = _seconds_per_step(model, source, loss_fn, fit_config.batch_size, device)
+        plan = fit_to_budget(plan, opts.minutes, per_step * math.ceil(frames / fit_config.batch_size))
+        atomic_write_text(plan_file, json.dumps(plan))
+    fitter = Fitter(
+        model,
+        source,
+        loss_fn,
+        fit_config,
+        _stages(opts, plan, lr, r.warmup),
+        output=output,
+        signature=sig,
+        param_groups=param_groups,
+        evaluate=evaluate,
+        show_progress=show_progress,
+    )
     result = fitter.run(resume=resume)
     model = result.model.eval()
 
@@ -184,24 +300,55 @@ def _fit_clip(clip: VideoClip, output: Path, opts: FitOptions, device: torch.dev
     streams, meta = compress_state_dict(state, bits=opts.bits, masks=masks, axis=None, axes=axes)
     model.load_state_dict(decompress_state_dict(streams, meta), strict=False)
 
-    extra = {"fit": {"epochs": opts.epochs, "stored_params": stored_params,
-                     "prune": opts.prune, "qat_epochs": opts.qat_epochs, "bits": opts.bits}}
+    extra = {
+        "fit": {
+            "epochs": plan,
+            "stored_params": stored_params,
+            "prune": opts.prune,
+            "qat_epochs": opts.qat_epochs,
+            "bits": opts.bits,
+        }
+    }
     if embed_quant is not None:
         extra["fit"]["embed_bits"] = opts.embed_bits
-    nbytes = write_fpv(output, model, streams, meta, fps=clip.fps, frame_start=clip.frame_start,
-                       source=clip.source, embed_codes=embed_codes, embed_quant=embed_quant, extra=extra)
+    nbytes = write_fpv(
+        output,
+        model,
+        streams,
+        meta,
+        fps=clip.fps,
+        frame_start=clip.frame_start,
+        source=clip.source,
+        embed_codes=embed_codes,
+        embed_quant=embed_quant,
+        extra=extra,
+    )
     if not keep_checkpoint:
         shutil.rmtree(f"{output}.ckpt", ignore_errors=True)
+        plan_file.unlink(missing_ok=True)
 
     decoded = open_video(output, device=device).decode()
-    metrics: dict[str, Any] = {"model": opts.model, "params": stored_params,
-                               "bpp": round(bpp_of(nbytes, frames, width, height), 6),
-                               **quality(clip.frames, decoded)}
+    metrics: dict[str, Any] = {
+        "model": opts.model,
+        "params": stored_params,
+        "bpp": round(bpp_of(nbytes, frames, width, height), 6),
+        **quality(clip.frames, decoded),
+    }
     before = quality(clip.frames, float_frames)
     metrics["psnr_before_quant"] = before["psnr"]
-    metrics.update({"frames": frames, "size": f"{width}x{height}", "strides": list(config.strides),
-                    "fit_seconds": round(result.seconds, 2), "steps": result.steps,
-                    "epochs_done": _epochs_done(result.stages), "interrupted": result.interrupted})
+    metrics["psnr_frame_mean_before_quant"] = before["psnr_frame_mean"]
+    metrics.update(
+        {
+            "frames": frames,
+            "size": f"{width}x{height}",
+            "strides": list(config.strides),
+            "fit_seconds": round(result.seconds, 2),
+            "steps": result.steps,
+            "epochs_planned": plan,
+            "epochs_done": _epochs_done(result.stages),
+            "interrupted": result.interrupted,
+        }
+    )
     return FitOutcome(output, nbytes, metrics, model, result.interrupted)
 
 

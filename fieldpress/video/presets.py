@@ -26,7 +26,7 @@ class Preset:
 
 
 PRESETS: dict[str, Preset] = {
-    "preview": Preset(model="hnerv", size=150_000, epochs=300, minutes=4.0, max_width=320),
+    "preview": Preset(model="hnerv", size=150_000, epochs=300, minutes=6.0, max_width=320),
     "default": Preset(model="hnerv", size=750_000, epochs=300, minutes=None),
     "paper": Preset(model="hnerv", size=1_500_000, epochs=300, minutes=None),
 }

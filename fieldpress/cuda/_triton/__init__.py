@@ -1,1 +1,1 @@
-"""Triton kernels of fieldpress.cuda; importing any of them imports triton (reach them via `_backend.kernels`)."""
+"""Triton kernels of fieldpress.cuda; importing one imports triton (reach them via `_backend.kernels`)."""

@@ -8,6 +8,7 @@ process without TRITON_INTERPRET (the interpreter replaces the compiler).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -30,6 +31,7 @@ class Variant:
     kernel: Any
     types: dict[str, str]
     constexprs: dict[str, Any]
+    options: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
 def _fq(full: bool) -> Iterator[Variant]:
@@ -85,6 +87,7 @@ def _vq(full: bool) -> Iterator[Variant]:
             vq.vq_assign_kernel,
             types,
             {"BLOCK_N": 128, "BLOCK_K": 64, "DP": 64, "PRECISION": precision},
+            {"num_warps": vq.ASSIGN_WARPS},
         )
     for has_w in (True, False):
         types = {
@@ -155,6 +158,7 @@ def compile_variant(v: Variant, arch: int) -> dict[str, Any]:
     compiled = triton.compile(
         ASTSource(fn=v.kernel, signature=signature, constexprs=dict(v.constexprs)),
         target=GPUTarget("cuda", arch, 32),
+        options=dict(v.options),
     )
     ptx = compiled.asm["ptx"]
     cubin = compiled.asm["cubin"]

@@ -17,6 +17,7 @@ from ..vq_ref import finish_centroids
 from .common import next_pow2
 
 MAX_DIM = 128
+ASSIGN_WARPS = 8  # a 128-row tile of up to 64 padded dims, and its 128 x 64 distance tile
 
 
 @triton.jit
@@ -126,6 +127,7 @@ def vq_assign(
             BLOCK_K=block_k,
             DP=_dims(d),
             PRECISION=precision,
+            num_warps=ASSIGN_WARPS,
         )
     return index, dist
 

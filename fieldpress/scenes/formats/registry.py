@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,8 @@ BUILTIN_MODULES = (
     "fieldpress.scenes.formats.splat",
     "fieldpress.scenes.formats.container",
 )
+# Other parts that register scene formats when imported (the `.fpg` codec replaces the read-only entry).
+PLUGIN_MODULES = ("fieldpress.scenes.lightgaussian",)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,6 +58,12 @@ def _ensure_builtin() -> None:
         _loaded = True
         for module in BUILTIN_MODULES:
             importlib.import_module(module)
+        for module in PLUGIN_MODULES:
+            try:
+                importlib.import_module(module)
+            except Exception as exc:  # noqa: BLE001 - a broken plugin must not take the built-in formats down
+                warnings.warn(f"scene formats from {module} are unavailable: {type(exc).__name__}: {exc}",
+                              stacklevel=2)
 
 
 def formats() -> dict[str, SceneFormat]:

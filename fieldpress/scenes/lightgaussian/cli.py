@@ -49,7 +49,9 @@ def load_cameras(path: str) -> list[Any]:
     """Cameras from any camera file the scenes package reads (COLMAP, cameras.json, transforms.json)."""
     from fieldpress.scenes import camera_files
 
-    cams = list(camera_files.load_cameras(input_file(path)))
+    if not Path(path).exists():
+        raise InputError(f"{path}: no such camera file or folder")
+    cams = list(camera_files.load_cameras(path))
     if not cams:
         raise InputError(f"{path}: no cameras in the file")
     return cams
@@ -67,6 +69,8 @@ def build_parser() -> Any:
     p.add_argument("--sh-degree", type=int, help="SH degree kept (max: one less than the input)")
     p.add_argument("--codebook", type=int, help="VecTree codebook entries (8192; capped at a quarter of "
                    "the quantized Gaussians)")
+    p.add_argument("--kept-bits", type=int, help="bits for the SH of the kept (most significant) Gaussians: "
+                   "0 = float16 as LightGaussian (fast), 4-16 = quantized + ANS (balanced/max: 8)")
     p.add_argument("--finetune-steps", type=int, help="steps of recovery fine-tune and of SH distillation "
                    "(max: 200)")
     p.add_argument("--target-size", type=_parse_mb, metavar="MB",
@@ -114,7 +118,8 @@ def compress_splat_command(argv: Sequence[str] | None = None) -> int:
     stages = {"load": round(time.perf_counter() - t, 3)}
     cameras = load_cameras(args.cameras) if args.cameras else None
     options = CompressOptions(preset=args.preset, prune=args.prune, sh_degree=args.sh_degree,
-                              codebook=args.codebook, finetune_steps=args.finetune_steps,
+                              codebook=args.codebook, kept_bits=args.kept_bits,
+                              finetune_steps=args.finetune_steps,
                               target_bytes=args.target_size, seed=args.seed)
     source = {"name": path.name, "bytes": path.stat().st_size, "format": scene.meta.get("source_format")}
     result = compress(scene, options, cameras, device=device, progress=log, source=source, show_progress=show)

@@ -183,10 +183,15 @@ def encode_scene(scene: Any, significance: np.ndarray, config: CodecConfig,
         code = vectree_encode(features, sig, config.vectree, device=device)
         streams["sh/keep"] = code.keep_mask.astype(np.uint8)
         streams["sh/kept"] = code.kept
+        if config.vectree.keep_bits and code.kept.shape[0]:
+            kept32 = features[code.keep_mask]
+            streams["sh/kept"], kept_meta = _quantize(kept32, config.vectree.keep_bits)
         streams["sh/index"] = code.index.astype(np.uint16 if code.codebook.shape[0] <= 65536 else np.uint32)
         streams["sh/codebook"] = code.codebook
         header["vectree"] = {"dims": int(features.shape[1]), "codebook": int(code.codebook.shape[0]),
                              "kept": int(code.keep_mask.sum())}
+        if config.vectree.keep_bits and code.kept.shape[0]:
+            header["vectree"]["kept_quant"] = kept_meta
     header["extras"] = {}
     for name, value in s.extras.items():
         streams[f"extra/{name}"] = np.ascontiguousarray(value)
@@ -248,7 +253,12 @@ def decode_streams(header: dict[str, Any], streams: Any) -> Any:
         keep = get("sh/keep", (n,))
         if keep.size and keep.max() > 1:
             raise FormatError("VecTree keep mask is not 0/1")
-        features = vectree_decode(keep.astype(bool), get("sh/kept"), get("sh/index").astype(np.int64),
+        kept = get("sh/kept")
+        if isinstance(meta.get("kept_quant"), dict):
+            kept = _dequantize(kept, meta["kept_quant"], dims)
+        elif kept.dtype != np.float16:
+            raise FormatError("VecTree kept rows are neither float16 nor described as quantized")
+        features = vectree_decode(keep.astype(bool), kept, get("sh/index").astype(np.int64),
                                   get("sh/codebook"))
         if features.shape != (n, dims):
             raise FormatError("VecTree features have the wrong shape")
@@ -315,7 +325,8 @@ def summarize(header: dict[str, Any]) -> dict[str, Any]:
                            "codec": header.get("codec")}
     vt = header.get("vectree")
     if isinstance(vt, dict):
-        out["vectree"] = f"{vt.get('kept')} kept float16, codebook {vt.get('codebook')} x {vt.get('dims')}"
+        kept = f"{vt['kept_quant'].get('bits')}-bit" if isinstance(vt.get("kept_quant"), dict) else "float16"
+        out["vectree"] = f"{vt.get('kept')} kept {kept}, codebook {vt.get('codebook')} x {vt.get('dims')}"
     src = header.get("source") or {}
     if src.get("gaussians"):
         out["gaussians_in"] = src["gaussians"]

@@ -20,6 +20,7 @@ from fieldpress.scenes.lightgaussian.codec import CodecConfig, EncodedScene, enc
 from fieldpress.scenes.lightgaussian.distill import TeacherFitConfig, distill_sh
 from fieldpress.scenes.lightgaussian.prune import prune_scene, recover
 from fieldpress.scenes.lightgaussian.significance import proxy_significance, significance
+from fieldpress.scenes.lightgaussian.vectree import VecTreeConfig
 
 
 @dataclass(frozen=True)
@@ -34,14 +35,13 @@ class Preset:
     codec: CodecConfig
 
 
+_COMPACT = CodecConfig(position_bits=16, opacity_bits=8, scale_bits=8, rotation_bits=8, dc_bits=8,
+                       vectree=VecTreeConfig(keep_bits=8))
 PRESETS: dict[str, Preset] = {
+    # fast: LightGaussian's VecTree as published (kept rows float16), finer attribute bits, no rendering
     "fast": Preset("fast", render=False, prune=0.0, sh_drop=0, finetune_steps=0, codec=CodecConfig()),
-    "balanced": Preset("balanced", render=True, prune=0.66, sh_drop=0, finetune_steps=0,
-                       codec=CodecConfig(position_bits=16, opacity_bits=8, scale_bits=8, rotation_bits=8,
-                                         dc_bits=8)),
-    "max": Preset("max", render=True, prune=0.66, sh_drop=1, finetune_steps=200,
-                  codec=CodecConfig(position_bits=16, opacity_bits=8, scale_bits=8, rotation_bits=8,
-                                    dc_bits=8)),
+    "balanced": Preset("balanced", render=True, prune=0.66, sh_drop=0, finetune_steps=0, codec=_COMPACT),
+    "max": Preset("max", render=True, prune=0.66, sh_drop=1, finetune_steps=200, codec=_COMPACT),
 }
 
 
@@ -53,6 +53,7 @@ class CompressOptions:
     prune: float | None = None
     sh_degree: int | None = None
     codebook: int | None = None
+    kept_bits: int | None = None  # 0: float16 (LightGaussian)
     finetune_steps: int | None = None
     target_bytes: int | None = None
     seed: int = 0
@@ -67,7 +68,10 @@ class CompressOptions:
         codec = p.codec
         vt = dataclasses.replace(codec.vectree, seed=self.seed,
                                  codebook_size=self.codebook if self.codebook is not None
-                                 else codec.vectree.codebook_size)
+                                 else codec.vectree.codebook_size,
+                                 keep_bits=self.kept_bits if self.kept_bits is not None
+                                 else codec.vectree.keep_bits)
+        vt.validate()
         codec = dataclasses.replace(codec, vectree=vt)
         prune = p.prune if self.prune is None else float(self.prune)
         if not 0.0 <= prune < 1.0:
@@ -97,6 +101,7 @@ class CompressResult:
 
 
 Progress = Callable[[str], None]
+HEADER_MARGIN = 256  # bytes kept free in the target-size search for the pipeline's header entries
 
 
 def _noop(_: str) -> None:
@@ -177,7 +182,7 @@ def compress(scene: Any, options: CompressOptions, cameras: Sequence[Any] | None
     if renders:
         progress("significance")
         sig_cams = significance_cameras(scene, cameras, options)
-        scores = significance(scene, sig_cams)
+        scores = significance(scene.to(device), sig_cams)
         reports["significance"] = {"views": len(sig_cams), "width": options.significance_width,
                                    "kind": "rendered"}
     else:
@@ -189,7 +194,7 @@ def compress(scene: Any, options: CompressOptions, cameras: Sequence[Any] | None
     if options.target_bytes is not None:
         t = time.perf_counter()
         progress("target-size search")
-        prune, k = search_target(scene, scores, degree, options.target_bytes, codec,
+        prune, k = search_target(scene, scores, degree, options.target_bytes - HEADER_MARGIN, codec,
                                  preset.prune if options.prune is None else prune, device)
         codec = dataclasses.replace(codec, vectree=dataclasses.replace(codec.vectree, codebook_size=k))
         reports["search"] = {"prune": prune, "codebook": k}
@@ -224,10 +229,23 @@ def compress(scene: Any, options: CompressOptions, cameras: Sequence[Any] | None
     progress("VecTree + entropy coding")
     src = dict(source or {})
     src.update({"gaussians": scene.n, "sh_degree": scene.sh_degree})
-    encoded = encode_scene(pruned, scores, codec, device=device, source=src)
-    encoded.header["pipeline"] = {"preset": preset.name, "prune": prune, "sh_degree": degree,
+
+    def encode(current: Any, current_scores: np.ndarray, ratio: float) -> EncodedScene:
+        enc = encode_scene(current, current_scores, codec, device=device, source=src)
+        enc.header["pipeline"] = {"preset": preset.name, "prune": ratio, "sh_degree": degree,
                                   "finetune_steps": preset.finetune_steps, "seed": options.seed,
                                   "significance": reports["significance"]["kind"]}
+        return enc
+
+    encoded = encode(pruned, scores, prune)
+    while options.target_bytes is not None and encoded_size(encoded) > options.target_bytes:
+        # header bytes and fine-tuned values move the size a little: drop 1% more until it fits
+        if pruned.n <= 1:
+            raise InputError(f"cannot reach {options.target_bytes:,} bytes")
+        pruned, keep = prune_scene(pruned, scores, 0.01 if pruned.n >= 100 else 1.0 / pruned.n)
+        scores = scores[keep]
+        prune = round(1.0 - pruned.n / scene.n, 4)
+        encoded = encode(pruned, scores, prune)
     stages["encode"] = time.perf_counter() - t
     return CompressResult(encoded, scene.n, pruned.n, scene.sh_degree, degree, prune,
                           {k: round(v, 3) for k, v in stages.items()}, reports)
@@ -242,11 +260,11 @@ def _train_cameras(scene: Any, cameras: Sequence[Any] | None, options: CompressO
 
 
 def eval_cameras(scene: Any, cameras: Sequence[Any] | None, views: int = 16, width: int = 512) -> list[Any]:
-    """DESIGN.md's evaluation views (16 orbit cameras at 512 px), or the user's cameras."""
+    """DESIGN.md's evaluation views (16 orbit cameras at 512 px), or the user's cameras scaled to `width`."""
     from fieldpress.scenes.cameras import orbit
 
     if cameras:
-        return list(cameras)
+        return [c.scaled(width) for c in cameras]
     return orbit(scene, views, width=width)
 
 

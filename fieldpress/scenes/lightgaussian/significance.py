@@ -101,7 +101,7 @@ def prune_mask(scores: np.ndarray, fraction: float) -> np.ndarray:
         raise InputError(f"prune fraction must be in [0, 1), got {fraction}")
     scores = np.asarray(scores, dtype=np.float64)
     n = scores.size
-    drop = int(round(fraction * n))
+    drop = min(int(round(fraction * n)), max(n - 1, 0))  # always keep at least one Gaussian
     keep = np.ones(n, dtype=bool)
     if drop:
         order = np.argsort(scores, kind="stable")

@@ -27,6 +27,7 @@ class VecTreeConfig:
     keep_fraction: float = 0.4  # most significant fraction kept at float16
     iterations: int = 16
     min_vectors_per_code: int = 4  # codebook capped at n_quantized // this (small scenes)
+    keep_bits: int = 0  # 0: kept rows at float16 (LightGaussian); else per-column quantized + ANS
     seed: int = 0
 
     def validate(self) -> None:
@@ -34,6 +35,8 @@ class VecTreeConfig:
             raise InputError(f"codebook size must be >= 1, got {self.codebook_size}")
         if not 0.0 <= self.keep_fraction <= 1.0:
             raise InputError(f"keep fraction must be in [0, 1], got {self.keep_fraction}")
+        if self.keep_bits and not 4 <= self.keep_bits <= 16:
+            raise InputError(f"keep bits must be 0 (float16) or 4..16, got {self.keep_bits}")
         if self.iterations < 0 or self.min_vectors_per_code < 1:
             raise InputError("k-means iterations must be >= 0 and vectors per code >= 1")
 

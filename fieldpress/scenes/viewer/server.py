@@ -140,6 +140,8 @@ class SplatViewer:
         self._status: Any = None
         self._progress: Any = None
         self._gui: dict[str, Any] = {}
+        self._labels: dict[str, Any] = {}
+        self._label_home = np.zeros(3)  # label position above the scene before any side-by-side shift
         self.ready = threading.Event()
 
     # ------------------------------------------------------------------ server lifecycle
@@ -216,6 +218,8 @@ class SplatViewer:
                 self.status(f"Sending **{entry.name}** to the browser: {done:,} / {total:,} Gaussians",
                             done / max(total, 1))
             self.handles[entry.label] = handles
+        if len(self.scenes) > 1:
+            self._add_labels()
         self._build_panels(sh)
         names = " vs ".join(s.name for s in self.scenes)
         self.status(f"Showing {names}: {total:,} Gaussians.", busy=False)
@@ -262,6 +266,18 @@ class SplatViewer:
                 button.on_click(self._on_psnr_click)
         gui.add_markdown(colour_note(self.scenes, sh_rendered))
 
+    def _add_labels(self) -> None:
+        """3D labels above each scene, shown in side-by-side mode so A and B are never confused."""
+        assert self.view is not None
+        means = np.asarray(self.scenes[0].scene.means.detach().cpu().numpy(), dtype=np.float64)
+        heights = (means - self.view.look_at) @ self.view.up
+        top = float(np.percentile(heights, 99.5)) if len(heights) else 0.0
+        self._label_home = self.view.look_at + self.view.up * top * 1.08
+        for entry in self.scenes:
+            self._labels[entry.label] = self.server.scene.add_label(
+                f"/labels/{entry.label}", f"{entry.label}: {entry.name}", visible=False,
+                position=tuple(float(v) for v in self._label_home), anchor="bottom-center")
+
     def set_layout(self, layout: str) -> None:
         """Show A, B, or both side by side (B shifted along the first view's screen-right axis)."""
         if layout not in LAYOUTS or len(self.scenes) < 2:
@@ -278,6 +294,10 @@ class SplatViewer:
             for handle in handles:
                 handle.position = pos
                 handle.visible = show
+            text = self._labels.get(label)
+            if text is not None:
+                text.position = tuple(float(v) for v in np.asarray(pos) + self._label_home)
+                text.visible = layout == "side by side"
         label = self._gui.get("layout_label")
         if label is not None:
             label.content = ("Showing **A** and **B** side by side (A left)" if layout == "side by side"

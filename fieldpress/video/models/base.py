@@ -113,18 +113,25 @@ def count_params(build: Callable[[C], VideoINR], config: C) -> int:
 
 
 def solve_width(make_config: Callable[[int], C], build: Callable[[C], VideoINR], target: int,
-                low: int = 4, high: int = 4096) -> C:
+                low: int = 4, high: int = 1 << 14) -> C:
     """The config whose stored parameter count is closest to `target` over the integer width the
-    config factory takes (HNeRV's fc_dim balancing; counts grow monotonically with the width)."""
+    config factory takes (HNeRV's fc_dim balancing; counts grow monotonically with the width).
+    Widths grow by doubling from `low`, so no model much larger than the target is ever built."""
+    cache: dict[int, int] = {}
+
     def params(w: int) -> int:
-        return count_params(build, make_config(w))
+        if w not in cache:
+            cache[w] = count_params(build, make_config(w))
+        return cache[w]
 
     if params(low) > target:
         raise InputError(f"--size {target:,} is too small: the smallest model of this shape stores "
                          f"{params(low):,} parameters")
-    lo, hi = low, high
-    while params(hi) < target and hi < 1 << 16:
-        hi *= 2
+    lo, hi = low, low * 2
+    while params(hi) < target:
+        if hi >= high:
+            raise InputError(f"--size {target:,} is too large for this model")
+        lo, hi = hi, hi * 2
     while hi - lo > 1:
         mid = (lo + hi) // 2
         if params(mid) <= target:
