@@ -83,7 +83,8 @@ def test_vectree_split_and_weighting():
     rng = np.random.default_rng(4)
     x = rng.normal(size=(600, 9)).astype(np.float32)
     sig = rng.random(600)
-    code = vectree_encode(x, sig, VecTreeConfig(codebook_size=32, keep_fraction=0.4, iterations=8))
+    code = vectree_encode(x, sig, VecTreeConfig(codebook_size=32, keep_fraction=0.4, iterations=8,
+                                                min_vectors_per_code=4))
     assert code.keep_mask.sum() == 240
     assert np.all(sig[code.keep_mask].min() >= sig[~code.keep_mask].max())  # top 40% kept
     assert code.kept.dtype == np.float16 and code.codebook.dtype == np.float16

@@ -136,3 +136,17 @@ def test_max_preset_distills_and_finetunes(tmp_path, tiny_ply, capsys):
     assert summary["sh_degree_out"] == 1 and summary["gaussians_out"] == 102
     assert summary["recover"]["steps"] == 3 and summary["distill"]["steps"] == 3
     assert summary["render_psnr"] > 15
+
+
+def test_user_cameras_drive_significance_and_eval(tmp_path, tiny_ply, capsys):
+    from fieldpress.scenes.camera_files import write_inria_json
+    from fieldpress.scenes.cameras import orbit
+    from fieldpress.scenes.formats import load_scene
+
+    cams = tmp_path / "cameras.json"
+    write_inria_json(orbit(load_scene(tiny_ply), 3, width=64), cams)
+    summary = _run_json(capsys, compress_splat_command,
+                        [str(tiny_ply), "-o", str(tmp_path / "c.fpg"), "--cameras", str(cams),
+                         "--prune", "0.5", "--eval-width", "40", "--json"])
+    assert summary["eval_views"] == 3 and summary["gaussians_out"] == 150
+    assert run_command(compress_splat_command, [str(tiny_ply), "--cameras", str(tmp_path / "none.json")]) == 2

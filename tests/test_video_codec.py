@@ -30,10 +30,18 @@ def _fit(tmp: Path, model: str, **kw: object) -> tuple[VideoClip, object]:
     return clip, fit_clip(clip, tmp / f"{model}.fpv", opts, torch.device("cpu"), show_progress=False)
 
 
-@pytest.fixture(scope="module", params=["hnerv", "nerv"])
+VARIANTS = {
+    "hnerv": ("hnerv", {}),
+    "nerv": ("nerv", {}),
+    "nervpp-prune-qat": ("nervpp", {"prune": 0.4, "prune_epochs": 1, "qat_epochs": 1, "bits": 6}),
+}
+
+
+@pytest.fixture(scope="module", params=sorted(VARIANTS))
 def fitted(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
     tmp = tmp_path_factory.mktemp(request.param)
-    clip, outcome = _fit(tmp, request.param)
+    model, extra = VARIANTS[request.param]
+    clip, outcome = _fit(tmp, model, **extra)
     return clip, outcome
 
 
@@ -158,7 +166,8 @@ def test_hnerv_random_access_reads_only_the_needed_embedding_chunk(tmp_path: Pat
     frames = EMBED_CHUNK + 3
     clip = VideoClip(tiny_clip(frames, 32, 48), fps=10.0, source={})
     out = tmp_path / "ra.fpv"
-    fit_clip(clip, out, FitOptions(model="hnerv", size=40_000, epochs=1), torch.device("cpu"), show_progress=False)
+    opts = FitOptions(model="hnerv", size=40_000, epochs=1)
+    fit_clip(clip, out, opts, torch.device("cpu"), show_progress=False)
     container = open_container(out)
     read: list[str] = []
     original = container.array
@@ -179,6 +188,7 @@ def test_hnerv_random_access_reads_only_the_needed_embedding_chunk(tmp_path: Pat
 def test_carphone_preview_bar(tmp_path: Path) -> None:
     """The issue's bar: the preview preset on carphone, decoded to PNGs, is >= 27 dB (minutes of CPU)."""
     from conftest import shared_file
+
     from fieldpress.metrics import video_psnr
 
     src = shared_file("video/carphone.mp4")
@@ -190,3 +200,15 @@ def test_carphone_preview_bar(tmp_path: Path) -> None:
     decoded = np.stack([np.asarray(Image.open(p)) for p in sorted((tmp_path / "png").glob("*.png"))])
     pooled, _ = video_psnr(read_video(src).frames, decoded)
     assert pooled >= 27.0
+
+
+def test_pruned_weights_are_stored_sparse(tmp_path: Path) -> None:
+    from fieldpress.codec.container import open_container
+
+    _, outcome = _fit(tmp_path, "nerv", prune=0.5, prune_epochs=1)
+    container = open_container(outcome.output)
+    masks = [n for n in container.names if n.endswith(":mask")]
+    assert masks
+    kept = np.concatenate([container.array(n).ravel() for n in masks])
+    assert 0.3 < 1.0 - kept.mean() < 0.7
+    assert container.header["fit"]["prune"] == 0.5

@@ -81,6 +81,7 @@ def fit_image_command(argv: Sequence[str] | None = None) -> int:
         seed=args.seed,
         device=device,
         show_progress=progress_enabled(args.json),
+        started=start,
     )
     streams, header = encode_image(fit.model, plan, info, bits=args.bits, seed=args.seed)
     # measure exactly what the decoder will reproduce: the dequantized model, rendered on the CPU

@@ -46,6 +46,8 @@ KIND = "image"
 FORMAT = 1
 RFF_STREAM = "rff/B"
 RENDER_CHUNK = 1 << 16
+CPU_BATCH = 2048
+DEFAULT_STEPS = 2000
 MAX_DECODE_PARAMS = 1 << 28  # refuse headers describing models beyond this (1 GiB of float32)
 
 
@@ -187,7 +189,7 @@ class FitImageResult:
 
 
 def _step_seconds(
-    model: FieldModel, source: PixelSource, plan: ModelPlan, device: torch.device, n: int = 6
+    model: FieldModel, source: PixelSource, plan: ModelPlan, device: torch.device, batch: int, n: int = 8
 ) -> float:
     """Measure one Adam step on a throwaway copy: how many steps fit a time budget."""
     probe = copy.deepcopy(model).to(device)
@@ -195,7 +197,7 @@ def _step_seconds(
     gen = torch.Generator().manual_seed(0)
     times = []
     for _ in range(n):
-        idx = torch.randint(len(source), (min(plan.batch_size, len(source)),), generator=gen)
+        idx = torch.randint(len(source), (batch,), generator=gen)
         batch = {k: v.to(device) for k, v in source.batch(idx).items()}
         t0 = time.perf_counter()
         loss, _ = mse_loss(probe, batch)
@@ -205,7 +207,7 @@ def _step_seconds(
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         times.append(time.perf_counter() - t0)
-    return float(np.median(times[1:]))
+    return float(np.mean(times[2:]))
 
 
 def fit_image(
@@ -221,35 +223,43 @@ def fit_image(
     output: Path | None = None,
     evaluate: Callable[[nn.Module], dict[str, float]] | None = None,
     eval_every: int | None = None,
+    started: float | None = None,
 ) -> FitImageResult:
     """Fit a model of ``plan`` to the image through the Fitter (one cosine "fit" stage).
 
-    With ``minutes`` and no ``steps``, the step count comes from a short timing probe so the cosine
-    schedule completes inside the budget; ``minutes`` also stays a hard cap.
+    ``minutes`` budgets the whole run from ``started`` (a ``time.perf_counter()`` value; default
+    now), keeping a reserve for coding and the final render. Without ``steps``, a short timing
+    probe sets the step count so the cosine schedule completes inside the budget; the budget also
+    stays a hard cap. CPU fits use small batches (CPU_BATCH): more steps per second beat larger
+    batches under a time budget there; CUDA uses the plan's batch.
     """
     from fieldpress.engine import FitConfig, Fitter, Stage
 
+    started = time.perf_counter() if started is None else started
     source = PixelSource(array, info)
     model = build_model(plan, info.channels, seed)
-    batch = min(plan.batch_size, len(source))
+    batch = min(plan.batch_size if device.type == "cuda" else CPU_BATCH, len(source))
     calibration: dict[str, float] = {}
-    if steps is None:
-        if minutes is None:
-            steps = 2000
-        else:
-            t0 = time.perf_counter()
-            per_step = _step_seconds(model, source, plan, device)
-            spent = time.perf_counter() - t0
-            budget = max(1.0, minutes * 60.0 * 0.9 - spent - 3.0)
-            steps = max(10, int(budget / (per_step * 1.15)))
-            calibration = {"seconds_per_step": per_step, "probe_seconds": spent}
+    fit_minutes = None
+    if minutes is not None:
+        total = minutes * 60.0
+        reserve = 0.06 * total + 2.0
+    if steps is None and minutes is None:
+        steps = DEFAULT_STEPS
+    elif steps is None:
+        per_step = _step_seconds(model, source, plan, device, batch)
+        budget = max(1.0, total - reserve - (time.perf_counter() - started))
+        steps = max(10, int(budget / (per_step * 1.1)))
+        calibration = {"seconds_per_step": per_step}
+    if minutes is not None:
+        fit_minutes = max(1.0, total - reserve - (time.perf_counter() - started)) / 60.0
     if steps < 1:
         raise InputError("--steps must be at least 1")
     config = FitConfig(
         batch_size=batch,
         seed=seed,
         device=str(device),
-        minutes=minutes,
+        minutes=fit_minutes,
         steps_per_epoch=1,
         log_every=max(1, steps // 50),
         description=f"fit-image {plan.name}",

@@ -197,20 +197,23 @@ def open_video(path: str | Path, device: str | torch.device = "cpu") -> VideoDec
 def summary(header: dict) -> dict[str, Any]:
     """What ``fieldpress info`` shows for a video container."""
     cfg = header.get("config", {})
+    fit = header.get("fit") or {}
     out = {
         "model": header.get("model"),
         "size": f"{header.get('width')}x{header.get('height')}",
         "frames": header.get("frames"),
+        "first source frame": header.get("frame_start", 0),
         "fps": header.get("fps"),
         "strides": cfg.get("strides"),
-        "weight bits": (header.get("weights") or {}).get("bits", header.get("bits")),
+        "stored params": fit.get("stored_params"),
+        "weight bits": fit.get("bits"),
+        "pruned": fit.get("prune"),
+        "epochs": fit.get("epochs"),
     }
     if "embed" in header:
         out["embedding bits"] = header["embed"].get("bits")
         out["embedding shape"] = header["embed"].get("shape")
-    if "fit" in header:
-        out["fit"] = header["fit"]
-    return out
+    return {k: v for k, v in out.items() if v is not None}
 
 
 def register() -> None:

@@ -67,10 +67,10 @@ def build_parser() -> Any:
     p.add_argument("--prune", type=_parse_fraction, help="fraction of least significant Gaussians removed "
                    "(balanced/max: 0.66)")
     p.add_argument("--sh-degree", type=int, help="SH degree kept (max: one less than the input)")
-    p.add_argument("--codebook", type=int, help="VecTree codebook entries (8192; capped at a quarter of "
+    p.add_argument("--codebook", type=int, help="VecTree codebook entries (8192; capped at 1/16 of "
                    "the quantized Gaussians)")
     p.add_argument("--kept-bits", type=int, help="bits for the SH of the kept (most significant) Gaussians: "
-                   "0 = float16 as LightGaussian (fast), 4-16 = quantized + ANS (balanced/max: 8)")
+                   "0 = float16 as LightGaussian, 4-16 = quantized + ANS (default 8)")
     p.add_argument("--finetune-steps", type=int, help="steps of recovery fine-tune and of SH distillation "
                    "(max: 200)")
     p.add_argument("--target-size", type=_parse_mb, metavar="MB",

@@ -357,9 +357,10 @@ def sniff(head: bytes, path: Path) -> bool:
 
 def write_fpg_format(scene: Any, path: Path, **options: Any) -> None:
     """`save_scene(scene, "x.fpg")`: the render-free `fast` coding (proxy significance, no pruning)."""
+    from fieldpress.scenes.lightgaussian.pipeline import PRESETS
     from fieldpress.scenes.lightgaussian.significance import proxy_significance
 
-    config = options.get("config") or CodecConfig()
+    config = options.get("config") or PRESETS["fast"].codec
     write_fpg(path, encode_scene(scene, proxy_significance(scene), config))
 
 

@@ -38,8 +38,10 @@ class Preset:
 _COMPACT = CodecConfig(position_bits=16, opacity_bits=8, scale_bits=8, rotation_bits=8, dc_bits=8,
                        vectree=VecTreeConfig(keep_bits=8))
 PRESETS: dict[str, Preset] = {
-    # fast: LightGaussian's VecTree as published (kept rows float16), finer attribute bits, no rendering
-    "fast": Preset("fast", render=False, prune=0.0, sh_drop=0, finetune_steps=0, codec=CodecConfig()),
+    # fast: finer attribute bits, no rendering. All presets keep the significant rows' SH at 8 bits + ANS
+    # instead of LightGaussian's float16 (--kept-bits 0): on fruit_drops 34 vs 51 B/G at -0.1 dB.
+    "fast": Preset("fast", render=False, prune=0.0, sh_drop=0, finetune_steps=0,
+                   codec=CodecConfig(vectree=VecTreeConfig(keep_bits=8))),
     "balanced": Preset("balanced", render=True, prune=0.66, sh_drop=0, finetune_steps=0, codec=_COMPACT),
     "max": Preset("max", render=True, prune=0.66, sh_drop=1, finetune_steps=200, codec=_COMPACT),
 }

@@ -26,7 +26,7 @@ class VecTreeConfig:
     codebook_size: int = 8192
     keep_fraction: float = 0.4  # most significant fraction kept at float16
     iterations: int = 16
-    min_vectors_per_code: int = 4  # codebook capped at n_quantized // this (small scenes)
+    min_vectors_per_code: int = 16  # codebook capped at n_quantized // this (small scenes)
     keep_bits: int = 0  # 0: kept rows at float16 (LightGaussian); else per-column quantized + ANS
     seed: int = 0
 
