@@ -331,3 +331,16 @@ def test_fuzz_readers_raise_input_errors_only(seeds: dict[str, bytes], tmp_path:
 def test_registry_lists_every_format() -> None:
     names = set(formats())
     assert {"ply", "compressed-ply", "spz", "splat", "fpg"} <= names
+
+
+def test_spz_v4_declared_counts_are_checked(tmp_path: Path) -> None:
+    header = struct.pack("<IIIBBBBI12x", spz_format.MAGIC, 4, 2_000_000_000, 0, 12, 0, 5, 32)
+    (tmp_path / "huge.spz").write_bytes(header + bytes(80 + 64))
+    with pytest.raises(FormatError, match="more than this"):
+        load_scene(tmp_path / "huge.spz")
+    save_scene(synthetic_scene(64, sh_degree=1), tmp_path / "ok.spz", version=4)
+    data = bytearray((tmp_path / "ok.spz").read_bytes())
+    struct.pack_into("<Q", data, 32 + 8, 10**12)  # first stream claims a terabyte once decoded
+    (tmp_path / "lie.spz").write_bytes(bytes(data))
+    with pytest.raises(FormatError, match="declares"):
+        load_scene(tmp_path / "lie.spz")

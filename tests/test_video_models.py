@@ -47,7 +47,8 @@ def test_output_is_the_exact_input_size(name: str, size: tuple[int, int]) -> Non
     overrides = {"enc_dim": 16} if name == "hnerv" else {}
     cfg = config_for(name, h, w, 4, 40_000, **overrides)
     model = build_model(name, cfg)
-    out = model(_batch(tiny_clip(4, h, w), [0, 3]))
+    with torch.no_grad():
+        out = model(_batch(tiny_clip(4, h, w), [0, 3]))
     assert out.shape == (2, 3, h, w)
     assert float(out.min()) >= 0.0 and float(out.max()) <= 1.0
     padded = cfg.padded

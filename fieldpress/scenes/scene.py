@@ -116,7 +116,7 @@ class GaussianScene:
                 raise InputError(f"subset mask has shape {tuple(sel.shape)}, expected ({self.n},)")
             index = torch.nonzero(sel, as_tuple=False).reshape(-1)
         else:
-            if sel.dtype.is_floating_point:
+            if sel.dtype.is_floating_point and sel.numel():
                 raise InputError("subset index must be integers or a boolean mask")
             index = sel.reshape(-1).to(torch.int64)
             if index.numel() and (int(index.min()) < -self.n or int(index.max()) >= self.n):

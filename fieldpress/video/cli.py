@@ -92,7 +92,8 @@ def fit_video_command(argv: Sequence[str] | None = None) -> int:
         size=parse_count(args.size) if args.size else (None if args.target_bpp else pre.size),
         target_bpp=args.target_bpp,
         epochs=args.epochs or pre.epochs,
-        minutes=args.minutes if args.minutes is not None else (None if args.epochs else pre.minutes),
+        minutes=args.minutes if args.minutes is not None else (
+            None if args.epochs else pre.minutes_for(clip.count * clip.width * clip.height)),
         bits=args.bits, embed_bits=args.embed_bits,
         prune=args.prune if args.prune is not None else pre.prune,
         prune_epochs=args.prune_epochs,

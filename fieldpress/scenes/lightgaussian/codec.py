@@ -203,10 +203,17 @@ def encode_scene(scene: Any, significance: np.ndarray, config: CodecConfig,
 
 
 def _json_safe(meta: dict[str, Any]) -> dict[str, Any]:
-    out = {}
+    """The scene metadata that survives JSON: scalars and short lists of numbers (e.g. the up axis)."""
+    out: dict[str, Any] = {}
     for key, value in meta.items():
-        if isinstance(value, (bool, int, float, str)) or value is None:
+        if isinstance(value, (bool, int, str)) or value is None:
             out[str(key)] = value
+        elif isinstance(value, float) and np.isfinite(value):
+            out[str(key)] = value
+        elif isinstance(value, (list, tuple, np.ndarray)) and len(value) <= 16:
+            values = np.asarray(value).reshape(-1)
+            if values.dtype.kind in "biuf" and np.isfinite(values.astype(np.float64)).all():
+                out[str(key)] = [float(v) for v in values]
     return out
 
 
