@@ -58,7 +58,9 @@ def write_mp4(frames: np.ndarray, path: Path, fps: int) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("-o", "--output", default=str(Path(__file__).with_name("sample.mp4")))
     parser.add_argument("--size", default="192x128", help="WxH")
     parser.add_argument("--frames", type=int, default=48)
