@@ -260,6 +260,12 @@ def main(argv: list[str] | None = None) -> int:
         tmp.write_text(json.dumps(result, indent=1))
         tmp.replace(out_json)
 
+    from fieldpress.video.models import config_for
+
+    for model in args.models:  # fail before spending time on the baselines
+        for size_text in args.sizes:
+            config_for(model, h, w, t_frames, parse_count(size_text))
+
     exe = ffmpeg_exe()
     available = encoders(exe)
     work = Path(tempfile.mkdtemp(prefix="video_rd_"))

@@ -94,25 +94,34 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     The rename is atomic on POSIX, so readers never see a half-written output.
     """
     final = Path(path)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
+    if final.is_dir():
+        raise InputError(f"{final}: is a directory, expected an output file")
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
+    except OSError as exc:  # read-only place, a file where a folder should be, ...: bad output path
+        raise InputError(f"cannot write {final}: {exc.strerror or exc}") from None
     os.close(fd)
     tmp = Path(tmp_name)
     try:
         yield tmp
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; outputs get the usual mode
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; outputs get the usual mode
         os.replace(tmp, final)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
 
 
-def _umask() -> int:
+def _read_umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+# read once at import: os.umask can only be read by setting it, which would race with other threads
+_UMASK = _read_umask()
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> int:
@@ -159,15 +168,16 @@ class RunSummary:
             print(self.to_json(), flush=True)
             return
         from rich.console import Console
+        from rich.markup import escape
         from rich.table import Table
 
-        table = Table(title=f"{self.command}", show_header=False, box=None, pad_edge=False)
+        table = Table(title=escape(self.command), show_header=False, box=None, pad_edge=False)
         table.add_column(style="bold")
         table.add_column()
         for key, value in self.to_dict().items():
             if key == "command" or value is None:
                 continue
-            table.add_row(key, _format_value(value))
+            table.add_row(escape(key), escape(_format_value(value)))  # paths may hold [brackets]
         Console(stderr=False).print(table)
 
 
@@ -217,28 +227,28 @@ _WXH = re.compile(r"^\s*(\d+)\s*[xX]\s*(\d+)\s*$")
 _CROP = re.compile(r"^\s*(\d+)\s*[xX]\s*(\d+)\s*(?:\+\s*(\d+)\s*\+\s*(\d+))?\s*$")
 
 
+def _match_size(pattern: re.Pattern[str], text: str, noun: str, form: str, example: str) -> re.Match[str]:
+    """Match a WxH-shaped flag value whose first two groups are a positive width and height."""
+    match = pattern.match(text or "")
+    if not match:
+        raise InputError(f"expected a {noun} {form} such as {example}, got {text!r}")
+    if int(match.group(1)) < 1 or int(match.group(2)) < 1:
+        raise InputError(f"{noun} must be positive, got {text!r}")
+    return match
+
+
 def parse_wxh(text: str) -> tuple[int, int]:
     """'320x180' -> (320, 180). Sizes are always width x height."""
-    match = _WXH.match(text or "")
-    if not match:
-        raise InputError(f"expected a size WxH such as 320x180, got {text!r}")
-    w, h = int(match.group(1)), int(match.group(2))
-    if w < 1 or h < 1:
-        raise InputError(f"size must be positive, got {text!r}")
-    return w, h
+    match = _match_size(_WXH, text, "size", "WxH", "320x180")
+    return int(match.group(1)), int(match.group(2))
 
 
 def parse_crop(text: str) -> tuple[int, int, int | None, int | None]:
     """'1280x640+0+40' -> (1280, 640, 0, 40); without +X+Y the offsets are None (centre crop)."""
-    match = _CROP.match(text or "")
-    if not match:
-        raise InputError(f"expected a crop WxH[+X+Y] such as 1280x640+0+40, got {text!r}")
-    w, h = int(match.group(1)), int(match.group(2))
-    if w < 1 or h < 1:
-        raise InputError(f"crop size must be positive, got {text!r}")
+    match = _match_size(_CROP, text, "crop size", "WxH[+X+Y]", "1280x640+0+40")
     x = None if match.group(3) is None else int(match.group(3))
     y = None if match.group(4) is None else int(match.group(4))
-    return w, h, x, y
+    return int(match.group(1)), int(match.group(2)), x, y
 
 
 def parse_frames(text: str) -> tuple[int, int | None]:
@@ -354,21 +364,22 @@ def info_command(argv: Sequence[str] | None = None) -> int:
         print(json.dumps(_jsonable(data)))
         return EXIT_OK
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
+    # names, header and summary come from the file: escape them so rich never reads them as markup
     console = Console()
-    console.print(f"[bold]{path}[/bold]: fieldpress {data['kind']} container, format v{data['version']}, "
-                  f"{data['file_bytes']:,} bytes")
+    console.print(f"[bold]{escape(str(path))}[/bold]: fieldpress {data['kind']} container, "
+                  f"format v{data['version']}, {data['file_bytes']:,} bytes")
     summary = data.get("summary") or {}
     for key, value in summary.items():
-        console.print(f"  {key}: {_format_value(value)}")
+        console.print(f"  {escape(str(key))}: {escape(_format_value(value))}")
     table = Table("stream", "codec", "dtype", "shape", "bytes", "raw bytes")
     for s in data["streams"]:
-        table.add_row(s["name"], s["codec"], s["dtype"], "x".join(map(str, s["shape"])) or "()",
+        table.add_row(escape(s["name"]), s["codec"], s["dtype"], "x".join(map(str, s["shape"])) or "()",
                       f"{s['length']:,}", f"{s['raw_bytes']:,}")
     console.print(table)
-    header = {k: v for k, v in data["header"].items()}
-    console.print("header: " + json.dumps(header, sort_keys=True)[:2000])
+    console.print("header: " + json.dumps(data["header"], sort_keys=True)[:2000], markup=False)
     return EXIT_OK
 
 

@@ -109,14 +109,14 @@ def ms_ssim_levels(height: int, width: int, window: int | None = None) -> int:
 
 
 def _nchw(x: Tensor) -> Tensor:
-    """(T, H, W, C), (H, W, C) or (H, W) -> (N, C, H, W) float64."""
+    """(T, H, W, C), (H, W, C) or (H, W) -> (N, C, H, W), a view in the input's dtype (no copy)."""
     if x.dim() == 2:
         x = x[None, :, :, None]
     elif x.dim() == 3:
         x = x[None]
     elif x.dim() != 4:
         raise InputError(f"expected (H, W), (H, W, C) or (T, H, W, C) images, got shape {tuple(x.shape)}")
-    return x.permute(0, 3, 1, 2).double()
+    return x.permute(0, 3, 1, 2)
 
 
 def _ms_ssim_batch(x: Tensor, y: Tensor, win: int, levels: int) -> Tensor:
@@ -148,8 +148,8 @@ def _per_frame(ref: Any, test: Any, fn: Any) -> float:
     h, w = x_all.shape[-2:]
     step = max(1, _CHUNK_ELEMENTS // max(x_all[0].numel() * 8, 1))  # SSIM keeps ~8 maps per frame
     values = []
-    for i in range(0, x_all.shape[0], step):
-        values.append(fn(x_all[i:i + step], y_all[i:i + step], int(h), int(w)))
+    for i in range(0, x_all.shape[0], step):  # float64 one chunk at a time: a whole video would not fit
+        values.append(fn(x_all[i:i + step].double(), y_all[i:i + step].double(), int(h), int(w)))
     return float(torch.cat(values).mean())
 
 

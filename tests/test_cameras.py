@@ -18,7 +18,7 @@ from fieldpress.scenes.camera_files import (
     write_colmap_bin,
     write_inria_json,
 )
-from fieldpress.scenes.cameras import Camera, orbit
+from fieldpress.scenes.cameras import MAX_CAMERA_SIZE, Camera, orbit
 from fieldpress.scenes.synthetic import synthetic_scene
 
 
@@ -135,3 +135,22 @@ def test_bad_camera_files(tmp_path: Path) -> None:
     (tmp_path / "images.bin").write_bytes(bytes(8))
     with pytest.raises(FormatError, match="more than the file holds"):
         load_cameras(tmp_path / "cameras.bin")
+
+
+def test_hostile_camera_values_are_format_errors(tmp_path: Path) -> None:
+    eye = np.eye(4).tolist()
+    pose = {"position": [0, 0, 0], "rotation": np.eye(3).tolist(), "fx": 5, "fy": 5}
+    nerf = {"frames": [{"transform_matrix": eye}]}
+    cases = {
+        "angle_zero.json": ({"camera_angle_x": 0, **nerf}, "camera_angle_x"),
+        "angle_pi.json": ({"camera_angle_x": math.pi, **nerf}, "camera_angle_x"),
+        "huge_w.json": ({"fl_x": 100, "w": 1e300, "h": 10, **nerf}, "w must"),
+        "text_w.json": ([{"width": "x", "height": 10, **pose}], "width is not a number"),
+        "frac_h.json": ([{"width": 8, "height": 2.5, **pose}], "height must"),
+    }
+    for name, (data, message) in cases.items():
+        (tmp_path / name).write_text(json.dumps(data))
+        with pytest.raises(FormatError, match=message):
+            load_cameras(tmp_path / name)
+    with pytest.raises(InputError, match="camera size"):
+        Camera(torch.eye(4), 10.0, 10.0, 5.0, 5.0, MAX_CAMERA_SIZE + 1, 10)

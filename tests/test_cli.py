@@ -97,6 +97,12 @@ def test_atomic_path_leaves_nothing_on_failure(tmp_path: Path) -> None:
     assert atomic_write_bytes(target, b"new") == 3
     assert target.read_bytes() == b"new"
     assert [p.name for p in tmp_path.iterdir()] == ["out.bin"]
+    # bad output paths are input errors (exit 2), not internal ones
+    with pytest.raises(InputError, match="is a directory"):
+        atomic_write_bytes(tmp_path, b"x")
+    with pytest.raises(InputError, match="cannot write"):
+        atomic_write_bytes(target / "below_a_file.bin", b"x")
+    assert target.read_bytes() == b"new"
 
 
 def test_run_summary_json_is_flat_and_serialisable(capsys: pytest.CaptureFixture[str]) -> None:

@@ -10,25 +10,16 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 import torch
 from safetensors.torch import load_file
 
 from fieldpress.engine.distributed import DistInfo, from_env
+from tests.helpers.threads import one_thread  # noqa: F401 - autouse fixture
 from tests.helpers.tiny_fit import make_model, run
 
 REPO = Path(__file__).resolve().parents[1]
 DDP_TOLERANCE = 1e-4  # max |w_ddp - w_single| after 2 x 11 + 2 x 11 Adam steps on the tiny MLP
 
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One intra-op thread: on a shared, loaded 2-core machine oversubscription makes convs 30x slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 def _free_port() -> int:
     with socket.socket() as s:

@@ -16,16 +16,8 @@ from fieldpress.engine import FitConfig, Fitter, Stage, lr_factor
 from fieldpress.engine.rng import EpochOrder, epoch_order
 from fieldpress.engine.schedule import WARMUP_START
 from fieldpress.errors import InputError
+from tests.helpers.threads import one_thread  # noqa: F401 - autouse fixture
 from tests.helpers.tiny_fit import Points, make_loss, make_model
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One intra-op thread: on a shared, loaded 2-core machine oversubscription makes ops far slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def _fit(stages, output=None, **config):
@@ -184,6 +176,11 @@ def test_bad_configs_are_input_errors() -> None:
         Stage("fit", 1, 1e-3, schedule="step")
     with pytest.raises(InputError, match="precision"):
         FitConfig(precision="fp8")
+    for field in ("checkpoint_every_steps", "eval_every", "checkpoint_every_s"):
+        with pytest.raises(InputError, match=field):
+            FitConfig(**{field: -1})
+    with pytest.raises(InputError, match="checkpoint_every_s"):
+        FitConfig(checkpoint_every_s=float("nan"))
     with pytest.raises(InputError, match="empty"):
         Fitter(make_model(), Points(0), make_loss(), FitConfig(), [Stage("fit", 1, 1e-3)])
 

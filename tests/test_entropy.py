@@ -150,3 +150,29 @@ def test_zstd_decode_checks_the_declared_size() -> None:
         entropy.zstd_decode(b"not zstd", 10)
     with pytest.raises(FormatError):
         decode("raw", b"abc", np.int32, (1,))
+
+
+def test_ans_decode_memory_is_the_output_plus_one_chunk() -> None:
+    """A tiny payload declaring millions of symbols decodes straight into its output dtype in chunks
+    (the whole-stream int32 + int64 intermediates of a one-shot decode would need ~20x the output)."""
+    import tracemalloc
+
+    n = 4_000_000
+    symbols = np.zeros(n, np.uint8)
+    symbols[n // 2] = 1
+    payload = ans_encode(symbols)
+    assert len(payload) < 100
+    tracemalloc.start()
+    try:
+        out = decode("ans", payload, np.uint8, (n,))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert out.dtype == np.uint8 and np.array_equal(out, symbols)
+    assert peak < n + 16 * entropy.ANS_DECODE_CHUNK, peak
+    constant = ans_encode(np.full(n, 7, np.int16))
+    assert np.array_equal(ans_decode(constant, n, np.int16), np.full(n, 7, np.int16))
+    with pytest.raises(FormatError, match="out of the range"):
+        ans_decode(ans_encode(np.array([300, 1])), 2, np.uint8)
+    with pytest.raises(FormatError, match="out of the range"):
+        decode("ans", ans_encode(np.array([-1, 0, 5])), np.uint64, (3,))

@@ -147,3 +147,12 @@ def test_hostile_header_is_refused(tmp_path, capsys) -> None:
     write_container(path, "image", header, {"x": np.zeros(1, np.uint8)})
     code, err = _exit_and_message([str(path), "-o", str(tmp_path / "x.png")], capsys, decode_image_command)
     assert code == 2 and "unusable model" in err
+
+
+def test_minutes_budget_sets_the_steps(tmp_path, capsys) -> None:
+    src = tmp_path / "m.png"
+    Image.fromarray(_pattern(12, 16, 3, 255).astype(np.uint8)).save(src)
+    argv = [str(src), "-o", str(tmp_path / "m.fpi"), "--minutes", "0.1", "--params", "12k", "--json"]
+    assert run_command(fit_image_command, argv) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["steps"] >= 10 and summary["seconds"] < 6.0 * 1.5

@@ -12,18 +12,10 @@ import torch
 
 from fieldpress import metrics as M
 from fieldpress.errors import InputError
+from tests.helpers.threads import one_thread  # noqa: F401 - autouse fixture
 
 PEAK = 20 * math.log10(255)  # PSNR of an MSE of 1 on 8-bit values: 48.1308 dB
 
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One intra-op thread: on a shared, loaded 2-core machine oversubscription makes convs 30x slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 def _noisy(shape: tuple[int, ...], amp: int = 6, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(seed)

@@ -18,20 +18,12 @@ from safetensors.torch import load_file
 from fieldpress.engine import FitConfig, Fitter, Stage
 from fieldpress.engine.checkpoint import checkpoint_dir, load_checkpoint
 from fieldpress.errors import ResumeError
+from tests.helpers.threads import one_thread  # noqa: F401 - autouse fixture
 from tests.helpers.tiny_fit import Points, make_loss, make_model, run
 
 REPO = Path(__file__).resolve().parents[1]
 HELPER = REPO / "tests" / "helpers" / "tiny_fit.py"
 
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One intra-op thread: on a shared, loaded 2-core machine oversubscription makes convs 30x slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 def _helper(output: Path, *extra: str) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(REPO), "FIELDPRESS_PROGRESS": "0", "OMP_NUM_THREADS": "1"}
@@ -179,5 +171,19 @@ def test_checkpoint_swap_leaves_a_complete_checkpoint(tmp_path: Path) -> None:
     assert find_checkpoint(ck) == tmp_path / "x.fpi.ckpt.old"
     tensors, meta = load_checkpoint(ck)
     assert meta["step"] == 2 and torch.equal(tensors["a"], torch.arange(4))
+    # killed again, now while the next checkpoint is being renamed into place: `.old` must survive
+    real_replace = os.replace
+
+    def killed_at_the_final_rename(src: object, dst: object) -> None:
+        if Path(dst) == ck:
+            raise KeyboardInterrupt
+        real_replace(src, dst)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(os, "replace", killed_at_the_final_rename)
+        with pytest.raises(KeyboardInterrupt):
+            save_checkpoint(ck, {"a": torch.arange(5)}, {"step": 3})
+    assert load_checkpoint(ck)[1]["step"] == 2
     save_checkpoint(ck, {"a": torch.arange(5)}, {"step": 3})
     assert sorted(p.name for p in tmp_path.iterdir()) == ["x.fpi.ckpt"]
+    assert load_checkpoint(ck)[1]["step"] == 3

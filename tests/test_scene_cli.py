@@ -9,10 +9,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from fieldpress.cli import run_command
 from fieldpress.scenes import load_scene, save_scene
+from fieldpress.scenes.camera_files import write_inria_json
+from fieldpress.scenes.cameras import Camera
 from fieldpress.scenes.cli import (
     contact_sheet,
     convert_command,
@@ -97,7 +100,7 @@ def test_convert_between_all_formats(small_ply: Path, tmp_path: Path,
 
 
 @pytest.mark.parametrize("case", ["vertex_count", "missing", "nan", "not_scene", "spz_magic", "spz_version",
-                                  "bomb", "no_file", "bad_flag"])
+                                  "bomb", "no_file", "bad_flag", "tall_cameras"])
 def test_bad_input_exits_2_with_one_line(case: str, small_ply: Path, tmp_path: Path,
                                          capsys: pytest.CaptureFixture[str]) -> None:
     bad = tmp_path / "bad.ply"
@@ -125,9 +128,13 @@ def test_bad_input_exits_2_with_one_line(case: str, small_ply: Path, tmp_path: P
     elif case == "bad_flag":
         bad = small_ply
         extra = ["--views", "spiral:3"]
+    elif case == "tall_cameras":  # 1x300 px cameras: 32 px wide would be 9600 px tall
+        bad = small_ply
+        write_inria_json([Camera(torch.eye(4), 1.0, 1.0, 0.5, 150.0, 1, 300)], tmp_path / "cams.json")
+        extra = ["--cameras", str(tmp_path / "cams.json")]
     for command, args in ((render_splat_command, [str(bad), "-o", str(tmp_path / "x.png"), "--width", "32"]),
                           (convert_command, [str(bad), str(tmp_path / "x.spz")])):
-        if case == "bad_flag" and command is convert_command:
+        if case in ("bad_flag", "tall_cameras") and command is convert_command:
             continue
         assert run_command(command, args + extra) == 2
         err = capsys.readouterr().err.strip()

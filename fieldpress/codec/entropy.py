@@ -24,6 +24,8 @@ ANS_MAX_ALPHABET = 1 << 16
 # given zstd library; any zstd decodes any level.
 ZSTD_SMALL_LEVEL, ZSTD_LARGE_LEVEL, ZSTD_SMALL_LIMIT = 19, 9, 1 << 20
 
+ANS_DECODE_CHUNK = 1 << 20  # symbols decoded per call (bounds the decoder's scratch memory)
+
 _ANS_DENSE, _ANS_ALPHABET = 0, 1  # table modes: counts over [min, min+K) / an explicit sorted alphabet
 
 
@@ -152,13 +154,22 @@ def ans_encode(symbols: np.ndarray) -> bytes:
     return table + coder.get_compressed().astype("<u4").tobytes()
 
 
-def ans_decode(data: bytes, count: int) -> np.ndarray:
-    """Decode `count` symbols written by ans_encode; returns int64. FormatError on damage."""
+def ans_decode(data: bytes, count: int, dtype: np.dtype | str = np.int64) -> np.ndarray:
+    """Decode `count` symbols written by ans_encode into an array of `dtype` (int64 by default).
+
+    Symbols are decoded ANS_DECODE_CHUNK at a time straight into the output, so the memory used is
+    the output plus one chunk: a tiny hostile payload declaring billions of symbols costs no more than
+    the stream's own decoded size (which the container caps). FormatError on damage, including
+    symbols outside `dtype`'s range.
+    """
     data = bytes(data)
+    out_dtype = np.dtype(dtype)
+    if out_dtype.kind not in "iu":
+        raise ValueError(f"ANS decodes to an integer dtype, got {out_dtype}")
     if count == 0:
         if data:
             raise FormatError("ANS payload of an empty stream is not empty")
-        return np.zeros(0, np.int64)
+        return np.zeros(0, out_dtype)
     if not data or data[0] not in (_ANS_DENSE, _ANS_ALPHABET):
         raise FormatError("bad ANS payload (unknown table mode)")
     mode = data[0]
@@ -169,7 +180,7 @@ def ans_decode(data: bytes, count: int) -> np.ndarray:
     if mode == _ANS_DENSE:
         if lo + k - 1 > np.iinfo(np.int64).max:
             raise FormatError("ANS symbol range overflows int64")
-        values = None
+        values = np.arange(k, dtype=np.int64) + lo
     else:
         gaps, pos = varint_decode(data, k - 1, pos)
         if (gaps == 0).any():
@@ -184,23 +195,35 @@ def ans_decode(data: bytes, count: int) -> np.ndarray:
     rest = data[pos:]
     if len(rest) % 4:
         raise FormatError("ANS data is not a whole number of 32-bit words")
+    # only the symbols that occur must fit the output dtype (the sorted alphabet's used extremes)
+    used = values[counts > 0]
+    info = np.iinfo(out_dtype)
+    if int(used[0]) < info.min or int(used[-1]) > info.max:
+        raise FormatError(f"ANS symbols out of the range of {out_dtype}")
     if k == 1:
         if rest:
             raise FormatError("ANS payload of a constant stream has trailing data")
-        index = np.zeros(count, np.int64)
-    else:
-        import constriction
+        return np.full(count, values[0], out_dtype)
+    import constriction
 
-        coder = constriction.stream.stack.AnsCoder(np.frombuffer(rest, "<u4").astype(np.uint32))
+    coder = constriction.stream.stack.AnsCoder(np.frombuffer(rest, "<u4").astype(np.uint32))
+    model = _model(counts)
+    table = values.astype(out_dtype) if out_dtype != np.int64 else values
+    out = np.empty(count, out_dtype)
+    histogram = np.zeros(k, np.int64)
+    for start in range(0, count, ANS_DECODE_CHUNK):
+        n = min(ANS_DECODE_CHUNK, count - start)
         try:
-            index = coder.decode(_model(counts), count).astype(np.int64)
+            index = coder.decode(model, n)
         except (ValueError, KeyError, RuntimeError) as exc:
             raise FormatError(f"bad ANS data: {exc}") from None
-        if not coder.is_empty():
-            raise FormatError("ANS data does not end where the symbols end")
-        if not np.array_equal(np.bincount(index, minlength=k), counts.astype(np.int64)):
-            raise FormatError("ANS symbols do not match the stored histogram")
-    return index + lo if values is None else values[index]
+        histogram += np.bincount(index, minlength=k)
+        out[start:start + n] = table[index]
+    if not coder.is_empty():
+        raise FormatError("ANS data does not end where the symbols end")
+    if not np.array_equal(histogram, counts.astype(np.int64)):
+        raise FormatError("ANS symbols do not match the stored histogram")
+    return out
 
 
 # ----------------------------------------------------------------------------- codecs
@@ -237,17 +260,14 @@ def _ans_encode(a: np.ndarray) -> bytes:
 
 
 def _ans_decode(p: bytes, dtype: np.dtype, n: int) -> np.ndarray:
-    sym = ans_decode(p, n)
     if dtype.kind == "b":
-        if sym.size and (sym.min() < 0 or sym.max() > 1):
+        sym = ans_decode(p, n, np.uint8)
+        if sym.size and sym.max() > 1:
             raise FormatError("ANS bool stream holds values other than 0 and 1")
-        return sym.astype(np.bool_)
+        return sym.view(np.bool_)
     if dtype.kind not in "iu":
         raise FormatError(f"ANS stream with non-integer dtype {dtype}")
-    info = np.iinfo(dtype)
-    if sym.size and dtype != np.uint64 and (sym.min() < info.min or sym.max() > info.max):
-        raise FormatError(f"ANS symbols out of the range of {dtype}")
-    return sym.astype(dtype)
+    return ans_decode(p, n, dtype.newbyteorder("="))
 
 
 CODECS: dict[str, Codec] = {

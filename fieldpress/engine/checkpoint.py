@@ -60,9 +60,9 @@ def save_checkpoint(directory: str | os.PathLike[str], tensors: dict[str, torch.
         (tmp / META).write_text(json.dumps(full, indent=1, sort_keys=True), encoding="utf-8")
         _fsync(tmp / META)
         old = final.with_name(final.name + ".old")
-        if old.exists():
-            shutil.rmtree(old)
-        if final.exists():
+        if final.exists():  # else `old` may be the only complete checkpoint: keep it until tmp is in place
+            if old.exists():
+                shutil.rmtree(old)
             os.replace(final, old)
         os.replace(tmp, final)
         shutil.rmtree(old, ignore_errors=True)

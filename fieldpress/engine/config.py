@@ -131,6 +131,12 @@ class FitConfig:
             raise InputError(f"log_every must be >= 1, got {self.log_every}")
         if self.grad_clip is not None and not self.grad_clip > 0:
             raise InputError(f"grad_clip must be positive, got {self.grad_clip}")
+        if not self.checkpoint_every_s >= 0:
+            raise InputError(f"checkpoint_every_s must be >= 0, got {self.checkpoint_every_s}")
+        for name in ("checkpoint_every_steps", "eval_every"):  # None or 0: off
+            value = getattr(self, name)
+            if value is not None and value < 0:
+                raise InputError(f"{name} must be >= 0 (0 or None: off), got {value}")
 
     def plan(self) -> dict[str, Any]:
         """The fields that decide the sequence of updates: resume refuses when they change."""

@@ -198,9 +198,9 @@ def _step_seconds(
     times = []
     for _ in range(n):
         idx = torch.randint(len(source), (batch,), generator=gen)
-        batch = {k: v.to(device) for k, v in source.batch(idx).items()}
+        items = {k: v.to(device) for k, v in source.batch(idx).items()}
         t0 = time.perf_counter()
-        loss, _ = mse_loss(probe, batch)
+        loss, _ = mse_loss(probe, items)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

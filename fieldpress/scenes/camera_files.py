@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from fieldpress.errors import FormatError, InputError
-from fieldpress.scenes.cameras import Camera
+from fieldpress.scenes.cameras import MAX_CAMERA_SIZE, Camera
 
 MAX_CAMERA_FILE = 256 << 20
 # COLMAP camera models: id -> (name, number of parameters); params start f[,f2],cx,cy
@@ -71,6 +71,23 @@ def _num(value: Any, what: str, path: Path) -> float:
     return out
 
 
+def _size(value: Any, what: str, path: Path) -> int:
+    """An image dimension: a whole number of pixels in 1..MAX_CAMERA_SIZE."""
+    out = _num(value, what, path)
+    if not (out.is_integer() and 1 <= out <= MAX_CAMERA_SIZE):
+        raise FormatError(f"{path}: {what} must be a whole number of pixels in 1..{MAX_CAMERA_SIZE}, "
+                          f"got {value!r}")
+    return int(out)
+
+
+def _focal_from_angle(pixels: int, value: Any, what: str, path: Path) -> float:
+    """Focal length in pixels from a field of view in radians, which must lie in (0, pi)."""
+    angle = _num(value, what, path)
+    if not 0.0 < angle < math.pi:
+        raise FormatError(f"{path}: {what} must be an angle in (0, pi) radians, got {value!r}")
+    return 0.5 * pixels / math.tan(0.5 * angle)
+
+
 def _matrix(value: Any, shape: tuple[int, int], what: str, path: Path) -> np.ndarray:
     try:
         m = np.asarray(value, dtype=np.float64)
@@ -89,7 +106,7 @@ def read_inria_json(path: Path, data: list[Any] | None = None) -> list[Camera]:
         if not isinstance(entry, dict):
             raise FormatError(f"{path}: camera {i} is not an object")
         try:
-            width, height = int(entry["width"]), int(entry["height"])
+            width, height = _size(entry["width"], "width", path), _size(entry["height"], "height", path)
             rot = _matrix(entry["rotation"], (3, 3), f"camera {i} rotation", path)
             pos = _matrix([entry["position"]], (1, 3), f"camera {i} position", path)[0]
             fx, fy = _num(entry["fx"], "fx", path), _num(entry["fy"], "fy", path)
@@ -142,14 +159,14 @@ def read_nerf_transforms(path: Path, data: dict[str, Any] | None = None) -> list
         width, height = get("w"), get("h")
         if width is None or height is None:
             width = height = 800  # the Blender synthetic scenes leave the size out
-        width, height = int(_num(width, "w", path)), int(_num(height, "h", path))
+        width, height = _size(width, "w", path), _size(height, "h", path)
         if get("fl_x") is not None:
             fx = _num(get("fl_x"), "fl_x", path)
             fy = _num(get("fl_y", fx), "fl_y", path)
         elif get("camera_angle_x") is not None:
-            fx = 0.5 * width / math.tan(0.5 * _num(get("camera_angle_x"), "camera_angle_x", path))
+            fx = _focal_from_angle(width, get("camera_angle_x"), "camera_angle_x", path)
             fy = fx if get("camera_angle_y") is None else \
-                0.5 * height / math.tan(0.5 * _num(get("camera_angle_y"), "camera_angle_y", path))
+                _focal_from_angle(height, get("camera_angle_y"), "camera_angle_y", path)
         else:
             raise FormatError(f"{path}: frame {i} has no focal length (fl_x or camera_angle_x)")
         c2w = _matrix(frame["transform_matrix"], (4, 4), f"frame {i} transform_matrix", path).copy()
@@ -295,7 +312,7 @@ def read_colmap(path: str | os.PathLike[str]) -> list[Camera]:
 
 
 def write_colmap_bin(cameras: Sequence[Camera], folder: str | os.PathLike[str]) -> None:
-    """Write cameras.bin + images.bin (PINHOLE, no points): for tests and for tools that want COLMAP."""
+    """Write cameras.bin + images.bin (PINHOLE, no points; each atomically) for tests and COLMAP tools."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     cam_bytes = [struct.pack("<Q", len(cameras))]
@@ -307,8 +324,10 @@ def write_colmap_bin(cameras: Sequence[Camera], folder: str | os.PathLike[str]) 
         q = _rot_to_qvec(w2c[:3, :3])
         img_bytes.append(struct.pack("<i7di", i + 1, *q, *w2c[:3, 3], i + 1))
         img_bytes.append((cam.name or f"{i:05d}").encode() + b"\0" + struct.pack("<Q", 0))
-    (folder / "cameras.bin").write_bytes(b"".join(cam_bytes))
-    (folder / "images.bin").write_bytes(b"".join(img_bytes))
+    from fieldpress.cli import atomic_write_bytes
+
+    atomic_write_bytes(folder / "cameras.bin", b"".join(cam_bytes))
+    atomic_write_bytes(folder / "images.bin", b"".join(img_bytes))
 
 
 def _rot_to_qvec(rot: np.ndarray) -> np.ndarray:

@@ -19,6 +19,8 @@ if TYPE_CHECKING:  # pragma: no cover
 
 # INRIA/COLMAP scenes are y-down: world "up" is -y unless the file says otherwise (scene.meta["up"]).
 DEFAULT_UP = (0.0, -1.0, 0.0)
+# Largest image side a camera may have: bounds what a hostile camera file can make a renderer allocate.
+MAX_CAMERA_SIZE = 1 << 16
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -44,8 +46,9 @@ class Camera:
         values = (self.fx, self.fy, self.cx, self.cy)
         if not all(math.isfinite(float(v)) for v in values) or self.fx <= 0 or self.fy <= 0:
             raise InputError(f"camera intrinsics must be finite with positive focal lengths, got {values}")
-        if int(self.width) < 1 or int(self.height) < 1:
-            raise InputError(f"camera size must be positive, got {self.width}x{self.height}")
+        if not (1 <= int(self.width) <= MAX_CAMERA_SIZE and 1 <= int(self.height) <= MAX_CAMERA_SIZE):
+            raise InputError(f"camera size must be 1..{MAX_CAMERA_SIZE} pixels a side, "
+                             f"got {self.width}x{self.height}")
         for key in ("fx", "fy", "cx", "cy"):
             object.__setattr__(self, key, float(getattr(self, key)))
         object.__setattr__(self, "width", int(self.width))

@@ -24,6 +24,7 @@ from fieldpress.cli import (
 )
 from fieldpress.errors import InputError
 
+MAX_SIDE = 8192  # largest rendered image side, in pixels
 _VIEWS = re.compile(r"^\s*orbit(?::(\d+))?\s*$")
 
 
@@ -134,8 +135,8 @@ def render_splat_command(argv: Sequence[str] | None = None) -> int:
     args = _render_parser().parse_args(argv)
     t0 = time.perf_counter()
     path = input_file(args.input)
-    if not 16 <= args.width <= 8192:
-        raise InputError(f"--width must be 16-8192, got {args.width}")
+    if not 16 <= args.width <= MAX_SIDE:
+        raise InputError(f"--width must be 16-{MAX_SIDE}, got {args.width}")
     if args.sh_degree is not None and not 0 <= args.sh_degree <= 3:
         raise InputError(f"--sh-degree must be 0-3, got {args.sh_degree}")
     if args.cameras and args.views:
@@ -151,6 +152,10 @@ def render_splat_command(argv: Sequence[str] | None = None) -> int:
         if args.up:
             raise InputError("--up applies to orbit views, not to --cameras")
         cameras = [c.scaled(args.width) for c in load_cameras(args.cameras)]
+        tallest = max(c.height for c in cameras)
+        if tallest > MAX_SIDE:
+            raise InputError(f"--cameras: at width {args.width} a view would be {tallest} px tall "
+                             f"(aspect ratio too extreme; the limit is {MAX_SIDE})")
     else:
         cameras = orbit(scene, parse_views(args.views or "orbit:1"), width=args.width, up=up)
     scene = scene.to(device)
@@ -214,7 +219,7 @@ def convert_command(argv: Sequence[str] | None = None) -> int:
     seconds = time.perf_counter() - t0
     summary = RunSummary("convert", str(path), str(args.output), size, seconds, "cpu", metrics={
         "format": fmt.name, "gaussians_in": n_in, "gaussians_out": scene.n, "sh_degree": scene.sh_degree,
-        "bytes_per_gaussian": round(size / max(n_in, 1), 3)})
+        "bytes_per_gaussian": round(size / n_in, 3) if n_in else None})  # DESIGN: over the input count
     summary.emit(args.json)
     return 0
 

@@ -1,7 +1,7 @@
 """``fit-video --preset``: named bundles of defaults; any explicit flag overrides them.
 
 - ``preview`` (the CPU default): a small HNeRV with an internal time cap, so a CIF clip (carphone,
-  176x144, 120 frames) fits in 6 CPU-minutes however loaded the machine is (smaller clips get
+  176x144, 120 frames) fits in 8 CPU-minutes however loaded the machine is (smaller clips get
   proportionally less, at least a minute); the whole schedule is scaled into the cap. Frames wider
   than ``max_width`` are downscaled unless --resize/--crop say otherwise.
 - ``default`` (the GPU default): HNeRV 0.75M, 300 epochs, 8-bit weights, 6-bit embeddings.
@@ -35,7 +35,7 @@ class Preset:
 
 
 PRESETS: dict[str, Preset] = {
-    "preview": Preset(model="hnerv", size=150_000, epochs=300, minutes=6.0, max_width=320,
+    "preview": Preset(model="hnerv", size=150_000, epochs=300, minutes=8.0, max_width=320,
                       reference_pixels=176 * 144 * 120),
     "default": Preset(model="hnerv", size=750_000, epochs=300, minutes=None),
     "paper": Preset(model="hnerv", size=1_500_000, epochs=300, minutes=None),

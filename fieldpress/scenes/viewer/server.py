@@ -100,12 +100,12 @@ def compare_table(a: LoadedScene, b: LoadedScene) -> str:
         return f"| {name} | {fa} | {fb} |"
 
     lines = [
+        f"**A**: {a.name}  ", f"**B**: {b.name}", "",
         "| | A | B |", "|---|---|---|",
-        row("file", a.name, b.name),
         row("size", human_bytes(a.file_bytes), human_bytes(b.file_bytes)),
         row("bytes", f"{a.file_bytes:,}", f"{b.file_bytes:,}"),
         row("Gaussians", f"{a.scene.n:,}", f"{b.scene.n:,}"),
-        row("bytes/Gaussian", f"{a.file_bytes / max(a.scene.n, 1):.2f}",
+        row("B/Gaussian", f"{a.file_bytes / max(a.scene.n, 1):.2f}",
             f"{b.file_bytes / max(b.scene.n, 1):.2f}"),
         row("SH degree", str(a.scene.sh_degree), str(b.scene.sh_degree)),
     ]
