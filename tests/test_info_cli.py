@@ -43,6 +43,16 @@ def test_info_table_lists_the_streams(container: Path, capsys: pytest.CaptureFix
         assert text in out
 
 
+def test_info_prints_bracketed_names_verbatim(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Names and header text come from the file: rich must not read them as markup (or fail on them)."""
+    path = tmp_path / "[bold]clip.fpi"
+    write_container(path, "image", {"note": "[/oops] [red]"}, {"[/s]": np.arange(3, dtype=np.int16)})
+    assert run_command(info_command, [str(path)]) == 0
+    out = capsys.readouterr().out
+    for text in ("[bold]clip.fpi", "[/s]", '"note": "[/oops] [red]"'):
+        assert text in out
+
+
 @pytest.mark.parametrize("damage", ["truncate", "flip", "random", "missing", "directory"])
 def test_info_on_damaged_input_exits_2_with_one_line(container: Path, damage: str,
                                                       capsys: pytest.CaptureFixture[str]) -> None:
