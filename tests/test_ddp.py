@@ -10,10 +10,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 from safetensors.torch import load_file
 
 from fieldpress.engine.distributed import DistInfo, from_env
+from fieldpress.errors import InputError
 from tests.helpers.threads import one_thread  # noqa: F401 - autouse fixture
 from tests.helpers.tiny_fit import make_model, run
 
@@ -65,3 +67,9 @@ def test_env_detection(monkeypatch) -> None:
     monkeypatch.delenv("LOCAL_RANK")
     assert from_env() == (0, 1, 0)
     assert not DistInfo().enabled and DistInfo().is_main
+    for env in ({"WORLD_SIZE": "two"}, {"WORLD_SIZE": "2", "RANK": "2"}, {"WORLD_SIZE": "2", "RANK": "-1"}):
+        with monkeypatch.context() as m:
+            for key, value in env.items():
+                m.setenv(key, value)
+            with pytest.raises(InputError):
+                from_env()

@@ -157,7 +157,7 @@ def test_ans_decode_memory_is_the_output_plus_one_chunk() -> None:
     (the whole-stream int32 + int64 intermediates of a one-shot decode would need ~20x the output)."""
     import tracemalloc
 
-    n = 4_000_000
+    n = 2_000_000
     symbols = np.zeros(n, np.uint8)
     symbols[n // 2] = 1
     payload = ans_encode(symbols)

@@ -15,6 +15,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from fieldpress.errors import InputError
+
 
 @dataclasses.dataclass(frozen=True)
 class DistInfo:
@@ -32,11 +34,22 @@ class DistInfo:
         return self.rank == 0
 
 
+def _env_int(name: str, default: int) -> int:
+    text = os.environ.get(name, "").strip()
+    try:
+        return int(text) if text else default
+    except ValueError:
+        raise InputError(f"environment variable {name}={text!r} is not an integer") from None
+
+
 def from_env() -> tuple[int, int, int]:
     """(rank, world_size, local_rank) from torchrun's environment; (0, 1, 0) outside it."""
-    world = int(os.environ.get("WORLD_SIZE", "1") or 1)
-    rank = int(os.environ.get("RANK", "0") or 0)
-    local = int(os.environ.get("LOCAL_RANK", str(rank)) or 0)
+    world = _env_int("WORLD_SIZE", 1)
+    rank = _env_int("RANK", 0)
+    local = _env_int("LOCAL_RANK", rank)
+    if world > 1 and not (0 <= rank < world and local >= 0):
+        raise InputError(f"inconsistent torchrun environment: RANK={rank}, LOCAL_RANK={local}, "
+                         f"WORLD_SIZE={world}")
     return rank, world, local
 
 

@@ -188,13 +188,19 @@ class FitImageResult:
     calibration: dict[str, float]
 
 
-def _step_seconds(
-    model: FieldModel, source: PixelSource, plan: ModelPlan, device: torch.device, batch: int, n: int = 8
-) -> float:
-    """Measure one Adam step on a throwaway copy: how many steps fit a time budget."""
+def _probe_seconds(
+    model: FieldModel, source: PixelSource, plan: ModelPlan, device: torch.device, batch: int, n: int = 6
+) -> tuple[float, float]:
+    """Time Adam steps and one render chunk on a throwaway copy: (seconds per step, seconds to render
+    the whole image), so a time budget can be split between fitting and the final render."""
     probe = copy.deepcopy(model).to(device)
     opt = torch.optim.Adam(cam_param_groups(probe, plan.lr), lr=plan.lr)
     gen = torch.Generator().manual_seed(0)
+
+    def sync() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
     times = []
     for _ in range(n):
         idx = torch.randint(len(source), (batch,), generator=gen)
@@ -204,10 +210,16 @@ def _step_seconds(
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
+        sync()
         times.append(time.perf_counter() - t0)
-    return float(np.mean(times[2:]))
+    chunk = min(RENDER_CHUNK, len(source))
+    coords = source.coords[:chunk].to(device)
+    t0 = time.perf_counter()
+    with torch.no_grad():
+        probe(coords)
+    sync()
+    render_seconds = (time.perf_counter() - t0) * len(source) / chunk
+    return float(np.mean(times[2:])), render_seconds
 
 
 def fit_image(
@@ -243,14 +255,15 @@ def fit_image(
     fit_minutes = None
     if minutes is not None:
         total = minutes * 60.0
-        reserve = 0.06 * total + 2.0
+        per_step, render_seconds = _probe_seconds(model, source, plan, device, batch)
+        # the final render runs twice (quantized check + the decoder's), plus coding and writing
+        reserve = 2.2 * render_seconds + 0.03 * total + 1.0
+        calibration = {"seconds_per_step": per_step, "render_seconds": render_seconds}
     if steps is None and minutes is None:
         steps = DEFAULT_STEPS
     elif steps is None:
-        per_step = _step_seconds(model, source, plan, device, batch)
         budget = max(1.0, total - reserve - (time.perf_counter() - started))
         steps = max(10, int(budget / (per_step * 1.1)))
-        calibration = {"seconds_per_step": per_step}
     if minutes is not None:
         fit_minutes = max(1.0, total - reserve - (time.perf_counter() - started)) / 60.0
     if steps < 1:

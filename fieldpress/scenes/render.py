@@ -153,10 +153,10 @@ def render(scene: GaussianScene, camera: Camera, width: int | None = None, heigh
     The camera's intrinsics are scaled to `width` (and `height`, default: the camera's aspect).
     `backend`: "auto" (gsplat for CUDA scenes when installed, else CPU), "gsplat" or "cpu".
     """
+    if backend not in ("auto", "gsplat", "cpu"):
+        raise InputError(f"unknown render backend {backend!r}: auto, gsplat or cpu")
     camera, degree = _prepare(scene, camera, width, height, sh_degree)
     use_gsplat = backend == "gsplat" or (backend == "auto" and scene.means.is_cuda and _has_gsplat())
-    if backend not in ("auto", "gsplat", "cpu"):
-        raise InputError(f"unknown render backend {backend!r}")
     if use_gsplat:
         return _render_gsplat(scene, camera, degree, background)
     with _threads(RENDER_THREADS):
