@@ -5,7 +5,7 @@ For every image and model: PSNR against optimizer steps and against fit time (fl
 ``--bits``) with its bytes, bpp and decoded PSNR; JPEG and WebP (Pillow) are swept over quality
 and also matched to each field's bpp. Writes bench/results/<name>.json and <name>_*.png.
 
-    python bench/image_fields.py --images kodim01,kodim03,kodim05 --size 384x256 --params 20k --steps 2000
+    python bench/image_fields.py --images kodim01,kodim03,kodim05 --size 384x256 --params 20k --steps 1200
 
 CPU runs downscale the images (LANCZOS) so the whole run fits in minutes; the JSON says so.
 """
@@ -192,8 +192,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--size", default="384x256", help="downscale to WxH (Kodak is 768x512); 'full' keeps it")
     p.add_argument("--models", default="siren,ffn,cam-ffn,hashgrid,cam-hashgrid")
     p.add_argument("--params", default="20k")
-    p.add_argument("--steps", type=int, default=2000)
-    p.add_argument("--eval-every", type=int, default=200)
+    p.add_argument("--steps", type=int, default=1200)
+    p.add_argument("--eval-every", type=int, default=100)
     p.add_argument("--bits", default="8,6", help="quantization bits of the coded files (RD points)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
