@@ -26,12 +26,12 @@ def sample_frames(width: int = 192, height: int = 128, frames: int = 48) -> np.n
     aspect = width / height
     for t in range(frames):
         phase = t / max(frames - 1, 1)
-        zoom = 1.0 + 0.35 * math.sin(math.pi * phase)          # 1.0 -> 1.35 -> 1.0
+        zoom = 1.0 + 0.15 * math.sin(math.pi * phase)          # 1.0 -> 1.15 -> 1.0
         crop_h = ph / zoom * 0.9
         crop_w = min(crop_h * aspect, pw * 0.95)
         crop_h = crop_w / aspect
-        cx = crop_w / 2 + (pw - crop_w) * (0.15 + 0.7 * phase)  # pan left to right
-        cy = ph / 2 + 0.08 * ph * math.sin(2 * math.pi * phase)  # gentle vertical drift
+        cx = crop_w / 2 + (pw - crop_w) * (0.3 + 0.4 * phase)  # pan left to right
+        cy = ph / 2 + 0.04 * ph * math.sin(2 * math.pi * phase)  # gentle vertical drift
         box = (cx - crop_w / 2, cy - crop_h / 2, cx + crop_w / 2, cy + crop_h / 2)
         frame = photo.resize((width, height), Image.Resampling.BICUBIC, box=box)
         out[t] = np.asarray(frame)
