@@ -199,3 +199,23 @@ def test_progress_bar_and_budget_report(capsys) -> None:
     assert result.interrupted
     err = capsys.readouterr().err
     assert "time budget" in err and "skipped 0 stage(s)" in err
+
+
+def test_prune_and_qat_skip_submodules_the_model_does_not_store() -> None:
+    """HNeRV-style models drop their encoder after fitting: its weights must not take a share of the
+    pruning amount (or get fake-quantized)."""
+    from torch import nn
+
+    from fieldpress.engine.prunable import prunable_weights
+
+    class WithEncoder(nn.Module):
+        unstored_prefixes = ("encoder",)
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.encoder = nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 4))
+            self.encoder_head = nn.Linear(4, 4)  # a prefix of the name, not of the path: kept
+            self.decoder = nn.Linear(4, 2)
+
+    names = [name for name, _, _ in prunable_weights(WithEncoder())]
+    assert names == ["encoder_head.weight", "decoder.weight"]

@@ -1,4 +1,6 @@
-"""Which weights the prune and QAT stages act on: the `weight` of every Linear and Conv layer."""
+"""Which weights the prune and QAT stages act on: the `weight` of every Linear and Conv layer that
+ends up in the file. A model lists the submodules it does not store (HNeRV's encoder, dropped after
+fitting) in a class attribute `unstored_prefixes`, so pruning amounts and QAT apply to stored weights only."""
 
 from __future__ import annotations
 
@@ -14,8 +16,11 @@ PRUNABLE_TYPES: tuple[type[nn.Module], ...] = (
 
 
 def prunable_weights(model: nn.Module) -> Iterator[tuple[str, nn.Module, str]]:
-    """(state-dict name of the weight, its module, attribute name) for every Linear/Conv weight."""
+    """(state-dict name of the weight, its module, attribute name) for every stored Linear/Conv weight."""
+    unstored = tuple(f"{prefix}." for prefix in getattr(model, "unstored_prefixes", ()))
     for mod_name, module in model.named_modules():
+        if unstored and f"{mod_name}.".startswith(unstored):
+            continue
         if isinstance(module, PRUNABLE_TYPES) and getattr(module, "weight", None) is not None:
             yield (f"{mod_name}.weight" if mod_name else "weight"), module, "weight"
 

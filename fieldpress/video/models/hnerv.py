@@ -105,6 +105,9 @@ class HNeRV(VideoINR):
     name = "hnerv"
     loss_name = "l2"
 
+    #: the encoder is dropped after fitting: pruning and QAT act on the stored decoder only
+    unstored_prefixes: tuple[str, ...] = ("encoder",)
+
     def __init__(self, config: HNeRVConfig) -> None:
         super().__init__()
         self.config = config
