@@ -22,15 +22,7 @@ from fieldpress.fields.image import (
 )
 from fieldpress.fields.image_io import RasterInfo
 from fieldpress.fields.presets import MODELS, mlp_params, plan_model
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models: one thread is faster and kinder to a shared machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+from tests.helpers.threads import one_thread  # noqa: F401 - autouse fixture
 
 
 def test_registry_has_every_otype() -> None:

@@ -6,7 +6,6 @@ import json
 
 import numpy as np
 import pytest
-import torch
 from conftest import shared_file
 from PIL import Image
 
@@ -14,14 +13,7 @@ from fieldpress.cli import run_command
 from fieldpress.codec.container import read_info
 from fieldpress.fields.cli import decode_image_command, fit_image_command
 from fieldpress.fields.image_io import read_image, write_png
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+from tests.helpers.threads import one_thread  # noqa: F401 - autouse fixture
 
 
 def _pattern(h: int, w: int, c: int, peak: int) -> np.ndarray:

@@ -8,20 +8,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from fieldpress.cli import run_command
 from fieldpress.scenes.lightgaussian.cli import compress_splat_command, decompress_splat_command
 from tests.conftest import shared_file
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """The CPU renderer is much faster single-threaded on a shared, oversubscribed machine."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+from tests.helpers.threads import one_thread  # noqa: F401 - autouse fixture
 
 
 @pytest.fixture(scope="module")

@@ -71,20 +71,26 @@ def _siren(budget: int, width: int, height: int, channels: int, cam: bool) -> Mo
     return ModelPlan("siren", enc, net, mlp_params(2, w, depth, channels), lr=1.5e-3, batch_size=16384)
 
 
-def _ffn(budget: int, width: int, height: int, channels: int, cam: bool) -> ModelPlan:
-    depth, n_freq = 3, 128
-    layers = depth if cam else 0
-    w = _solve_width(budget, lambda k: mlp_params(2 * n_freq, k, depth, channels, layers))
-    enc = {"otype": "RandomFourier", "n_frequencies": n_freq, "sigma": 10.0}
+def _relu_net(width: int, depth: int, cam: bool) -> dict[str, Any]:
+    """The ReLU MLP with a sigmoid output of the FFN and hash-grid models, with CAM when asked."""
     net: dict[str, Any] = {
         "otype": "MLP",
-        "n_neurons": w,
+        "n_neurons": width,
         "n_hidden_layers": depth,
         "activation": "ReLU",
         "output_activation": "Sigmoid",
     }
     if cam:
         net["cam"] = {"grid_shape": list(CAM_GRID), "channels": 1}
+    return net
+
+
+def _ffn(budget: int, width: int, height: int, channels: int, cam: bool) -> ModelPlan:
+    depth, n_freq = 3, 128
+    layers = depth if cam else 0
+    w = _solve_width(budget, lambda k: mlp_params(2 * n_freq, k, depth, channels, layers))
+    enc = {"otype": "RandomFourier", "n_frequencies": n_freq, "sigma": 10.0}
+    net = _relu_net(w, depth, cam)
     name = "cam-ffn" if cam else "ffn"
     return ModelPlan(
         name, enc, net, mlp_params(2 * n_freq, w, depth, channels, layers), lr=3e-3, batch_size=16384
@@ -118,15 +124,7 @@ def _hashgrid(budget: int, width: int, height: int, channels: int, cam: bool) ->
         smallest = grid + mlp_params(n_in, MIN_WIDTH, depth, channels, layers)
         if rest >= mlp_params(n_in, 32, depth, channels, layers):
             w = _solve_width(rest, lambda k: mlp_params(n_in, k, depth, channels, layers))
-            net: dict[str, Any] = {
-                "otype": "MLP",
-                "n_neurons": w,
-                "n_hidden_layers": depth,
-                "activation": "ReLU",
-                "output_activation": "Sigmoid",
-            }
-            if cam:
-                net["cam"] = {"grid_shape": list(CAM_GRID), "channels": 1}
+            net = _relu_net(w, depth, cam)
             total = grid + mlp_params(n_in, w, depth, channels, layers)
             return ModelPlan(
                 "cam-hashgrid" if cam else "hashgrid", enc, net, total, lr=2e-2, batch_size=16384

@@ -112,3 +112,14 @@ def initial_view(scene: Any, fov_y: float = np.deg2rad(50.0), up: np.ndarray | N
     right /= max(np.linalg.norm(right), 1e-12)
     extent = float(np.abs((hi - lo) @ right))
     return InitialView(look_at=centre, position=position, up=up, right=right, extent=max(extent, radius))
+
+
+def set_initial_camera(server: Any, view: InitialView) -> Any:
+    """Point a viser server's up direction and initial camera (50 degree FOV) at `view`; the camera."""
+    server.scene.set_up_direction(tuple(float(v) for v in view.up))
+    cam = server.initial_camera
+    cam.up = view.up
+    cam.look_at = view.look_at
+    cam.position = view.position
+    cam.fov = float(np.deg2rad(50.0))
+    return cam

@@ -20,11 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from fieldpress.cli import atomic_path, atomic_write_bytes, atomic_write_text
 from fieldpress.errors import InputError
-from fieldpress.scenes.viewer.camera import initial_view
+from fieldpress.scenes.viewer.camera import initial_view, set_initial_camera
 from fieldpress.scenes.viewer.splats import add_splats, iter_chunks
 
 DATA_NAME = "scene.viser"
@@ -68,12 +66,7 @@ def record_scene(scene: Any, chunk: int = 131_072) -> bytes:
         serializer = server.get_scene_serializer()
         server.gui.configure_theme(dark_mode=True, show_logo=False)  # recorded too: a dark canvas
         view = initial_view(scene)
-        server.scene.set_up_direction(tuple(float(v) for v in view.up))
-        cam = server.initial_camera
-        cam.up = view.up
-        cam.look_at = view.look_at
-        cam.position = view.position
-        cam.fov = float(np.deg2rad(50.0))
+        set_initial_camera(server, view)
         for i, part in enumerate(iter_chunks(scene, chunk)):
             add_splats(server.scene, f"/A/splats_{i:04d}", part)
         return bytes(serializer.serialize())

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from fieldpress.errors import InputError
-from fieldpress.scenes.viewer.camera import InitialView, camera_from_viser, initial_view
+from fieldpress.scenes.viewer.camera import InitialView, camera_from_viser, initial_view, set_initial_camera
 from fieldpress.scenes.viewer.splats import add_splats, iter_chunks, viser_supports_sh
 
 LAYOUTS = ("A", "B", "side by side")
@@ -228,12 +228,7 @@ class SplatViewer:
 
     def _set_camera(self, view: InitialView) -> None:
         server = self.server
-        server.scene.set_up_direction(tuple(float(v) for v in view.up))
-        cam = server.initial_camera
-        cam.up = view.up
-        cam.look_at = view.look_at
-        cam.position = view.position
-        cam.fov = float(np.deg2rad(50.0))
+        cam = set_initial_camera(server, view)
         cam.near = max(0.01 * view.extent, 1e-4)
         cam.far = 100.0 * max(view.extent, 1.0) + float(np.linalg.norm(view.position))
         for client in server.get_clients().values():

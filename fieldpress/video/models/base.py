@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from fieldpress.errors import InputError
-from fieldpress.video.models.blocks import ModulationSpec
+from fieldpress.video.models.blocks import ModulationSpec, channel_schedule, output_head
 
 
 @dataclass(frozen=True)
@@ -101,6 +101,41 @@ class TimeEmbedding(nn.Module):
 def frame_time(index: torch.Tensor, frames: int) -> torch.Tensor:
     """Normalised time of frame `index` as NeRV defines it: index / frames (in [0, 1))."""
     return index.float() / float(max(frames, 1))
+
+
+class TimeINR(VideoINR):
+    """NeRV and NeRV++: t -> sin/cos embedding -> ``stem`` reshaped to (fc_dim, h, w) -> upsampling blocks
+    (each also given t) -> 1x1 head -> (tanh + 1) / 2, cropped. The config carries fc_dim, reduction,
+    lower_width, expansion, base and levels; subclasses set ``stem``, then call ``build_decoder``."""
+
+    stem: nn.Module
+
+    def __init__(self, config: VideoModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        cfg: Any = config
+        self.embed = TimeEmbedding(cfg.base, cfg.levels)
+
+    def build_decoder(self, make_block: Callable[[int, int, int], nn.Module]) -> None:
+        """One block per stride, ``make_block(c_in, c_out, stride)``, over NeRV's width schedule,
+        then the 1x1 RGB head."""
+        cfg: Any = self.config
+        widths = channel_schedule(cfg.fc_dim, len(cfg.strides), cfg.reduction, cfg.lower_width, cfg.expansion)
+        blocks, c = [], cfg.fc_dim
+        for stride, width in zip(cfg.strides, widths):
+            blocks.append(make_block(c, width, stride))
+            c = width
+        self.blocks = nn.ModuleList(blocks)
+        self.head = nn.Conv2d(c, 3, 1)
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        cfg: Any = self.config
+        t = batch["t"] if "t" in batch else frame_time(batch["index"], cfg.frames)
+        gh, gw = cfg.grid
+        x = self.stem(self.embed(t)).view(-1, cfg.fc_dim, gh, gw)
+        for block in self.blocks:
+            x = block(x, t)
+        return self.crop(output_head(self.head(x)))
 
 
 C = TypeVar("C", bound=VideoModelConfig)

@@ -15,11 +15,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
 from torch import nn
 
-from fieldpress.video.models.base import TimeEmbedding, VideoINR, VideoModelConfig, frame_time
-from fieldpress.video.models.blocks import DecoderBlock, activation, channel_schedule, output_head
+from fieldpress.video.models.base import TimeINR, VideoModelConfig
+from fieldpress.video.models.blocks import DecoderBlock, activation
 
 
 @dataclass(frozen=True)
@@ -34,37 +33,21 @@ class NeRVConfig(VideoModelConfig):
     kernel: int = 3
 
 
-class NeRV(VideoINR):
+class NeRV(TimeINR):
     """The NeRV generator: time embedding -> MLP stem -> upsampling blocks -> RGB head."""
 
     name = "nerv"
     loss_name = "fusion6"
 
     def __init__(self, config: NeRVConfig) -> None:
-        super().__init__()
-        self.config = config
+        super().__init__(config)
         gh, gw = config.grid
-        self.embed = TimeEmbedding(config.base, config.levels)
         self.stem = nn.Sequential(
             nn.Linear(self.embed.dim, config.stem_hidden), activation(config.act),
             nn.Linear(config.stem_hidden, config.fc_dim * gh * gw), activation(config.act),
         )
-        widths = channel_schedule(config.fc_dim, len(config.strides), config.reduction, config.lower_width,
-                                  config.expansion)
-        blocks, c = [], config.fc_dim
-        for stride, width in zip(config.strides, widths):
-            blocks.append(DecoderBlock(c, width, stride, config.kernel, config.act, config.modulation))
-            c = width
-        self.blocks = nn.ModuleList(blocks)
-        self.head = nn.Conv2d(c, 3, 1)
-
-    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        t = batch["t"] if "t" in batch else frame_time(batch["index"], self.config.frames)
-        gh, gw = self.config.grid
-        x = self.stem(self.embed(t)).view(-1, self.config.fc_dim, gh, gw)
-        for block in self.blocks:
-            x = block(x, t)
-        return self.crop(output_head(self.head(x)))
+        self.build_decoder(lambda c_in, c_out, stride: DecoderBlock(c_in, c_out, stride, config.kernel,
+                                                                    config.act, config.modulation))
 
 
 def nerv_width_config(base: dict, fc_dim: int) -> NeRVConfig:

@@ -25,8 +25,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F  # noqa: N812
 
-from fieldpress.video.models.base import TimeEmbedding, VideoINR, VideoModelConfig, frame_time
-from fieldpress.video.models.blocks import DecoderBlock, ModulationSpec, channel_schedule, output_head
+from fieldpress.video.models.base import TimeINR, VideoModelConfig
+from fieldpress.video.models.blocks import DecoderBlock, ModulationSpec
 
 
 @dataclass(frozen=True)
@@ -103,34 +103,18 @@ class NeRVppBlock(nn.Module):
         return y + F.interpolate(x, scale_factor=self.stride, mode="bilinear", align_corners=False)
 
 
-class NeRVpp(VideoINR):
+class NeRVpp(TimeINR):
     """NeRV++: time embedding -> gMLP stem -> NeRV++ blocks -> 1x1 head."""
 
     name = "nervpp"
     loss_name = "fusion6"
 
     def __init__(self, config: NeRVppConfig) -> None:
-        super().__init__()
-        self.config = config
+        super().__init__(config)
         gh, gw = config.grid
-        self.embed = TimeEmbedding(config.base, config.levels)
         self.stem = GatedMLP(self.embed.dim, config.stem_hidden, config.fc_dim * gh * gw)
-        widths = channel_schedule(config.fc_dim, len(config.strides), config.reduction, config.lower_width,
-                                  config.expansion)
-        blocks, c = [], config.fc_dim
-        for stride, width in zip(config.strides, widths):
-            blocks.append(NeRVppBlock(c, width, stride, config.act, config.modulation))
-            c = width
-        self.blocks = nn.ModuleList(blocks)
-        self.head = nn.Conv2d(c, 3, 1)
-
-    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        t = batch["t"] if "t" in batch else frame_time(batch["index"], self.config.frames)
-        gh, gw = self.config.grid
-        x = self.stem(self.embed(t)).view(-1, self.config.fc_dim, gh, gw)
-        for block in self.blocks:
-            x = block(x, t)
-        return self.crop(output_head(self.head(x)))
+        self.build_decoder(lambda c_in, c_out, stride: NeRVppBlock(c_in, c_out, stride, config.act,
+                                                                   config.modulation))
 
 
 def nervpp_width_config(base: dict, fc_dim: int) -> NeRVppConfig:
