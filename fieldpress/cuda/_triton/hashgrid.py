@@ -68,6 +68,20 @@ def _corner_weight(w0, w1, w2, c: tl.constexpr, D: tl.constexpr):
 
 
 @triton.jit
+def _level_setup(x_ptr, table_ptr, scale_ptr, rn, nmask, level, D: tl.constexpr, INTERPOLATION: tl.constexpr):
+    """One level's (resolution, offset, size, mode, scale) and each axis' (weight, fraction, base cell)."""
+    res = tl.load(table_ptr + level * 4)
+    offset = tl.load(table_ptr + level * 4 + 1)
+    size = tl.load(table_ptr + level * 4 + 2)
+    mode = tl.load(table_ptr + level * 4 + 3)
+    scale = tl.load(scale_ptr + level)
+    w0, f0, b0 = _axis(x_ptr, rn, nmask, scale, 0, D, INTERPOLATION)
+    w1, f1, b1 = _axis(x_ptr, rn, nmask, scale, 1, D, INTERPOLATION)
+    w2, f2, b2 = _axis(x_ptr, rn, nmask, scale, 2, D, INTERPOLATION)
+    return res, offset, size, mode, scale, w0, f0, b0, w1, f1, b1, w2, f2, b2
+
+
+@triton.jit
 def hashgrid_fwd_kernel(
     x_ptr,
     params_ptr,
@@ -85,14 +99,9 @@ def hashgrid_fwd_kernel(
     level = tl.program_id(1)
     nmask = rn < n
     rf = tl.arange(0, F)
-    res = tl.load(table_ptr + level * 4)
-    offset = tl.load(table_ptr + level * 4 + 1)
-    size = tl.load(table_ptr + level * 4 + 2)
-    mode = tl.load(table_ptr + level * 4 + 3)
-    scale = tl.load(scale_ptr + level)
-    w0, _f0, b0 = _axis(x_ptr, rn, nmask, scale, 0, D, INTERPOLATION)
-    w1, _f1, b1 = _axis(x_ptr, rn, nmask, scale, 1, D, INTERPOLATION)
-    w2, _f2, b2 = _axis(x_ptr, rn, nmask, scale, 2, D, INTERPOLATION)
+    res, offset, size, mode, _scale, w0, _f0, b0, w1, _f1, b1, w2, _f2, b2 = _level_setup(
+        x_ptr, table_ptr, scale_ptr, rn, nmask, level, D, INTERPOLATION
+    )
     fmask = nmask[:, None] & (rf[None, :] < F)
     acc = tl.zeros([BLOCK, F], tl.float32)
     if INTERPOLATION == 0:
@@ -152,14 +161,9 @@ def hashgrid_bwd_kernel(
     level = tl.program_id(1)
     nmask = rn < n
     rf = tl.arange(0, F)
-    res = tl.load(table_ptr + level * 4)
-    offset = tl.load(table_ptr + level * 4 + 1)
-    size = tl.load(table_ptr + level * 4 + 2)
-    mode = tl.load(table_ptr + level * 4 + 3)
-    scale = tl.load(scale_ptr + level)
-    w0, f0, b0 = _axis(x_ptr, rn, nmask, scale, 0, D, INTERPOLATION)
-    w1, f1, b1 = _axis(x_ptr, rn, nmask, scale, 1, D, INTERPOLATION)
-    w2, f2, b2 = _axis(x_ptr, rn, nmask, scale, 2, D, INTERPOLATION)
+    res, offset, size, mode, scale, w0, f0, b0, w1, f1, b1, w2, f2, b2 = _level_setup(
+        x_ptr, table_ptr, scale_ptr, rn, nmask, level, D, INTERPOLATION
+    )
     fmask = nmask[:, None] & (rf[None, :] < F)
     cols = level * F + rf
     g = tl.load(grad_ptr + rn[:, None] * (n_levels * F) + cols[None, :], mask=fmask, other=0.0).to(tl.float32)
