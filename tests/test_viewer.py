@@ -164,6 +164,8 @@ def test_viewer_streams_chunks_and_switches_layout(tmp_path: Path) -> None:
         assert np.linalg.norm(pa - pb) > 0.5 * viewer.view.extent
         table = compare_table(viewer.scenes[0], viewer.scenes[1])
         assert "4.00x" in table and "700" in table and "500" in table
+        per_input = viewer.scenes[1].file_bytes / viewer.scenes[0].scene.n  # DESIGN: the input count
+        assert "bytes / input Gaussian" in table and f"{per_input:.2f}" in table
     finally:
         viewer.stop()
 
