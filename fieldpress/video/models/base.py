@@ -103,23 +103,37 @@ def frame_time(index: torch.Tensor, frames: int) -> torch.Tensor:
     return index.float() / float(max(frames, 1))
 
 
+@dataclass(frozen=True)
+class TimeINRConfig(VideoModelConfig):
+    """What NeRV and NeRV++ share: the sin/cos time embedding (base, levels), the MLP stem
+    (stem_hidden -> fc_dim x h x w) and the channel schedule (reduction, lower_width, expansion)."""
+
+    fc_dim: int = 26
+    levels: int = 40
+    base: float = 1.25
+    stem_hidden: int = 512
+    expansion: float = 1.0
+    reduction: float = 2.0
+    lower_width: int = 96
+
+
 class TimeINR(VideoINR):
     """NeRV and NeRV++: t -> sin/cos embedding -> ``stem`` reshaped to (fc_dim, h, w) -> upsampling blocks
-    (each also given t) -> 1x1 head -> (tanh + 1) / 2, cropped. The config carries fc_dim, reduction,
-    lower_width, expansion, base and levels; subclasses set ``stem``, then call ``build_decoder``."""
+    (each also given t) -> 1x1 head -> (tanh + 1) / 2, cropped. Configured by a ``TimeINRConfig``;
+    subclasses set ``stem``, then call ``build_decoder``."""
 
     stem: nn.Module
+    config: TimeINRConfig
 
-    def __init__(self, config: VideoModelConfig) -> None:
+    def __init__(self, config: TimeINRConfig) -> None:
         super().__init__()
         self.config = config
-        cfg: Any = config
-        self.embed = TimeEmbedding(cfg.base, cfg.levels)
+        self.embed = TimeEmbedding(config.base, config.levels)
 
     def build_decoder(self, make_block: Callable[[int, int, int], nn.Module]) -> None:
         """One block per stride, ``make_block(c_in, c_out, stride)``, over NeRV's width schedule,
         then the 1x1 RGB head."""
-        cfg: Any = self.config
+        cfg = self.config
         widths = channel_schedule(cfg.fc_dim, len(cfg.strides), cfg.reduction, cfg.lower_width, cfg.expansion)
         blocks, c = [], cfg.fc_dim
         for stride, width in zip(cfg.strides, widths):
@@ -129,7 +143,7 @@ class TimeINR(VideoINR):
         self.head = nn.Conv2d(c, 3, 1)
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        cfg: Any = self.config
+        cfg = self.config
         t = batch["t"] if "t" in batch else frame_time(batch["index"], cfg.frames)
         gh, gw = cfg.grid
         x = self.stem(self.embed(t)).view(-1, cfg.fc_dim, gh, gw)

@@ -17,19 +17,12 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from fieldpress.video.models.base import TimeINR, VideoModelConfig
+from fieldpress.video.models.base import TimeINR, TimeINRConfig
 from fieldpress.video.models.blocks import DecoderBlock, activation
 
 
 @dataclass(frozen=True)
-class NeRVConfig(VideoModelConfig):
-    fc_dim: int = 26
-    levels: int = 40
-    base: float = 1.25
-    stem_hidden: int = 512
-    expansion: float = 1.0
-    reduction: float = 2.0
-    lower_width: int = 96
+class NeRVConfig(TimeINRConfig):
     kernel: int = 3
 
 

@@ -25,18 +25,12 @@ import torch
 from torch import nn
 from torch.nn import functional as F  # noqa: N812
 
-from fieldpress.video.models.base import TimeINR, VideoModelConfig
+from fieldpress.video.models.base import TimeINR, TimeINRConfig
 from fieldpress.video.models.blocks import DecoderBlock, ModulationSpec
 
 
 @dataclass(frozen=True)
-class NeRVppConfig(VideoModelConfig):
-    fc_dim: int = 26
-    levels: int = 40
-    base: float = 1.25
-    stem_hidden: int = 512
-    expansion: float = 1.0
-    reduction: float = 2.0
+class NeRVppConfig(TimeINRConfig):
     lower_width: int = 80
     act: str = "silu"
 
