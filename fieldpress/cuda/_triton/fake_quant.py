@@ -23,6 +23,18 @@ LN2 = math.log(2.0)
 
 
 @triton.jit
+def _load_block(x_ptr, s_ptr, z_ptr, n, channels, inner, BLOCK: tl.constexpr):
+    """This program's offsets and mask, its x in float32, and each element's channel scale and zero point."""
+    offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    mask = offs < n
+    ch = (offs // inner) % channels
+    x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+    s = tl.load(s_ptr + ch, mask=mask, other=1.0)
+    z = tl.load(z_ptr + ch, mask=mask, other=0.0)
+    return offs, mask, x, s, z
+
+
+@triton.jit
 def fq_fwd_kernel(
     x_ptr,
     s_ptr,
@@ -38,12 +50,7 @@ def fq_fwd_kernel(
     RATE: tl.constexpr,
     HIST_BINS: tl.constexpr,
 ):
-    offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
-    mask = offs < n
-    ch = (offs // inner) % channels
-    x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32)
-    s = tl.load(s_ptr + ch, mask=mask, other=1.0)
-    z = tl.load(z_ptr + ch, mask=mask, other=0.0)
+    offs, mask, x, s, z = _load_block(x_ptr, s_ptr, z_ptr, n, channels, inner, BLOCK)
     q = round_half_even(tl.math.div_rn(x, s)) + z
     q = tl.minimum(tl.maximum(q, qmin), qmax)
     tl.store(out_ptr + offs, ((q - z) * s).to(out_ptr.dtype.element_ty), mask=mask)
@@ -76,13 +83,8 @@ def fq_bwd_kernel(
     BLOCK: tl.constexpr,
     RATE: tl.constexpr,
 ):
-    offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
-    mask = offs < n
-    ch = (offs // inner) % channels
-    x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+    offs, mask, x, s, z = _load_block(x_ptr, s_ptr, z_ptr, n, channels, inner, BLOCK)
     g = tl.load(g_ptr + offs, mask=mask, other=0.0).to(tl.float32)
-    s = tl.load(s_ptr + ch, mask=mask, other=1.0)
-    z = tl.load(z_ptr + ch, mask=mask, other=0.0)
     v = tl.math.div_rn(x, s)
     r = round_half_even(v) + z
     inside = (r >= qmin) & (r <= qmax)
