@@ -99,7 +99,7 @@ def hashgrid_cases(device: torch.device, small: bool, gpu: bool) -> Iterator[Imp
     gen = torch.Generator().manual_seed(0)
     params = init_hashgrid_params(spec, gen).to(device).requires_grad_()
     sizes = (12, 14) if small else (18, 19, 20)
-    tcnn = _tinycudann(cfg) if gpu else None
+    tcnn = _tinycudann(cfg) if gpu and device.type == "cuda" else None
     for log2_n in sizes:
         x = torch.rand(2**log2_n, 3, generator=gen).to(device)
         grad = torch.randn(x.shape[0], spec.n_output_dims, generator=gen).to(device)
@@ -252,15 +252,15 @@ def parity_checks(device: torch.device, small: bool) -> dict[str, Any]:
     gen = torch.Generator().manual_seed(3)
     spec = HashGridSpec.from_config({"n_levels": 16, "log2_hashmap_size": 19, "per_level_scale": 1.5}, 3)
     params = (init_hashgrid_params(spec, gen) * 1e3).to(device)
-    x = torch.rand(2**16 if small else 2**18, 3, generator=gen).to(device)
+    x = torch.rand(2**12 if small else 2**18, 3, generator=gen).to(device)
     out["hashgrid_max_abs_diff"] = float(
         (hashgrid(x, params, spec) - hashgrid_ref(x, params, spec)).abs().max()
     )
-    v = torch.randn(2**16 if small else 2**20, 48, generator=gen).to(device)
-    cb = torch.randn(8192, 48, generator=gen).to(device)
+    v = torch.randn(2**12 if small else 2**20, 48, generator=gen).to(device)
+    cb = torch.randn(256 if small else 8192, 48, generator=gen).to(device)
     idx, _ = vq_assign(v, cb)
     out["vq_index_agreement_vs_cdist"] = float((idx == cdist_argmin(v, cb)).double().mean())
-    w = torch.randn(1000, 1000, generator=gen).to(device)
+    w = torch.randn(*((64, 256) if small else (1000, 1000)), generator=gen).to(device)
     scale = (w.amax(1) - w.amin(1)) / 255
     zp = torch.round(-w.amin(1) / scale)
     out["fake_quant_bit_exact"] = bool(
@@ -310,6 +310,34 @@ def speedups(rows: list[dict[str, Any]]) -> None:
                 tri[key] = round(other["ms"] / tri["ms"], 2)
 
 
+def bars(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Issue 8's H100 bars, judged from this run's rows (None where a row is missing, e.g. on the CPU)."""
+
+    def row(case: str, impl: str) -> dict[str, Any] | None:
+        return next((r for r in rows if r["case"] == case and r["impl"] == impl), None)
+
+    out: dict[str, Any] = {}
+    tri, ref = row("hashgrid 2^18 fwd+bwd", "triton"), row("hashgrid 2^18 fwd+bwd", "reference")
+    speed = None if tri is None or ref is None else round(ref["ms"] / tri["ms"], 2)
+    met = None if speed is None else speed >= 20
+    out["hashgrid_2^18x16_fwd+bwd"] = {"speedup": speed, "needed": 20, "met": met}
+    tri = row("vq assign 2^20x8192x48", "triton")
+    base = row("vq assign 2^20x8192x48", "cdist+argmin (chunked)")
+    if tri is None or base is None:
+        out["vq_assign_1Mx8192x48"] = {"speedup": None, "needed": 3, "met": None}
+    else:
+        speed = round(base["ms"] / tri["ms"], 2)
+        less_memory = tri["peak_bytes"] is not None and tri["peak_bytes"] < base["peak_bytes"]
+        out["vq_assign_1Mx8192x48"] = {
+            "speedup": speed,
+            "needed": 3,
+            "peak_bytes": tri["peak_bytes"],
+            "baseline_peak_bytes": base["peak_bytes"],
+            "met": speed >= 3 and less_memory,
+        }
+    return out
+
+
 def plot(rows: list[dict[str, Any]], title: str, path: Path) -> None:
     """Grouped horizontal bars: milliseconds per case and implementation (log scale)."""
     import matplotlib
@@ -352,11 +380,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--no-plot", action="store_true")
+    parser.add_argument(
+        "--interpret",
+        action="store_true",
+        help="also run the Triton kernels on the CPU (needs TRITON_INTERPRET=1 and --small): a dry run "
+        "of the GPU path, timings meaningless",
+    )
     args = parser.parse_args(argv)
 
     name = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(name)
     gpu = device.type == "cuda"
+    if args.interpret:
+        if gpu or not args.small or os.environ.get("TRITON_INTERPRET") != "1":
+            parser.error("--interpret runs on the CPU with --small under TRITON_INTERPRET=1")
+        os.environ["FIELDPRESS_KERNELS"] = "triton"
+        args.out = args.out / "interpret"
+    kernels = gpu or args.interpret
     if not gpu and not args.small:
         print(
             "no GPU: the references only run at full size very slowly; use --small on the CPU",
@@ -364,32 +404,46 @@ def main(argv: list[str] | None = None) -> int:
         )
     repeat = args.repeat or (10 if gpu else 3)
     torch.manual_seed(0)
+    tag = device_tag(device) + ("_small" if args.small and gpu else "")
+    out = args.out / f"kernels_{tag}.json"
     rows: list[dict[str, Any]] = []
-    for key in [c.strip() for c in args.cases.split(",") if c.strip()]:
-        if key not in CASES:
-            parser.error(f"unknown case {key!r}")
-        for impl in CASES[key](device, args.small, gpu):
-            result = measure(impl.run, device, repeat, args.warmup)
-            row = {"case": impl.case, "impl": impl.impl, **result, **impl.params}
-            rows.append(row)
-            mem = "" if result["peak_bytes"] is None else f"  peak {result['peak_bytes'] / 2**20:9.1f} MiB"
-            print(f"{impl.case:>34}  {impl.impl:>24}  {result['ms']:10.3f} ms{mem}", flush=True)
-    speedups(rows)
-    report = {
+    report: dict[str, Any] = {
         "machine": machine(device),
         "small": args.small,
         "repeat": repeat,
+        "kernels": "triton"
+        if gpu
+        else ("triton interpreter" if args.interpret else "references only (no GPU)"),
+        "complete": False,
         "results": rows,
-        "kernels": "triton" if gpu else "references only (no GPU)",
     }
-    if gpu:
-        report["parity"] = parity_checks(device, args.small)
-    tag = device_tag(device) + ("_small" if args.small and gpu else "")
-    out = args.out / f"kernels_{tag}.json"
     from fieldpress.cli import atomic_write_text
 
-    atomic_write_text(out, json.dumps(report, indent=2) + "\n")
+    def save() -> None:  # after every row, so an interrupted GPU session keeps what it measured
+        atomic_write_text(out, json.dumps(report, indent=2) + "\n")
+
+    for key in [c.strip() for c in args.cases.split(",") if c.strip()]:
+        if key not in CASES:
+            parser.error(f"unknown case {key!r}")
+        for impl in CASES[key](device, args.small, kernels):
+            result = measure(impl.run, device, repeat, args.warmup)
+            row = {"case": impl.case, "impl": impl.impl, **result, **impl.params}
+            rows.append(row)
+            speedups(rows)
+            save()
+            mem = "" if result["peak_bytes"] is None else f"  peak {result['peak_bytes'] / 2**20:9.1f} MiB"
+            print(f"{impl.case:>34}  {impl.impl:>24}  {result['ms']:10.3f} ms{mem}", flush=True)
+    if kernels:
+        from fieldpress.cuda._triton.tuning import tuning_report
+
+        report["launch_configs"] = tuning_report()
+        report["parity"] = parity_checks(device, args.small)
+    report["bars"] = bars(rows)
+    report["complete"] = True
+    save()
     print(f"wrote {out}")
+    for name, bar in report["bars"].items():
+        print(f"bar {name}: {bar}")
     if not args.no_plot:
         png = out.with_suffix(".png")
         plot(rows, f"fieldpress.cuda kernels on {report['machine']['device']}", png)

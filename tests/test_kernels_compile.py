@@ -1,4 +1,5 @@
-"""Compile check: every Triton kernel of fieldpress.cuda builds to PTX and cubin for sm_90, no GPU needed.
+"""Compile check: every Triton kernel of fieldpress.cuda (every launch candidate) builds to PTX and cubin
+for sm_90 without a GPU, fits its shared memory and does not spill registers.
 
 It runs in a child process without TRITON_INTERPRET (the interpreter replaces the compiler and the
 two cannot share a process).
@@ -35,20 +36,29 @@ def _compile(arch: int, full: bool, cache: Path) -> list[dict]:
     return [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
 
 
-def _check(rows: list[dict], full: bool) -> None:
+def _check(rows: list[dict], full: bool, arch: int) -> None:
     from fieldpress.cuda._triton.compile_check import variants
 
     assert [r["kernel"] for r in rows] == [v.name for v in variants(full)]
     names = {r["kernel"].split("[")[0] for r in rows}
     assert names == {"fq_fwd", "fq_bwd", "vq_assign", "vq_sums", "hashgrid_fwd", "hashgrid_bwd"}
     assert all(r["ptx_chars"] > 0 and r["cubin_bytes"] > 0 for r in rows)
+    # what decides speed on the GPU, checkable without one: ptxas' register and spill counts and
+    # the shared memory each block claims. Every launch candidate must fit; on sm_90 (the H100 the
+    # candidates were chosen for) none may spill. sm_80 is only compiled (one vq tile spills there).
+    for r in rows:
+        assert r["registers"] is not None, f"no ptxas -v report for {r['kernel']}"
+        if arch == 90:
+            assert r["spill_stores"] == 0 and r["spill_loads"] == 0, r
+        if r["shared_limit"] is not None:
+            assert r["shared_bytes"] <= r["shared_limit"], r
 
 
 def test_every_kernel_compiles_for_sm90(tmp_path):
-    _check(_compile(90, full=False, cache=tmp_path), full=False)
+    _check(_compile(90, full=False, cache=tmp_path), full=False, arch=90)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("arch", [80, 90])
 def test_every_variant_compiles(arch, tmp_path):
-    _check(_compile(arch, full=True, cache=tmp_path), full=True)
+    _check(_compile(arch, full=True, cache=tmp_path), full=True, arch=arch)

@@ -15,9 +15,41 @@ from torch import Tensor
 
 from ..vq_ref import finish_centroids
 from .common import next_pow2
+from .tuning import LaunchConfig, choose
 
 MAX_DIM = 128
-ASSIGN_WARPS = 8  # a 128-row tile of up to 64 padded dims, and its 128 x 64 distance tile
+# (rows per program, codewords per tile, warps, pipeline stages) by precision and padded width
+# (up to 64, up to 128); the first is the default. Three-pass TF32 products run on tensor cores;
+# plain float32 ("ieee") keeps its products in registers and needs smaller tiles. The compile
+# check builds every candidate for sm_90: all fit the shared memory and none spills registers
+# (larger tiles, and most 128-wide ones, do).
+ASSIGN_CONFIGS: dict[tuple[str, int], tuple[LaunchConfig, ...]] = {
+    ("tf32x3", 64): (
+        LaunchConfig.of(BLOCK_N=128, BLOCK_K=64, num_warps=8, num_stages=3),
+        LaunchConfig.of(BLOCK_N=128, BLOCK_K=64, num_warps=8, num_stages=2),
+        LaunchConfig.of(BLOCK_N=128, BLOCK_K=32, num_warps=8, num_stages=3),
+        LaunchConfig.of(BLOCK_N=64, BLOCK_K=32, num_warps=4, num_stages=3),
+        LaunchConfig.of(BLOCK_N=64, BLOCK_K=64, num_warps=4, num_stages=2),
+        LaunchConfig.of(BLOCK_N=128, BLOCK_K=128, num_warps=8, num_stages=1),
+    ),
+    ("tf32x3", 128): (LaunchConfig.of(BLOCK_N=64, BLOCK_K=32, num_warps=8, num_stages=3),),
+    ("ieee", 64): (
+        LaunchConfig.of(BLOCK_N=64, BLOCK_K=32, num_warps=8, num_stages=2),
+        LaunchConfig.of(BLOCK_N=32, BLOCK_K=64, num_warps=8, num_stages=2),
+        LaunchConfig.of(BLOCK_N=32, BLOCK_K=32, num_warps=4, num_stages=2),
+    ),
+    ("ieee", 128): (
+        LaunchConfig.of(BLOCK_N=32, BLOCK_K=32, num_warps=8, num_stages=2),
+        LaunchConfig.of(BLOCK_N=16, BLOCK_K=64, num_warps=8, num_stages=2),
+        LaunchConfig.of(BLOCK_N=16, BLOCK_K=32, num_warps=4, num_stages=2),
+    ),
+}
+PRECISIONS = ("tf32x3", "tf32", "ieee")
+
+
+def assign_configs(precision: str, dp: int) -> tuple[LaunchConfig, ...]:
+    """The launch candidates of `vq_assign_kernel` for a precision and padded width `dp`."""
+    return ASSIGN_CONFIGS["ieee" if precision == "ieee" else "tf32x3", 64 if dp <= 64 else 128]
 
 
 @triton.jit
@@ -99,8 +131,15 @@ def _dims(d: int) -> int:
     return max(next_pow2(d), 16)
 
 
+def _fit(config: LaunchConfig, n: int, k: int) -> LaunchConfig:
+    """The configuration with its tiles shrunk to the problem (at least 16, tl.dot's minimum)."""
+    bn = max(16, min(config.block("BLOCK_N"), next_pow2(n)))
+    bk = max(16, min(config.block("BLOCK_K"), next_pow2(k)))
+    return LaunchConfig.of(BLOCK_N=bn, BLOCK_K=bk, num_warps=config.num_warps, num_stages=config.num_stages)
+
+
 def vq_assign(
-    x: Tensor, codebook: Tensor, block_n: int = 128, block_k: int = 64, precision: str | None = None
+    x: Tensor, codebook: Tensor, precision: str | None = None, config: LaunchConfig | None = None
 ) -> tuple[Tensor, Tensor]:
     """(index int64 (N,), exact squared distance float32 (N,)) of each row's nearest codeword."""
     n, d = x.shape
@@ -111,24 +150,20 @@ def vq_assign(
     dist = torch.empty(n, dtype=torch.float32, device=x.device)
     if precision is None:  # three TF32 products: float32 accuracy on tensor cores
         precision = "tf32x3" if x.is_cuda else "ieee"
-    if n:
-        block_n = max(16, min(block_n, next_pow2(n)))
-        block_k = max(16, min(block_k, next_pow2(k)))
-        vq_assign_kernel[(triton.cdiv(n, block_n),)](
-            x,
-            codebook,
-            cnorm,
-            index,
-            dist,
-            n,
-            k,
-            d,
-            BLOCK_N=block_n,
-            BLOCK_K=block_k,
-            DP=_dims(d),
-            PRECISION=precision,
-            num_warps=ASSIGN_WARPS,
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
+    if not n:
+        return index, dist
+    dp = _dims(d)
+
+    def launch(cfg: LaunchConfig) -> None:
+        vq_assign_kernel[(triton.cdiv(n, cfg.block("BLOCK_N")),)](
+            x, codebook, cnorm, index, dist, n, k, d, DP=dp, PRECISION=precision, **cfg.kwargs()
         )
+
+    candidates = [_fit(c, n, k) for c in assign_configs(precision, dp)]
+    key = (dp, precision, next_pow2(k), next_pow2(n))
+    launch(_fit(config, n, k) if config else choose("vq_assign", key, candidates, launch, x.device))
     return index, dist
 
 
