@@ -149,6 +149,12 @@ def hashgrid(x: Tensor, params: Tensor, spec: HashGridSpec, out_dtype: torch.dty
         raise ValueError(f"params must be a flat vector of {spec.n_params}, got {tuple(params.shape)}")
     if out_dtype not in OUT_DTYPES:
         raise ValueError(f"out_dtype must be float32 or float16, got {out_dtype}")
+    if not torch.compiler.is_compiling() and not (
+        _kernel_fits(x, spec.n_features_per_level) and use_triton(x, params)
+    ):
+        # the reference under plain autograd: its backward reuses the forward's gathers, where the
+        # custom op's backward would have to recompute them (twice the work on the CPU)
+        return hashgrid_ref(x, params, spec).to(out_dtype)
     return _hg_fwd(
         x.contiguous(),
         params.contiguous(),
