@@ -131,3 +131,11 @@ def test_each_model_overfits_a_tiny_clip(name: str) -> None:
 def _psnr(pred: torch.Tensor, frames: np.ndarray) -> float:
     ref = torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 255.0
     return float(-10 * torch.log10(torch.mean((pred - ref) ** 2)))
+
+
+def test_info_names_the_modulation() -> None:
+    from fieldpress.video.codec import summary
+
+    cam = {"config": {"modulation": {"kind": "cam", "grid": 30}}}
+    assert summary(cam)["modulation"] == "cam (grid 30)"
+    assert "modulation" not in summary({"config": {"modulation": {"kind": "none", "grid": 30}}})

@@ -194,6 +194,14 @@ def open_video(path: str | Path, device: str | torch.device = "cpu") -> VideoDec
     return VideoDecoder(open_container(path), device=device)
 
 
+def _modulation(spec: Any) -> str | None:
+    """'cam (grid 30)' from the block config's modulation entry; None when the blocks have none."""
+    if not isinstance(spec, dict) or spec.get("kind") in (None, "", "none"):
+        return None
+    extra = ", ".join(f"{k} {v}" for k, v in sorted(spec.items()) if k != "kind")
+    return f"{spec['kind']} ({extra})" if extra else str(spec["kind"])
+
+
 def summary(header: dict) -> dict[str, Any]:
     """What ``fieldpress info`` shows for a video container."""
     cfg = header.get("config", {})
@@ -205,6 +213,7 @@ def summary(header: dict) -> dict[str, Any]:
         "first source frame": header.get("frame_start", 0),
         "fps": header.get("fps"),
         "strides": cfg.get("strides"),
+        "modulation": _modulation(cfg.get("modulation")),
         "stored params": fit.get("stored_params"),
         "weight bits": fit.get("bits"),
         "pruned": fit.get("prune"),
