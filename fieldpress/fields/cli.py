@@ -102,6 +102,7 @@ def fit_image_command(argv: Sequence[str] | None = None) -> int:
         show_progress=progress_enabled(args.json),
         started=start,
     )
+    psnr_float = image_psnr(array, render(fit.model, info), info.bit_depth)
     streams, header = encode_image(fit.model, plan, info, bits=args.bits, seed=args.seed)
     # measure exactly what the decoder will reproduce: the dequantized model, rendered on the CPU
     decoded, _ = decode_model(header, streams)
@@ -122,6 +123,7 @@ def fit_image_command(argv: Sequence[str] | None = None) -> int:
         str(device),
         metrics={
             "psnr": round(psnr, 3),
+            "psnr_before_quant": round(psnr_float, 3),
             "psnr_channels": info.mode,
             "psnr_bit_depth": info.bit_depth,
             "bpp": round(bpp, 4),
