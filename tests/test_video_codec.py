@@ -157,6 +157,20 @@ def test_fit_video_command_json_summary(small_mp4: Path, tmp_path: Path,
     for key in ("bytes", "bpp", "psnr", "psnr_frame_mean", "ms_ssim", "fit_seconds"):
         assert key in summary
     assert summary["bytes"] == out.stat().st_size
+    from fieldpress.codec.container import read_info
+
+    # the CPU default preset (preview) puts CAM in every block
+    assert read_info(out).to_dict()["summary"]["modulation"] == "cam (grid 30)"
+
+
+def test_cam_flag_overrides_the_preset() -> None:
+    from fieldpress.video.cli import _fit_parser
+    from fieldpress.video.presets import preset
+
+    assert preset("preview").cam and not preset("paper").cam and not preset("default").cam
+    parse = _fit_parser().parse_args
+    assert parse(["a.mp4"]).cam is None  # the preset decides
+    assert parse(["a.mp4", "--cam"]).cam is True and parse(["a.mp4", "--no-cam"]).cam is False
 
 
 def test_hnerv_random_access_reads_only_the_needed_embedding_chunk(tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -46,7 +47,8 @@ def _fit_parser():  # noqa: ANN202
     p.add_argument("--prune", type=float, help="prune this fraction of weights, then fine-tune (e.g. 0.4)")
     p.add_argument("--prune-epochs", type=int, help="fine-tune epochs after pruning (default epochs/3)")
     p.add_argument("--qat-epochs", type=int, help="quantization-aware fine-tune epochs at --bits")
-    p.add_argument("--cam", action="store_true", help="coordinate-aware modulation (CAM) in every block")
+    p.add_argument("--cam", action=argparse.BooleanOptionalAction, default=None,
+                   help="coordinate-aware modulation (CAM) in every decoder block (preset: on for preview)")
     p.add_argument("--lr", type=float, help="learning rate (default: the model's paper value)")
     p.add_argument("--batch-size", type=int, help="frames per step (default: the model's paper value)")
     p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
@@ -98,7 +100,8 @@ def fit_video_command(argv: Sequence[str] | None = None) -> int:
         prune=args.prune if args.prune is not None else pre.prune,
         prune_epochs=args.prune_epochs,
         qat_epochs=args.qat_epochs if args.qat_epochs is not None else pre.qat_epochs,
-        precision=args.precision, seed=args.seed, batch_size=args.batch_size, lr=args.lr, cam=args.cam,
+        precision=args.precision, seed=args.seed, batch_size=args.batch_size, lr=args.lr,
+        cam=pre.cam if args.cam is None else args.cam,
     )
     signature = {"input": str(path.resolve()), "input_bytes": path.stat().st_size, "frames": args.frames,
                  "resize": list(resize) if resize else None, "crop": args.crop}
