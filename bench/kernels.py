@@ -8,13 +8,15 @@ rate. On a GPU every implementation runs (timed with CUDA events, peak memory fr
 on the CPU only the references and baselines run, and `--small` shrinks the sizes so the script is
 proven end to end. Writes bench/results/kernels_<device>.json and a PNG plot beside it.
 
-    python bench/kernels.py            # GPU: the issue's sizes
+    python bench/kernels.py            # GPU: the issue's sizes (needs only torch, triton, numpy;
+                                       # `pip install --no-build-isolation --no-deps -e .` first)
     python bench/kernels.py --small    # CPU: references only, reduced sizes
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import platform
@@ -444,7 +446,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"wrote {out}")
     for name, bar in report["bars"].items():
         print(f"bar {name}: {bar}")
-    if not args.no_plot:
+    if not args.no_plot and importlib.util.find_spec("matplotlib") is None:
+        print("matplotlib is not installed: no plot (the JSON has every number)")
+    elif not args.no_plot:
         png = out.with_suffix(".png")
         plot(rows, f"fieldpress.cuda kernels on {report['machine']['device']}", png)
         print(f"wrote {png}")
