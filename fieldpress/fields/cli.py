@@ -40,7 +40,13 @@ def _fit_parser():
     )
     p.add_argument("--steps", type=int, help="optimizer steps (default 2000, or what --minutes allows)")
     p.add_argument("--minutes", type=float, help="wall-time budget for the fit")
-    p.add_argument("--bits", type=int, default=8, help="weight quantization bits, 2-16 (default 8)")
+    p.add_argument(
+        "--bits",
+        type=int,
+        default=6,
+        help="weight quantization bits, 2-16 (default 6: at equal bytes a larger field at 6 bits "
+        "beat a smaller one at 8 on every Kodak image and model measured)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
         "--threads",
