@@ -159,8 +159,9 @@ def test_fit_video_command_json_summary(small_mp4: Path, tmp_path: Path,
     assert summary["bytes"] == out.stat().st_size
     from fieldpress.codec.container import read_info
 
-    # the CPU default preset (preview) puts CAM in every block
-    assert read_info(out).to_dict()["summary"]["modulation"] == "cam (grid 30)"
+    # the CPU default preset (preview) puts CAM in every block and stores 6-bit weights
+    summary_info = read_info(out).to_dict()["summary"]
+    assert summary_info["modulation"] == "cam (grid 30)" and summary_info["weight bits"] == 6
 
 
 def test_cam_flag_overrides_the_preset() -> None:
@@ -168,6 +169,7 @@ def test_cam_flag_overrides_the_preset() -> None:
     from fieldpress.video.presets import preset
 
     assert preset("preview").cam and not preset("paper").cam and not preset("default").cam
+    assert (preset("preview").bits, preset("default").bits, preset("paper").bits) == (6, 8, 8)
     parse = _fit_parser().parse_args
     assert parse(["a.mp4"]).cam is None  # the preset decides
     assert parse(["a.mp4", "--cam"]).cam is True and parse(["a.mp4", "--no-cam"]).cam is False

@@ -42,7 +42,7 @@ def _fit_parser():  # noqa: ANN202
     p.add_argument("--frames", help="frame range START:END (end exclusive)")
     p.add_argument("--resize", help="resize frames to WxH (before --crop)")
     p.add_argument("--crop", help="crop WxH[+X+Y] (centred without +X+Y)")
-    p.add_argument("--bits", type=int, default=8, help="weight bits (per-channel; default 8)")
+    p.add_argument("--bits", type=int, help="weight bits, per channel (preset: 6 for preview, else 8)")
     p.add_argument("--embed-bits", type=int, default=6, help="HNeRV embedding bits (default 6)")
     p.add_argument("--prune", type=float, help="prune this fraction of weights, then fine-tune (e.g. 0.4)")
     p.add_argument("--prune-epochs", type=int, help="fine-tune epochs after pruning (default epochs/3)")
@@ -74,6 +74,8 @@ def fit_video_command(argv: Sequence[str] | None = None) -> int:
         raise InputError(f"{output}: the output of fit-video is a .fpv file")
     if output.resolve() == path.resolve():
         raise InputError("the output would overwrite the input")
+    if args.bits is None:
+        args.bits = pre.bits
     for name in ("bits", "embed_bits"):
         if not 2 <= getattr(args, name) <= 16:
             raise InputError(f"--{name.replace('_', '-')} must be in 2..16")

@@ -4,7 +4,8 @@
   a CIF clip (carphone, 176x144, 120 frames) fits in 8 CPU-minutes however loaded the machine is
   (smaller clips get proportionally less, at least a minute); the whole schedule is scaled into the
   cap. Frames wider than ``max_width`` are downscaled unless --resize/--crop say otherwise. CAM
-  gave +1.0 dB on carphone and +2.2 dB on the sample at equal time and bytes (README).
+  gave +0.35 dB on carphone and +2.2 dB on the sample at equal time; 6-bit weights beat a smaller
+  8-bit model at equal bytes by +0.57 dB (sample) and +0.73 dB (carphone) (README).
 - ``default`` (the GPU default): HNeRV 0.75M, 300 epochs, 8-bit weights, 6-bit embeddings.
 - ``paper``: HNeRV's bunny setting: 1.5M, 300 epochs, batch 2, lr 1e-3, L2, 10% warmup + cosine.
 """
@@ -27,6 +28,7 @@ class Preset:
     max_width: int | None = None      # downscale wider inputs (keeping the aspect) unless --resize/--crop
     reference_pixels: int | None = None   # `minutes` is for a clip of this many pixels (frames x W x H)
     cam: bool = False                     # coordinate-aware modulation in every decoder block
+    bits: int = 8                         # weight bits (per channel)
 
     def minutes_for(self, pixels: int) -> float | None:
         """The time cap for a clip: `minutes` scaled by its pixel count, at least a minute (a short,
@@ -38,7 +40,7 @@ class Preset:
 
 PRESETS: dict[str, Preset] = {
     "preview": Preset(model="hnerv", size=150_000, epochs=300, minutes=8.0, max_width=320,
-                      reference_pixels=176 * 144 * 120, cam=True),
+                      reference_pixels=176 * 144 * 120, cam=True, bits=6),
     "default": Preset(model="hnerv", size=750_000, epochs=300, minutes=None),
     "paper": Preset(model="hnerv", size=1_500_000, epochs=300, minutes=None),
 }
