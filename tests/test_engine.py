@@ -219,3 +219,20 @@ def test_prune_and_qat_skip_submodules_the_model_does_not_store() -> None:
 
     names = [name for name, _, _ in prunable_weights(WithEncoder())]
     assert names == ["encoder_head.weight", "decoder.weight"]
+
+
+def test_seconds_per_step_times_a_copy_and_leaves_the_model_alone() -> None:
+    from fieldpress.engine.probe import seconds_per_step
+
+    model = make_model(dropout=0.0)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    groups = []
+
+    def param_groups(m, lr):
+        groups.append(lr)
+        return [{"params": list(m.parameters()), "lr": lr}]
+
+    seconds = seconds_per_step(model, Points(), make_loss(), 8, torch.device("cpu"), lr=0.5,
+                               param_groups=param_groups)
+    assert seconds > 0 and math.isfinite(seconds) and groups == [0.5]
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())

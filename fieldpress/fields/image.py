@@ -188,38 +188,18 @@ class FitImageResult:
     calibration: dict[str, float]
 
 
-def _probe_seconds(
-    model: FieldModel, source: PixelSource, plan: ModelPlan, device: torch.device, batch: int, n: int = 6
-) -> tuple[float, float]:
-    """Time Adam steps and one render chunk on a throwaway copy: (seconds per step, seconds to render
-    the whole image), so a time budget can be split between fitting and the final render."""
-    probe = copy.deepcopy(model).to(device)
-    opt = torch.optim.Adam(cam_param_groups(probe, plan.lr), lr=plan.lr)
-    gen = torch.Generator().manual_seed(0)
-
-    def sync() -> None:
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-
-    times = []
-    for _ in range(n):
-        idx = torch.randint(len(source), (batch,), generator=gen)
-        items = {k: v.to(device) for k, v in source.batch(idx).items()}
-        t0 = time.perf_counter()
-        loss, _ = mse_loss(probe, items)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sync()
-        times.append(time.perf_counter() - t0)
+def _render_seconds(model: FieldModel, source: PixelSource, device: torch.device) -> float:
+    """Seconds to render the whole image, timed on one chunk of a throwaway copy (so a time budget
+    can keep a reserve for the final renders)."""
+    probe = copy.deepcopy(model).to(device).eval()
     chunk = min(RENDER_CHUNK, len(source))
     coords = source.coords[:chunk].to(device)
     t0 = time.perf_counter()
     with torch.no_grad():
         probe(coords)
-    sync()
-    render_seconds = (time.perf_counter() - t0) * len(source) / chunk
-    return float(np.mean(times[2:])), render_seconds
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return (time.perf_counter() - t0) * len(source) / chunk
 
 
 def fit_image(
@@ -246,6 +226,7 @@ def fit_image(
     batches under a time budget there; CUDA uses the plan's batch.
     """
     from fieldpress.engine import FitConfig, Fitter, Stage
+    from fieldpress.engine.probe import seconds_per_step
 
     started = time.perf_counter() if started is None else started
     source = PixelSource(array, info)
@@ -255,7 +236,10 @@ def fit_image(
     fit_minutes = None
     if minutes is not None:
         total = minutes * 60.0
-        per_step, render_seconds = _probe_seconds(model, source, plan, device, batch)
+        per_step = seconds_per_step(
+            model, source, mse_loss, batch, device, lr=plan.lr, param_groups=cam_param_groups
+        )
+        render_seconds = _render_seconds(model, source, device)
         # the final render runs twice (quantized check + the decoder's), plus coding and writing
         reserve = 2.2 * render_seconds + 0.03 * total + 1.0
         calibration = {"seconds_per_step": per_step, "render_seconds": render_seconds}

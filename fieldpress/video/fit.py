@@ -7,12 +7,10 @@ embeddings from the encoder, quantized to ``embed_bits`` -> weights quantized pe
 
 from __future__ import annotations
 
-import copy
 import json
 import math
 import os
 import shutil
-import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -104,32 +102,6 @@ def _stages(opts: FitOptions, plan: dict[str, int], lr: float, warmup: float) ->
     if "qat" in plan:
         stages.append(Stage("qat", plan["qat"], lr * 0.1, schedule="cosine", bits=opts.bits, axis=0))
     return stages
-
-
-def _seconds_per_step(
-    model: torch.nn.Module,
-    source: ClipSource,
-    loss_fn,
-    batch: int,  # noqa: ANN001
-    device: torch.device,
-    steps: int = 4,
-) -> float:
-    """Measured time of one optimisation step, on a throwaway copy of the model."""
-    probe = copy.deepcopy(model).to(device).train()
-    optimizer = torch.optim.Adam(probe.parameters(), lr=1e-8)
-    idx = torch.arange(batch) % len(source)
-    t0 = time.perf_counter()
-    for k in range(steps + 1):
-        if k == 1:
-            t0 = time.perf_counter()
-        b = {key: v.to(device) for key, v in source.batch(idx).items()}
-        loss, _ = loss_fn(probe, b)
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return (time.perf_counter() - t0) / steps
 
 
 def fit_to_budget(
@@ -224,6 +196,7 @@ def _fit_clip(
     from fieldpress.codec.quant import compress_state_dict, decompress_state_dict
     from fieldpress.engine.config import FitConfig
     from fieldpress.engine.fitter import Fitter
+    from fieldpress.engine.probe import seconds_per_step
     from fieldpress.metrics import bpp as bpp_of
 
     r = recipe(opts.model)
@@ -265,7 +238,9 @@ def _fit_clip(
     if resume and plan_file.is_file():
         plan = {k: int(v) for k, v in json.loads(plan_file.read_text()).items()}
     elif opts.minutes is not None:
-        per_step = _seconds_per_step(model, source, loss_fn, fit_config.batch_size, device)
+        per_step = seconds_per_step(
+            model, source, loss_fn, fit_config.batch_size, device, lr=lr, param_groups=param_groups
+        )
         plan = fit_to_budget(plan, opts.minutes, per_step * math.ceil(frames / fit_config.batch_size))
         atomic_write_text(plan_file, json.dumps(plan))
     fitter = Fitter(
