@@ -183,15 +183,13 @@ def encode_scene(scene: Any, significance: np.ndarray, config: CodecConfig,
         code = vectree_encode(features, sig, config.vectree, device=device)
         streams["sh/keep"] = code.keep_mask.astype(np.uint8)
         streams["sh/kept"] = code.kept
-        if config.vectree.keep_bits and code.kept.shape[0]:
-            kept32 = features[code.keep_mask]
-            streams["sh/kept"], kept_meta = _quantize(kept32, config.vectree.keep_bits)
         streams["sh/index"] = code.index.astype(np.uint16 if code.codebook.shape[0] <= 65536 else np.uint32)
         streams["sh/codebook"] = code.codebook
         header["vectree"] = {"dims": int(features.shape[1]), "codebook": int(code.codebook.shape[0]),
                              "kept": int(code.keep_mask.sum())}
-        if config.vectree.keep_bits and code.kept.shape[0]:
-            header["vectree"]["kept_quant"] = kept_meta
+        if config.vectree.keep_bits and code.kept.shape[0]:  # the kept rows from float32, quantized
+            streams["sh/kept"], header["vectree"]["kept_quant"] = _quantize(
+                features[code.keep_mask], config.vectree.keep_bits)
     header["extras"] = {}
     for name, value in s.extras.items():
         streams[f"extra/{name}"] = np.ascontiguousarray(value)
