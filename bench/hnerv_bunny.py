@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=str(RESULTS / "hnerv_bunny.json"))
     args = ap.parse_args(argv)
 
-    from fieldpress.cli import parse_count, parse_frames
+    from fieldpress.cli import atomic_write_text, parse_count, parse_frames
 
     device = torch.device(args.device)
     if device.type != "cuda" and not args.allow_cpu:
@@ -53,7 +53,6 @@ def main(argv: list[str] | None = None) -> int:
         print("CUDA is not available here; not run")
         return 2
     out_json = Path(args.out)
-    out_json.parent.mkdir(parents=True, exist_ok=True)
     clip = read_video(
         args.clip, frames=parse_frames(args.frames) if args.frames else None, crop=(1280, 640, None, None)
     )
@@ -82,9 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     }
 
     def save() -> None:
-        tmp = out_json.with_suffix(".tmp")
-        tmp.write_text(json.dumps(result, indent=1))
-        tmp.replace(out_json)
+        atomic_write_text(out_json, json.dumps(result, indent=1))
 
     source = ClipSource(clip.frames)
     t_start = time.perf_counter()

@@ -255,12 +255,11 @@ def main(argv: list[str] | None = None) -> int:
         "skipped": {},
     }
 
-    def save() -> None:
-        tmp = out_json.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(result, indent=1))
-        tmp.replace(out_json)
-
+    from fieldpress.cli import atomic_write_text
     from fieldpress.video.models import config_for
+
+    def save() -> None:
+        atomic_write_text(out_json, json.dumps(result, indent=1))
 
     for model in args.models:  # fail before spending time on the baselines
         for size_text in args.sizes:
