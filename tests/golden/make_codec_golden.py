@@ -1,0 +1,123 @@
+"""Write one tiny golden file per codec (video hnerv/nerv/nervpp, image field, scene lightgaussian) with
+the SHA-256 of its decoded output, into tests/golden/codecs/.
+
+Golden files are kept forever: every later fieldpress must decode each one to the same bytes
+(tests/test_codec_golden.py). The v1 set was written with the last commit before [core2] (2a7d445), so
+it pins files of the previous release. This script refuses to overwrite; run it with a new NAME when a
+codec gets a new version:
+
+    python tests/golden/make_codec_golden.py [--set v1]
+
+Inputs are made here from integer formulas (no data files): a 4-frame 32x24 clip, a 24x16 image and a
+300-Gaussian synthetic scene.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+OUT = HERE / "codecs"
+
+
+def clip_frames(n: int = 4, w: int = 32, h: int = 24) -> np.ndarray:
+    """Smooth moving gradients, uint8 (N, H, W, 3)."""
+    t, y, x = np.meshgrid(np.arange(n), np.arange(h), np.arange(w), indexing="ij")
+    r = (x * 7 + t * 5) % 256
+    g = (y * 9 + t * 3) % 256
+    b = ((x + y) * 4 + t * 11) % 256
+    return np.stack([r, g, b], -1).astype(np.uint8)
+
+
+def image_pixels(w: int = 24, h: int = 16) -> np.ndarray:
+    y, x = np.meshgrid(np.arange(h), np.arange(w), indexing="ij")
+    return np.stack([(x * 10) % 256, (y * 15) % 256, ((x * y) * 3) % 256], -1).astype(np.uint8)
+
+
+def _run(*args: str) -> None:
+    subprocess.run([sys.executable, "-m", "fieldpress", *args], check=True, stdout=subprocess.DEVNULL)
+
+
+def sha256(array: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(array).tobytes()).hexdigest()
+
+
+def decoded_video(path: Path) -> np.ndarray:
+    from fieldpress.video.codec import open_video
+
+    return open_video(path).decode()
+
+
+def decoded_image(path: Path) -> np.ndarray:
+    from fieldpress.codec.container import open_container
+
+    return open_container(path).decoder().image()
+
+
+def decoded_scene(path: Path) -> np.ndarray:
+    from fieldpress.scenes.lightgaussian import read_fpg
+
+    scene = read_fpg(path)
+    parts = [scene.means, scene.scales, scene.quats, scene.opacities, scene.sh_dc, scene.sh_rest]
+    return np.concatenate([p.detach().float().reshape(scene.n, -1).numpy() for p in parts], 1)
+
+
+def main() -> None:
+    import torch
+
+    torch.set_num_threads(1)
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--set", default="v1")
+    args = parser.parse_args()
+    out = OUT / args.set
+    if out.exists():
+        raise SystemExit(f"{out} exists: golden files are never rewritten")
+    out.mkdir(parents=True)
+    work = out / "_inputs"
+    work.mkdir()
+    import av
+    from PIL import Image
+
+    clip = work / "clip.mp4"
+    with av.open(str(clip), "w") as container:
+        stream = container.add_stream("libx264rgb", rate=10)
+        stream.width, stream.height, stream.pix_fmt = 32, 24, "rgb24"
+        stream.options = {"qp": "0"}
+        for frame in clip_frames():
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        container.mux(stream.encode())
+    image = work / "image.png"
+    Image.fromarray(image_pixels()).save(image)
+    from fieldpress.scenes import save_scene
+    from fieldpress.scenes.synthetic import synthetic_scene
+
+    scene = work / "scene.ply"
+    save_scene(synthetic_scene(300, sh_degree=1, seed=3), scene)
+
+    expected: dict[str, dict[str, str]] = {}
+    for model in ("hnerv", "nerv", "nervpp"):
+        path = out / f"{model}.fpv"
+        _run("fit-video", str(clip), "-o", str(path), "--model", model, "--size", "0.04M", "--epochs", "2",
+             "--seed", "1")
+        expected[path.name] = {"codec": model, "sha256": sha256(decoded_video(path))}
+    path = out / "field.fpi"
+    _run("fit-image", str(image), "-o", str(path), "--params", "9k", "--steps", "20", "--seed", "1")
+    expected[path.name] = {"codec": "field", "sha256": sha256(decoded_image(path))}
+    path = out / "lightgaussian.fpg"
+    _run("compress-splat", str(scene), "-o", str(path), "--preset", "fast", "--codebook", "16", "--no-eval")
+    expected[path.name] = {"codec": "lightgaussian", "sha256": sha256(decoded_scene(path))}
+    for f in [*work.iterdir(), *out.glob("*.log.jsonl")]:
+        f.unlink()
+    work.rmdir()
+    (out / "expected.json").write_text(json.dumps(expected, indent=1, sort_keys=True) + "\n")
+
+
+if __name__ == "__main__":
+    main()
