@@ -43,7 +43,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=str(RESULTS / "hnerv_bunny.json"))
     args = ap.parse_args(argv)
 
-    from fieldpress.cli import atomic_write_text, parse_count, parse_frames
+    from fieldpress.cli import parse_count, parse_frames
+    from fieldpress.io import atomic_write_text
 
     device = torch.device(args.device)
     if device.type != "cuda" and not args.allow_cpu:

@@ -366,7 +366,7 @@ def plot(rows: list[dict[str, Any]], title: str, path: Path) -> None:
     ax.set_title(title)
     ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
-    from fieldpress.cli import atomic_path
+    from fieldpress.io import atomic_path
 
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=120)
@@ -419,7 +419,7 @@ def main(argv: list[str] | None = None) -> int:
         "complete": False,
         "results": rows,
     }
-    from fieldpress.cli import atomic_write_text
+    from fieldpress.io import atomic_write_text
 
     def save() -> None:  # after every row, so an interrupted GPU session keeps what it measured
         atomic_write_text(out, json.dumps(report, indent=2) + "\n")

@@ -196,8 +196,9 @@ def plot(result: dict, path: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     from fieldpress.cli import parse_count, parse_frames
     from fieldpress.metrics import bpp as bpp_of
+    from fieldpress.runtime import cpu_threads
     from fieldpress.video.codec import open_video
-    from fieldpress.video.fit import FitOptions, cpu_threads, fit_clip, quality
+    from fieldpress.video.fit import FitOptions, fit_clip, quality
     from fieldpress.video.io import read_video
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -255,7 +256,7 @@ def main(argv: list[str] | None = None) -> int:
         "skipped": {},
     }
 
-    from fieldpress.cli import atomic_write_text
+    from fieldpress.io import atomic_write_text
     from fieldpress.video.models import config_for
 
     def save() -> None:

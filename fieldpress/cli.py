@@ -8,15 +8,12 @@ bad input exits 2 with one line on stderr, internal errors exit 1, and Ctrl-C ex
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import json
 import os
 import re
 import sys
-import tempfile
-import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -84,55 +81,6 @@ def entry(main: Callable[[Sequence[str] | None], int | None]) -> Callable[[], No
     _entry.__doc__ = main.__doc__
     _entry.__name__ = getattr(main, "__name__", "entry")
     return _entry
-
-
-# ----------------------------------------------------------------------------- atomic output
-@contextlib.contextmanager
-def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
-    """Yield a temporary path beside `path`; on success rename it over `path`, on error delete it.
-
-    The rename is atomic on POSIX, so readers never see a half-written output.
-    """
-    final = Path(path)
-    if final.is_dir():
-        raise InputError(f"{final}: is a directory, expected an output file")
-    try:
-        final.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
-    except OSError as exc:  # read-only place, a file where a folder should be, ...: bad output path
-        raise InputError(f"cannot write {final}: {exc.strerror or exc}") from None
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        yield tmp
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; outputs get the usual mode
-        os.replace(tmp, final)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def _read_umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-# read once at import: os.umask can only be read by setting it, which would race with other threads
-_UMASK = _read_umask()
-
-
-def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> int:
-    """Write `data` to `path` atomically; return the number of bytes written."""
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(data)
-    return len(data)
-
-
-def atomic_write_text(path: str | os.PathLike[str], text: str) -> int:
-    return atomic_write_bytes(path, text.encode("utf-8"))
 
 
 # ----------------------------------------------------------------------------- summaries
@@ -206,22 +154,6 @@ def _format_value(value: Any) -> str:
     return str(value)
 
 
-class Stopwatch:
-    """Wall-clock timer: `with Stopwatch() as sw: ...; sw.seconds`."""
-
-    def __enter__(self) -> Stopwatch:
-        self.start = time.perf_counter()
-        self.seconds = 0.0
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.seconds = time.perf_counter() - self.start
-
-    @property
-    def elapsed(self) -> float:
-        return time.perf_counter() - self.start
-
-
 # ----------------------------------------------------------------------------- flag values
 _WXH = re.compile(r"^\s*(\d+)\s*[xX]\s*(\d+)\s*$")
 _CROP = re.compile(r"^\s*(\d+)\s*[xX]\s*(\d+)\s*(?:\+\s*(\d+)\s*\+\s*(\d+))?\s*$")
@@ -284,24 +216,6 @@ def parse_count(text: str) -> int:
     return value
 
 
-def resolve_device(name: str | None = "auto") -> Any:
-    """'auto' -> cuda when available else cpu; checks that an explicit cuda device exists."""
-    import torch
-
-    name = (name or "auto").strip().lower()
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except (RuntimeError, ValueError):
-        raise InputError(f"unknown device {name!r}: use auto, cpu, cuda or cuda:N") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise InputError("--device cuda asked for, but no CUDA GPU is available")
-    if device.type not in ("cpu", "cuda"):
-        raise InputError(f"unsupported device {name!r}: use auto, cpu, cuda or cuda:N")
-    return device
-
-
 def input_file(path: str | os.PathLike[str]) -> Path:
     """Check that an input path exists and is a readable file; return it as a Path."""
     p = Path(path)
@@ -312,41 +226,6 @@ def input_file(path: str | os.PathLike[str]) -> Path:
     if not os.access(p, os.R_OK):
         raise InputError(f"{p}: not readable")
     return p
-
-
-# ----------------------------------------------------------------------------- progress
-def progress_enabled(as_json: bool = False) -> bool:
-    """Show progress bars on an interactive stderr, never under --json or FIELDPRESS_PROGRESS=0."""
-    if os.environ.get("FIELDPRESS_PROGRESS") == "0":
-        return False
-    if os.environ.get("FIELDPRESS_PROGRESS") == "1":
-        return True
-    return not as_json and sys.stderr.isatty()
-
-
-def make_progress(enabled: bool = True) -> Any:
-    """A rich Progress on stderr with a bar, fields, elapsed time and ETA; `disable=True` when off."""
-    from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
-    return Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[info]}"),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=Console(stderr=True),
-        disable=not enabled,
-        transient=False,
-    )
 
 
 # ----------------------------------------------------------------------------- fieldpress info

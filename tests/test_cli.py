@@ -14,17 +14,16 @@ from fieldpress.cli import (
     EXIT_INTERNAL,
     EXIT_OK,
     RunSummary,
-    atomic_path,
-    atomic_write_bytes,
     new_parser,
     parse_count,
     parse_crop,
     parse_frames,
     parse_wxh,
-    resolve_device,
     run_command,
 )
 from fieldpress.errors import FormatError, InputError
+from fieldpress.io import atomic_path, atomic_write_bytes
+from fieldpress.runtime import resolve_device
 
 
 def test_parse_wxh_and_crop() -> None:

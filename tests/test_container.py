@@ -10,6 +10,7 @@ import time
 import tracemalloc
 import zlib
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -25,7 +26,6 @@ from fieldpress.codec.container import (
     encode_container,
     open_container,
     read_info,
-    register_kind,
     write_container,
 )
 from fieldpress.codec.entropy import varint_decode, varint_encode, zstd_decode, zstd_encode
@@ -150,21 +150,57 @@ def test_info_and_open_through_the_public_api(tmp_path: Path) -> None:
         fieldpress.open(str(tmp_path / "missing.fpi"))
 
 
-def test_kind_registry_gives_decoder_and_summary(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(fc, "_REGISTRY", {})
-    monkeypatch.setattr(fc, "_FAMILY_MODULES", {})
+def test_codec_registry_gives_decoder_and_summary(tmp_path: Path) -> None:
+    from fieldpress.codec.registry import LazyCodec, codec_for, register_codec, unregister_codec, write_file
+
     path = tmp_path / "k.fpv"
-    write_container(path, "video", {"frames": 3}, {"x": np.zeros(3, np.uint8)})
+    write_container(path, "video", {"codec": "toy", "frames": 3}, {"x": np.zeros(3, np.uint8)})
     assert read_info(path).summary == {}
-    with pytest.raises(InputError, match="no decoder"):
+    with pytest.raises(FormatError, match="codec 'toy', which is not installed"):
         open_container(path).decoder()
-    register_kind("video", lambda c: ("decoder", c.header["frames"]), lambda h: {"frames": h["frames"]})
-    assert open_container(path).decoder() == ("decoder", 3)
-    assert read_info(path).summary == {"frames": 3}
-    register_kind("video", lambda c: None, lambda h: {"x": h["missing"]})  # a summary that cannot cope
-    assert "summary_error" in read_info(path).summary
+    toy = LazyCodec("video", "toy", 2, "tests.test_container:_TOY", lambda h: {"frames": h["frames"]},
+                    legacy=lambda h: h.get("toy_v0") is True, aliases=("old-toy",))
+    register_codec(toy)
+    try:
+        assert open_container(path).decoder(scale=10) == ("decoder", 30)
+        assert read_info(path).summary == {"codec": "toy", "frames": 3}
+        assert codec_for("video", {"codec": "old-toy"}) is toy  # a name older files carry
+        assert codec_for("video", {"toy_v0": True}) is toy  # a header from before codecs were named
+        with pytest.raises(FormatError, match="version 3"):
+            codec_for("video", {"codec": "toy", "codec_version": 3})
+        size = write_file(tmp_path / "w.fpv", toy, toy.encode(frames=5))
+        c = open_container(tmp_path / "w.fpv")
+        assert c.file_bytes == size and c.header["codec"] == "toy" and c.header["codec_version"] == 2
+        assert c.decoder() == ("decoder", 5)
+        bad = tmp_path / "bad.fpv"
+        write_container(bad, "video", {"codec": "toy"}, {})  # a summary that cannot cope
+        assert "summary_error" in read_info(bad).summary
+    finally:
+        unregister_codec("video", "toy")
     with pytest.raises(ValueError):
-        register_kind("audio", lambda c: None, lambda h: {})
+        register_codec(LazyCodec("audio", "x", 1, "m:a", lambda h: {}))
+
+
+class _ToyCodec:
+    def encode(self, frames: int) -> Any:
+        from fieldpress.codec.registry import Encoded
+
+        return Encoded({"frames": frames}, {"x": np.zeros(frames, np.uint8)})
+
+    def decode(self, container: Any, scale: int = 1) -> tuple[str, int]:
+        return ("decoder", container.header["frames"] * scale)
+
+
+_TOY = _ToyCodec()
+
+
+def test_every_installed_codec_is_light_and_named() -> None:
+    from fieldpress.codec.registry import codecs
+
+    names = {f"{k}/{n}" for k, n in codecs()}
+    assert {"video/hnerv", "video/nerv", "video/nervpp", "image/field", "scene/lightgaussian"} <= names
+    for codec in codecs().values():
+        assert codec.version >= 1 and isinstance(codec.summarize({}), dict)
 
 
 def test_lazy_decoding_detects_a_damaged_payload_only_when_read(tmp_path: Path) -> None:

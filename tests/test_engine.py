@@ -206,7 +206,7 @@ def test_prune_and_qat_skip_submodules_the_model_does_not_store() -> None:
     pruning amount (or get fake-quantized)."""
     from torch import nn
 
-    from fieldpress.engine.prunable import prunable_weights
+    from fieldpress.codec.prunable import prunable_weights
 
     class WithEncoder(nn.Module):
         unstored_prefixes = ("encoder",)

@@ -123,7 +123,7 @@ def _tiny_scene(n: int = 50, seed: int = 0):
 
 def _brute_force_weights(scene, camera) -> np.ndarray:
     """Per pixel, front to back: weight_j += alpha_j * T (the renderer's inclusion rules), in float64."""
-    R = importlib.import_module("fieldpress.scenes.render")
+    R = importlib.import_module("fieldpress.scenes.renderer")
 
     with torch.no_grad():
         p = R.project(scene, camera, 0)

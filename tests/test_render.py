@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from fieldpress.scenes import load_scene, orbit, render
-from fieldpress.scenes.render import project, render_reference
+from fieldpress.scenes.renderer import project, render_reference
 from fieldpress.scenes.sh import C0, eval_sh
 from fieldpress.scenes.synthetic import synthetic_scene
 from tests.conftest import shared_file
@@ -111,7 +111,7 @@ def test_projection_matches_sampled_covariance() -> None:
     conic = p.conics[0].double()
     cov = torch.linalg.inv(torch.tensor([[conic[0], conic[1]], [conic[1], conic[2]]])) - 0.3 * torch.eye(2)
     gen = torch.Generator().manual_seed(0)
-    from fieldpress.scenes.render import quat_to_rotmat
+    from fieldpress.scenes.renderer import quat_to_rotmat
 
     rot = quat_to_rotmat(scene.quats).double()[0]
     local = torch.randn(200_000, 3, generator=gen, dtype=torch.float64) * torch.exp(scene.scales.double()[0])

@@ -14,7 +14,7 @@ from fieldpress.video.models.blocks import ModulationSpec, choose_strides
 
 @pytest.fixture(autouse=True)
 def _one_thread_when_busy():  # noqa: ANN202 - a loaded 2-core box runs these 20x faster on one thread
-    from fieldpress.video.fit import cpu_threads
+    from fieldpress.runtime import cpu_threads
 
     before = torch.get_num_threads()
     torch.set_num_threads(cpu_threads())
@@ -134,7 +134,7 @@ def _psnr(pred: torch.Tensor, frames: np.ndarray) -> float:
 
 
 def test_info_names_the_modulation() -> None:
-    from fieldpress.video.codec import summary
+    from fieldpress.video.codecs import summarize as summary
 
     cam = {"config": {"modulation": {"kind": "cam", "grid": 30}}}
     assert summary(cam)["modulation"] == "cam (grid 30)"

@@ -1,6 +1,7 @@
 """fieldpress.codec: the container format, entropy coding, quantizers and pruning.
 
-- `fieldpress.codec.container`: write_container / open_container / read_info / register_kind
+- `fieldpress.codec.container`: write_container / open_container / read_info
+- `fieldpress.codec.registry`: codecs by kind and name (entry points `fieldpress.codecs`)
 - `fieldpress.codec.entropy`: ans_encode / ans_decode, zstd, raw; encode_best / decode
 - `fieldpress.codec.quant`: quant_params, quantize / dequantize, magnitude_prune, allocate_bits,
   compress_state_dict / decompress_state_dict
@@ -18,7 +19,9 @@ from typing import Any
 _EXPORTS = {
     "Container": "container", "ContainerInfo": "container", "FORMAT_VERSION": "container",
     "encode_container": "container", "open_container": "container", "read_info": "container",
-    "register_kind": "container", "write_container": "container",
+    "write_container": "container",
+    "Codec": "registry", "Encoded": "registry", "LazyCodec": "registry", "codec_for": "registry",
+    "codecs": "registry", "get_codec": "registry", "register_codec": "registry", "write_file": "registry",
     "ans_decode": "entropy", "ans_encode": "entropy", "decode": "entropy", "encode": "entropy",
     "encode_best": "entropy",
     "QTensor": "quant", "allocate_bits": "quant", "choose_axis": "quant", "compress_state_dict": "quant",

@@ -9,12 +9,11 @@ Payloads are decoded lazily; `read_info` never decodes them (it only checks thei
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import struct
 import zlib
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -89,42 +88,6 @@ class ContainerInfo:
         return {"kind": self.kind, "version": self.version, "file_bytes": self.file_bytes,
                 "header": self.header, "streams": [s.to_dict() for s in self.streams],
                 "summary": self.summary}
-
-
-# ----------------------------------------------------------------------------- kind registry
-@dataclass(frozen=True)
-class _KindEntry:
-    decoder_factory: Callable[[Container], Any]
-    summary: Callable[[dict], dict]
-
-
-_REGISTRY: dict[str, _KindEntry] = {}
-# Lazy plugin lookup: importing these modules makes the family call register_kind. The core never
-# imports a family statically (DESIGN.md's import rules).
-_FAMILY_MODULES: dict[str, tuple[str, ...]] = {
-    "video": ("fieldpress.video",),
-    "image": ("fieldpress.fields",),
-    "scene": ("fieldpress.scenes", "fieldpress.scenes.lightgaussian"),
-}
-
-
-def register_kind(kind: str, decoder_factory: Callable[[Container], Any],
-                  summary: Callable[[dict], dict]) -> None:
-    """Called by a family at import: how to decode its containers and summarise their headers."""
-    if kind not in KINDS:
-        raise ValueError(f"unknown container kind {kind!r}; kinds: {', '.join(KINDS)}")
-    _REGISTRY[kind] = _KindEntry(decoder_factory, summary)
-
-
-def _kind_entry(kind: str) -> _KindEntry | None:
-    for module in _FAMILY_MODULES.get(kind, ()):
-        if kind in _REGISTRY:
-            break
-        try:
-            importlib.import_module(module)
-        except ImportError:
-            continue
-    return _REGISTRY.get(kind)
 
 
 # ----------------------------------------------------------------------------- writing
@@ -203,7 +166,7 @@ def write_container(path: str | os.PathLike[str], kind: str, header: Mapping[str
     `streams` maps names to numpy arrays or torch tensors (bfloat16 tensors keep their dtype);
     `codecs` optionally maps names to "auto" (default: smallest), "ans", "zstd" or "raw".
     """
-    from fieldpress.cli import atomic_write_bytes
+    from fieldpress.io import atomic_write_bytes
 
     return atomic_write_bytes(path, encode_container(kind, header, streams, codecs))
 
@@ -366,15 +329,18 @@ def _load_index(path: str | os.PathLike[str]) -> tuple[_Index, Any]:
 
 
 def _summary(kind: str, header: dict[str, Any]) -> dict[str, Any]:
-    """The family's one-screen summary of a header ({} when no family is installed for the kind)."""
-    entry = _kind_entry(kind)
-    if entry is None:
+    """The codec's one-screen summary of a header ({} when no installed codec reads it)."""
+    from fieldpress.codec.registry import codec_for
+
+    try:
+        codec = codec_for(kind, header)
+    except FormatError:
         return {}
     try:
-        return dict(entry.summary(header))
+        return {"codec": codec.name, **dict(codec.summarize(header))}
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
-        # a header this version's family does not understand (e.g. a golden test file): still show it
-        return {"summary_error": f"{type(exc).__name__}: {exc}"}
+        # a header this version's codec does not understand (e.g. a golden test file): still show it
+        return {"codec": codec.name, "summary_error": f"{type(exc).__name__}: {exc}"}
 
 
 def read_info(path: str | os.PathLike[str], verify: bool = True) -> ContainerInfo:
@@ -453,12 +419,18 @@ class Container:
         return ContainerInfo(str(self.path), self.kind, self.version, self.file_bytes, self.header,
                              tuple(self.streams.values()), _summary(self.kind, self.header))
 
-    def decoder(self) -> Any:
-        """The family's decoder object for this container's kind (looked up in the kind registry)."""
-        entry = _kind_entry(self.kind)
-        if entry is None:
-            raise InputError(f"{self.path}: no decoder is installed for {self.kind} containers")
-        return entry.decoder_factory(self)
+    def codec(self) -> Any:
+        """The codec that wrote this file (named in its header; see fieldpress.codec.registry)."""
+        from fieldpress.codec.registry import codec_for
+
+        try:
+            return codec_for(self.kind, self.header)
+        except FormatError as exc:
+            raise FormatError(f"{self.path}: {exc}") from None
+
+    def decoder(self, **options: Any) -> Any:
+        """The codec's decoder object for this file (e.g. frames of a video, the image, the scene)."""
+        return self.codec().decode(self, **options)
 
 
 def open_container(path: str | os.PathLike[str]) -> Container:

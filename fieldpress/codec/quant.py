@@ -8,45 +8,30 @@ and a decoded file reproduces the weights that were evaluated (and fine-tuned wi
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
-from fieldpress.codec.dtypes import as_stream_array
+from fieldpress.codec.qtensor import (
+    QTensor,
+    bit_range,
+    check_bits,
+    from_parts,
+    stream,
+    torch_dtype,
+)
 from fieldpress.errors import FormatError
 
-MIN_BITS, MAX_BITS = 2, 16
 # Scale floor relative to the tensor's magnitude: keeps |zero_point| <= 2**22 (exact in float32) for
 # constant or nearly constant channels, and maps a constant channel back to itself exactly.
 REL_SCALE_FLOOR = 2.0**-22
 TINY = torch.finfo(torch.float32).tiny
 STATE_FORMAT = "fieldpress.state/1"
-
-
-@dataclass(frozen=True)
-class QTensor:
-    """A quantized tensor: integer symbols plus what dequantize needs to map them back."""
-
-    q: Tensor  # int32 symbols in [qmin, qmax], the shape of the original tensor
-    scale: Tensor  # float32, broadcastable against q (the channel axis keeps its size)
-    zero_point: Tensor  # float32 integers, same shape as scale
-    qmin: int
-    qmax: int
-    bits: int
-    axis: int | None
-    symmetric: bool
-    dtype: torch.dtype  # of the original tensor; dequantize returns this dtype
-
-
-def _check_bits(bits: int) -> int:
-    if not (isinstance(bits, (int, np.integer)) and MIN_BITS <= int(bits) <= MAX_BITS):
-        raise ValueError(f"bits must be an integer in {MIN_BITS}..{MAX_BITS}, got {bits!r}")
-    return int(bits)
 
 
 def _channel_view(x: Tensor, axis: int | None) -> tuple[Tensor, list[int]]:
@@ -68,7 +53,7 @@ def quant_params(t: Tensor, bits: int, axis: int | None,
     scale and zero_point are float32 and broadcast against `t` (0-d per tensor). The scale has a floor
     of max(2**-22 * max|x|, float32 tiny), so constant channels stay exact and zero_point stays exact.
     """
-    bits = _check_bits(bits)
+    bits = check_bits(bits)
     x = t.detach().to(dtype=torch.float32)  # stays on its device: QAT calls this every forward
     rows, shape = _channel_view(x, axis)
     if rows.shape[1] == 0:
@@ -77,13 +62,11 @@ def quant_params(t: Tensor, bits: int, axis: int | None,
         lo, hi = rows.amin(dim=1), rows.amax(dim=1)
     absmax = torch.maximum(lo.abs(), hi.abs())
     floor = torch.clamp(absmax * REL_SCALE_FLOOR, min=TINY)
+    qmin, qmax = bit_range(bits, symmetric)
     if symmetric:
-        qmax = 2 ** (bits - 1) - 1
-        qmin = -qmax
         scale = torch.maximum(absmax / qmax, floor)
         zero_point = torch.zeros_like(scale)
     else:
-        qmin, qmax = 0, 2**bits - 1
         scale = torch.maximum((hi - lo) / qmax, floor)
         zero_point = torch.round(-lo / scale)
     if axis is None:
@@ -112,7 +95,7 @@ def choose_axis(t: Tensor, bits: int, symmetric: bool = False) -> int | None:
 
 def quantize(t: Tensor, bits: int, axis: int | None | str = "auto", symmetric: bool = False) -> QTensor:
     """Quantize `t` uniformly to `bits` bits (2..16); axis None = per tensor, "auto" = choose_axis."""
-    bits = _check_bits(bits)
+    bits = check_bits(bits)
     if axis == "auto":
         axis = choose_axis(t, bits, symmetric)
     elif axis is not None and not isinstance(axis, (int, np.integer)):
@@ -122,19 +105,19 @@ def quantize(t: Tensor, bits: int, axis: int | None | str = "auto", symmetric: b
     x = t.detach().to(device="cpu", dtype=torch.float32)
     scale, zp, qmin, qmax = quant_params(x, bits, axis, symmetric)
     q = _quantize_with(x, scale, zp, qmin, qmax).to(torch.int32)
-    return QTensor(q, scale, zp, qmin, qmax, bits, axis, bool(symmetric), t.dtype)
+    return QTensor(q, scale, zp, bits, axis, symmetric=bool(symmetric), dtype=t.dtype)
 
 
 def dequantize(q: QTensor) -> Tensor:
     """x_hat = (q - zero_point) * scale in float32, returned in the original dtype."""
-    return ((q.q.to(torch.float32) - q.zero_point) * q.scale).to(q.dtype)
+    return q.dequantize()
 
 
 # ----------------------------------------------------------------------------- pruning
 def _prunable_state(module_or_state: nn.Module | Mapping[str, Tensor], names: Iterable[str] | None
                     ) -> dict[str, Tensor]:
     if isinstance(module_or_state, nn.Module):
-        from fieldpress.engine.prunable import prunable_weights, weight_tensor
+        from fieldpress.codec.prunable import prunable_weights, weight_tensor
 
         state = {name: weight_tensor(mod, attr) for name, mod, attr in prunable_weights(module_or_state)}
     else:
@@ -208,7 +191,7 @@ def allocate_bits(state: nn.Module | Mapping[str, Tensor], target_error: float |
     """
     if (target_error is None) == (target_bits is None):
         raise ValueError("give exactly one of target_error and target_bits")
-    levels = sorted({_check_bits(b) for b in choices})
+    levels = sorted({check_bits(b) for b in choices})
     if isinstance(state, nn.Module):
         tensors = _prunable_state(state, names)
     else:
@@ -284,12 +267,6 @@ def allocate_bits(state: nn.Module | Mapping[str, Tensor], target_error: float |
 
 
 # ----------------------------------------------------------------------------- state dicts
-def _symbol_dtype(bits: int, symmetric: bool) -> torch.dtype:
-    if symmetric:
-        return torch.int8 if bits <= 8 else torch.int16
-    return torch.uint8 if bits <= 8 else torch.int32  # stored as uint16 below (torch lacks uint16 ops)
-
-
 def compress_state_dict(state: nn.Module | Mapping[str, Tensor], *, bits: int | None = 8,
                         bits_per_tensor: Mapping[str, int] | None = None,
                         masks: Mapping[str, Tensor] | None = None, keep_float: Iterable[str] = (),
@@ -340,11 +317,10 @@ def compress_state_dict(state: nn.Module | Mapping[str, Tensor], *, bits: int | 
                 raise ValueError(f"mask of {name!r} has shape {tuple(mask.shape)}, tensor {tuple(t.shape)}")
             x = x * mask
         qt = quantize(x, b, axes.get(name, axis), symmetric)
-        symbols = qt.q.numpy().astype(_symbol_dtype(b, symmetric))
         if mask is not None:
-            symbols = symbols[mask.numpy()]
+            qt = dataclasses.replace(qt, mask=mask)
             streams[prefix + name + ":mask"] = mask.numpy()
-        streams[prefix + name] = symbols
+        streams[prefix + name] = qt.symbols()
         bit_list.append(b)
         axis_list.append(qt.axis)
         scales.append(qt.scale.reshape(-1))
@@ -362,32 +338,33 @@ def compress_state_dict(state: nn.Module | Mapping[str, Tensor], *, bits: int | 
     return streams, meta
 
 
-def _symbol_dtype(bits: int, symmetric: bool) -> type:
-    if symmetric:
-        return np.int8 if bits <= 8 else np.int16
-    return np.uint8 if bits <= 8 else np.uint16
+class _Columns:
+    """The concatenated per-channel scales (or zero points) of a state dict, handed out in tensor order."""
+
+    def __init__(self, streams: Any, name: str, dtype: type) -> None:
+        self.streams, self.name, self.dtype = streams, name, dtype
+        self.values: np.ndarray | None = None
+        self.used = 0
+
+    def take(self, channels: int) -> np.ndarray:
+        if self.values is None:
+            self.values = stream(self.streams, self.name).astype(self.dtype).reshape(-1)
+        if self.used + channels > self.values.size:
+            raise FormatError(f"the {self.name.rsplit(':', 1)[-1]} stream is too short")
+        self.used += channels
+        return self.values[self.used - channels:self.used]
+
+    @property
+    def exhausted(self) -> bool:
+        return self.values is None or self.used == self.values.size
 
 
-def _get(streams: Any, name: str) -> np.ndarray | None:
-    """A stream from a mapping or a Container, None when absent."""
-    if hasattr(streams, "array") and not isinstance(streams, Mapping):
-        return streams.array(name) if name in streams else None
-    value = streams.get(name)
-    return None if value is None else as_stream_array(value)[0]  # bfloat16 tensors -> uint16 bits
-
-
-def _need(streams: Any, name: str) -> np.ndarray:
-    value = _get(streams, name)
-    if value is None:
-        raise FormatError(f"missing stream {name!r}")
-    return value
-
-
-def _torch_dtype(name: str) -> torch.dtype:
-    dt = getattr(torch, str(name), None)
-    if not isinstance(dt, torch.dtype):
-        raise FormatError(f"unknown tensor dtype {name!r} in the state meta")
-    return dt
+def _stored_as_is(data: np.ndarray, dtype: torch.dtype | None) -> Tensor:
+    """A tensor the state codec kept unquantized (bfloat16 travels as its uint16 bits)."""
+    if dtype == torch.bfloat16:
+        return torch.from_numpy(data.astype(np.uint16).view(np.int16).copy()).view(torch.bfloat16)
+    out = torch.from_numpy(np.array(data, copy=True))
+    return out if dtype is None else out.to(dtype)
 
 
 def decompress_state_dict(streams: Mapping[str, np.ndarray] | Any,
@@ -403,68 +380,28 @@ def decompress_state_dict(streams: Mapping[str, np.ndarray] | Any,
         raise FormatError("malformed state meta") from None
     if not len(names) == len(bit_list) == len(axis_list):
         raise FormatError("state meta lists differ in length")
-    scale_all = zp_all = None
-    n_scale = n_zp = 0
+    scales = _Columns(streams, prefix + ":scale", np.float32)
+    zero_points = None if sym else _Columns(streams, prefix + ":zero_point", np.int64)
     out: dict[str, Tensor] = {}
     for name, b, axis in zip(names, bit_list, axis_list):
         try:
-            data = _need(streams, prefix + name)
-            dtype = _torch_dtype(dtypes[name]) if name in dtypes else None
+            data = stream(streams, prefix + name)
+            dtype = torch_dtype(dtypes[name]) if name in dtypes else None
             if b == 0:
-                if dtype == torch.bfloat16:
-                    bits16 = data.astype(np.uint16).view(np.int16).copy()
-                    out[name] = torch.from_numpy(bits16).view(torch.bfloat16)
-                else:
-                    out[name] = torch.from_numpy(np.array(data, copy=True))
-                    if dtype is not None:
-                        out[name] = out[name].to(dtype)
+                out[name] = _stored_as_is(data, dtype)
                 continue
-            bits = _check_bits(int(b))
-            mask = _get(streams, prefix + name + ":mask")
+            mask = stream(streams, prefix + name + ":mask", required=False)
             shape = tuple(data.shape if mask is None else mask.shape)
-            if axis is not None and not 0 <= int(axis) < max(len(shape), 1):
+            axis = None if axis is None else int(axis)
+            if axis is not None and not 0 <= axis < max(len(shape), 1):
                 raise FormatError(f"axis {axis} out of range for shape {shape}")
-            channels = 1 if axis is None else shape[int(axis)]
-            if scale_all is None:
-                scale_all = _need(streams, prefix + ":scale").astype(np.float32).reshape(-1)
-            if n_scale + channels > scale_all.size:
-                raise FormatError("the scale stream is too short")
-            scale = torch.from_numpy(scale_all[n_scale:n_scale + channels].copy())
-            n_scale += channels
-            if sym:
-                zp = torch.zeros(channels, dtype=torch.float32)
-            else:
-                if zp_all is None:
-                    zp_all = _need(streams, prefix + ":zero_point").astype(np.int64).reshape(-1)
-                if n_zp + channels > zp_all.size:
-                    raise FormatError("the zero point stream is too short")
-                zp = torch.from_numpy(zp_all[n_zp:n_zp + channels].astype(np.float32))
-                n_zp += channels
-            qmax = 2 ** (bits - 1) - 1 if sym else 2**bits - 1
-            qmin = -qmax if sym else 0
-            symbols = data.astype(np.int64).reshape(-1)
-            if symbols.size and (symbols.min() < qmin or symbols.max() > qmax):
-                raise FormatError(f"symbols outside {qmin}..{qmax}")
-            if mask is not None:
-                mask = mask.astype(bool)
-                if int(mask.sum()) != symbols.size:
-                    raise FormatError("mask does not match the symbols")
-                full = np.zeros(mask.size, np.float32)
-                full[mask.reshape(-1)] = symbols
-                q = torch.from_numpy(full).reshape(shape)
-            else:
-                q = torch.from_numpy(symbols.astype(np.float32)).reshape(shape)
-            bshape = [1] * len(shape)
-            if axis is not None:
-                bshape[int(axis)] = channels
-            x_hat = (q - zp.reshape(bshape)) * scale.reshape(bshape)
-            if mask is not None:
-                x_hat = torch.where(torch.from_numpy(mask), x_hat, torch.zeros((), dtype=torch.float32))
-            out[name] = x_hat.to(dtype or torch.float32)
-        except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+            channels = 1 if axis is None else shape[axis]
+            zp = None if zero_points is None else zero_points.take(channels)
+            qt = from_parts(data, scales.take(channels), zp, bits=int(b), axis=axis, shape=shape, mask=mask,
+                            symmetric=sym, dtype=dtype or torch.float32)
+            out[name] = qt.dequantize()
+        except (KeyError, TypeError, ValueError, RuntimeError, FormatError) as exc:
             raise FormatError(f"state tensor {name!r}: {exc}") from None
-        except FormatError as exc:
-            raise FormatError(f"state tensor {name!r}: {exc}") from None
-    if (scale_all is not None and n_scale != scale_all.size) or (zp_all is not None and n_zp != zp_all.size):
+    if not scales.exhausted or (zero_points is not None and not zero_points.exhausted):
         raise FormatError("the scale / zero point streams do not match the tensors' channels")
     return out

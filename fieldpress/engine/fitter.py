@@ -23,6 +23,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from fieldpress.codec.prunable import enforce_masks, mask_pairs
 from fieldpress.engine import distributed as ddp
 from fieldpress.engine.checkpoint import (
     checkpoint_dir,
@@ -41,7 +42,6 @@ from fieldpress.engine.config import (
     Stage,
 )
 from fieldpress.engine.metrics_log import MetricsLog, log_path
-from fieldpress.engine.prunable import enforce_masks, mask_pairs
 from fieldpress.engine.rng import EpochOrder, capture_rng, restore_rng, seed_everything
 from fieldpress.engine.schedule import lr_factor
 from fieldpress.engine.stages import STAGE_KINDS
@@ -65,7 +65,7 @@ def _diff_keys(a: Any, b: Any) -> list[str]:
 def _resolve_device(name: str | torch.device) -> torch.device:
     if isinstance(name, torch.device):
         return name
-    from fieldpress.cli import resolve_device
+    from fieldpress.runtime import resolve_device
 
     return resolve_device(name)
 
@@ -309,7 +309,7 @@ class Fitter:
                 self._restore_model(tensors)
         total = sum(s.epochs * spe for s in self.stages)
         done = sum(s.epochs * spe for s in self.stages[: pos["stage"]]) + pos["epoch"] * spe + pos["step"]
-        from fieldpress.cli import make_progress
+        from fieldpress.runtime import make_progress
 
         self.progress = make_progress(self.show_progress and self.dist.is_main)
         with self.progress:

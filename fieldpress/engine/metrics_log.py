@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from fieldpress.cli import atomic_write_text
+from fieldpress.io import atomic_write_text
 
 
 def log_path(output: str | os.PathLike[str]) -> Path:

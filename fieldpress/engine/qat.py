@@ -15,7 +15,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
-from fieldpress.engine.prunable import prunable_weights
+from fieldpress.codec.prunable import prunable_weights
 
 
 class FakeQuantize(nn.Module):

@@ -15,7 +15,7 @@ from typing import Any, Protocol
 import torch
 from torch import nn
 
-from fieldpress.engine.prunable import apply_masks, prunable_weights, weight_tensor
+from fieldpress.codec.prunable import apply_masks, prunable_weights, weight_tensor
 
 
 class StageState(Protocol):

@@ -5,30 +5,20 @@ tiny-cuda-nn style config dicts, ``FieldModel`` (encoding then network), ``CAM``
 modulation) with ``cam_param_groups``, and the ``fit-image`` / ``decode-image`` commands.
 """
 
-from fieldpress.fields.cam import CAM, cam_param_groups
-from fieldpress.fields.encodings import ENCODINGS, Encoding, register_encoding
-from fieldpress.fields.mlp import MLP, NETWORKS, FieldModel, Network, Siren, register_network
+import importlib
+from typing import Any
 
-__all__ = [
-    "CAM",
-    "ENCODINGS",
-    "MLP",
-    "NETWORKS",
-    "Encoding",
-    "FieldModel",
-    "Network",
-    "Siren",
-    "cam_param_groups",
-    "register_encoding",
-    "register_network",
-]
+_EXPORTS = {
+    "CAM": "cam", "cam_param_groups": "cam",
+    "ENCODINGS": "encodings", "Encoding": "encodings", "register_encoding": "encodings",
+    "MLP": "mlp", "NETWORKS": "mlp", "FieldModel": "mlp", "Network": "mlp", "Siren": "mlp",
+    "register_network": "mlp",
+}
+__all__ = sorted(_EXPORTS)
 
 
-def _register_image_kind() -> None:
-    """Make `.fpi` containers decodable (the container imports this package lazily for kind "image")."""
-    from fieldpress.fields.image import register
-
-    register()
-
-
-_register_image_kind()
+def __getattr__(name: str) -> Any:
+    """Import the public pieces on first use: fieldpress.fields.codecs must load without torch."""
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f"fieldpress.fields.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module 'fieldpress.fields' has no attribute {name!r}")

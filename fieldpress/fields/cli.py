@@ -2,22 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from fieldpress.cli import (
-    RunSummary,
-    add_device_arg,
-    entry,
-    input_file,
-    new_parser,
-    parse_count,
-    progress_enabled,
-    resolve_device,
-)
+from fieldpress.cli import RunSummary, add_device_arg, entry, input_file, new_parser, parse_count
 from fieldpress.errors import InputError
+from fieldpress.runtime import cpu_threads, progress_enabled, resolve_device
 
 __all__ = ["decode_image_command", "decode_image_main", "fit_image_command", "fit_image_main"]
 
@@ -57,23 +48,12 @@ def _fit_parser():
     return p
 
 
-def _cpu_threads(requested: int | None) -> int:
-    """Threads for CPU fits: the flag, else OMP_NUM_THREADS, else 1 (several threads on small batches
-    mostly add synchronisation; on a shared 2-core machine they made steps ~9x slower)."""
-    if requested is not None:
-        if requested < 1:
-            raise InputError(f"--threads must be positive, got {requested}")
-        return requested
-    env = os.environ.get("OMP_NUM_THREADS", "")
-    return int(env) if env.isdigit() and int(env) > 0 else 1
-
-
 def fit_image_command(argv: Sequence[str] | None = None) -> int:
     """fit-image IN [-o OUT.fpi] [--model ...] [--params N] [--steps N] [--minutes M] [--bits B]."""
     import torch
 
     from fieldpress.codec.container import write_container
-    from fieldpress.fields.image import decode_model, encode_image, fit_image, image_psnr, register, render
+    from fieldpress.fields.image import decode_model, encode_image, fit_image, image_psnr, render
     from fieldpress.fields.image_io import read_image
     from fieldpress.fields.presets import plan_model
 
@@ -92,7 +72,7 @@ def fit_image_command(argv: Sequence[str] | None = None) -> int:
         raise InputError(f"--minutes must be positive, got {args.minutes}")
     device = resolve_device(args.device)
     if device.type == "cpu":
-        torch.set_num_threads(_cpu_threads(args.threads))
+        torch.set_num_threads(cpu_threads(args.threads, small_batches=True))
     array, info = read_image(src)
     plan = plan_model(args.model, budget, info.width, info.height, info.channels)
     torch.manual_seed(args.seed)
@@ -117,7 +97,6 @@ def fit_image_command(argv: Sequence[str] | None = None) -> int:
     header.update(
         {"psnr": round(psnr, 4), "psnr_channels": f"{info.mode} at {info.bit_depth} bits", "steps": fit.steps}
     )
-    register()
     n_bytes = write_container(output, "image", header, streams)
     bpp = n_bytes * 8.0 / (info.width * info.height)
     RunSummary(
@@ -146,7 +125,7 @@ def fit_image_command(argv: Sequence[str] | None = None) -> int:
 def decode_image_command(argv: Sequence[str] | None = None) -> int:
     """decode-image IN.fpi -o OUT.png: render the field back to a PNG of the original size and mode."""
     from fieldpress.codec.container import open_container
-    from fieldpress.fields.image import ImageDecoder, register
+    from fieldpress.fields.image import ImageDecoder
     from fieldpress.fields.image_io import write_png
 
     p = new_parser("decode-image", "Decode a .fpi image field back to a PNG in the original size and mode.")
@@ -162,7 +141,6 @@ def decode_image_command(argv: Sequence[str] | None = None) -> int:
     if output.suffix.lower() != ".png":
         raise InputError(f"{output}: decode-image writes PNG; give an output ending in .png")
     device = resolve_device(args.device)
-    register()
     container = open_container(src)
     if container.kind != "image":
         raise InputError(

@@ -376,26 +376,11 @@ class ImageDecoder:
         return render(self.model(), self.info, device)
 
 
-def summarize(header: Mapping[str, Any]) -> dict[str, Any]:
-    """What `fieldpress info` shows for an image file (from the header only)."""
-    image = dict(header.get("image", {}))
-    model = dict(header.get("model", {}))
-    out: dict[str, Any] = {
-        "size": f"{image.get('width')}x{image.get('height')}",
-        "mode": image.get("mode"),
-        "bit_depth": image.get("bit_depth"),
-        "model": model.get("name"),
-        "params": model.get("n_params"),
-        "bits": header.get("bits"),
-    }
-    for key in ("psnr", "psnr_channels", "steps"):
-        if key in header:
-            out[key] = header[key]
-    return out
+class ImageCodecImpl:
+    """The heavy half of the image field codec (fieldpress.fields.codecs): decode a container."""
+
+    def decode(self, container: Any) -> ImageDecoder:
+        return ImageDecoder(container)
 
 
-def register() -> None:
-    """Register the "image" kind with the container (decoder + `fieldpress info` summary)."""
-    from fieldpress.codec.container import register_kind
-
-    register_kind(KIND, ImageDecoder, summarize)
+FIELD_CODEC = ImageCodecImpl()

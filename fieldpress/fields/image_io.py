@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from fieldpress.cli import atomic_path
 from fieldpress.errors import InputError
+from fieldpress.io import atomic_path
 
 __all__ = ["MODES", "RasterInfo", "read_image", "write_png"]
 

@@ -3,10 +3,18 @@
 
 from __future__ import annotations
 
-from fieldpress.scenes.cameras import Camera, orbit
-from fieldpress.scenes.formats import SceneFormat, load_scene, register_format, save_scene
-from fieldpress.scenes.render import render
-from fieldpress.scenes.scene import GaussianScene
+import importlib
+from typing import Any
 
-__all__ = ["Camera", "GaussianScene", "SceneFormat", "load_scene", "orbit", "register_format", "render",
-           "save_scene"]
+_EXPORTS = {
+    "Camera": "cameras", "orbit": "cameras", "SceneFormat": "formats", "load_scene": "formats",
+    "register_format": "formats", "save_scene": "formats", "render": "renderer", "GaussianScene": "scene",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    """Import the public pieces on first use: fieldpress.scenes.codecs must load without torch."""
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f"fieldpress.scenes.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module 'fieldpress.scenes' has no attribute {name!r}")

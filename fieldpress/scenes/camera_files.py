@@ -126,7 +126,7 @@ def read_inria_json(path: Path, data: list[Any] | None = None) -> list[Camera]:
 
 def write_inria_json(cameras: Sequence[Camera], path: str | os.PathLike[str]) -> int:
     """Write cameras in the INRIA cameras.json layout (plus cx, cy when off-centre); atomic."""
-    from fieldpress.cli import atomic_write_text
+    from fieldpress.io import atomic_write_text
 
     out = []
     for i, cam in enumerate(cameras):
@@ -324,7 +324,7 @@ def write_colmap_bin(cameras: Sequence[Camera], folder: str | os.PathLike[str]) 
         q = _rot_to_qvec(w2c[:3, :3])
         img_bytes.append(struct.pack("<i7di", i + 1, *q, *w2c[:3, 3], i + 1))
         img_bytes.append((cam.name or f"{i:05d}").encode() + b"\0" + struct.pack("<Q", 0))
-    from fieldpress.cli import atomic_write_bytes
+    from fieldpress.io import atomic_write_bytes
 
     atomic_write_bytes(folder / "cameras.bin", b"".join(cam_bytes))
     atomic_write_bytes(folder / "images.bin", b"".join(img_bytes))

@@ -13,16 +13,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from fieldpress.cli import (
-    RunSummary,
-    add_device_arg,
-    atomic_path,
-    entry,
-    input_file,
-    new_parser,
-    resolve_device,
-)
+from fieldpress.cli import RunSummary, add_device_arg, entry, input_file, new_parser
 from fieldpress.errors import InputError
+from fieldpress.io import atomic_path
+from fieldpress.runtime import resolve_device
 
 MAX_SIDE = 8192  # largest rendered image side, in pixels
 _VIEWS = re.compile(r"^\s*orbit(?::(\d+))?\s*$")
@@ -130,7 +124,7 @@ def render_splat_command(argv: Sequence[str] | None = None) -> int:
     """Render IN to OUT.png; several views become a contact sheet in a ceil(sqrt(n))-column grid."""
     from fieldpress.scenes.camera_files import load_cameras, write_inria_json
     from fieldpress.scenes.cameras import orbit
-    from fieldpress.scenes.render import render
+    from fieldpress.scenes.renderer import render
 
     args = _render_parser().parse_args(argv)
     t0 = time.perf_counter()

@@ -4,9 +4,6 @@
     decode-video clip.fpv -o out.mp4           # or -o frames/ for PNGs; --frames S:E for random access
 
 Python: ``fieldpress.video.codec.open_video(path).decode(start, end)`` -> uint8 (N, H, W, 3).
-Importing the package registers the "video" container kind (decoder + ``fieldpress info`` summary).
+The codecs are registered by entry point (``fieldpress.codecs``: video/hnerv, video/nerv, video/nervpp;
+see ``fieldpress.video.codecs``); importing this package imports nothing heavy.
 """
-
-from fieldpress.video.codec import register as _register
-
-_register()

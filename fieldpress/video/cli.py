@@ -17,10 +17,9 @@ from fieldpress.cli import (
     parse_crop,
     parse_frames,
     parse_wxh,
-    progress_enabled,
-    resolve_device,
 )
 from fieldpress.errors import InputError
+from fieldpress.runtime import cpu_threads, progress_enabled, resolve_device
 
 
 def _fit_parser():  # noqa: ANN202
@@ -150,8 +149,6 @@ def decode_video_command(argv: Sequence[str] | None = None) -> int:
     device = resolve_device(args.device)
     if device.type == "cpu":
         import torch
-
-        from fieldpress.video.fit import cpu_threads
 
         torch.set_num_threads(cpu_threads())
     t0 = time.perf_counter()

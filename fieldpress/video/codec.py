@@ -194,39 +194,11 @@ def open_video(path: str | Path, device: str | torch.device = "cpu") -> VideoDec
     return VideoDecoder(open_container(path), device=device)
 
 
-def _modulation(spec: Any) -> str | None:
-    """'cam (grid 30)' from the block config's modulation entry; None when the blocks have none."""
-    if not isinstance(spec, dict) or spec.get("kind") in (None, "", "none"):
-        return None
-    extra = ", ".join(f"{k} {v}" for k, v in sorted(spec.items()) if k != "kind")
-    return f"{spec['kind']} ({extra})" if extra else str(spec["kind"])
+class VideoCodecImpl:
+    """The heavy half of the video codecs (fieldpress.video.codecs): decode a container to frames."""
+
+    def decode(self, container: Any, device: str | torch.device = "cpu") -> VideoDecoder:
+        return VideoDecoder(container, device=device)
 
 
-def summary(header: dict) -> dict[str, Any]:
-    """What ``fieldpress info`` shows for a video container."""
-    cfg = header.get("config", {})
-    fit = header.get("fit") or {}
-    out = {
-        "model": header.get("model"),
-        "size": f"{header.get('width')}x{header.get('height')}",
-        "frames": header.get("frames"),
-        "first source frame": header.get("frame_start", 0),
-        "fps": header.get("fps"),
-        "strides": cfg.get("strides"),
-        "modulation": _modulation(cfg.get("modulation")),
-        "stored params": fit.get("stored_params"),
-        "weight bits": fit.get("bits"),
-        "pruned": fit.get("prune"),
-        "epochs": fit.get("epochs"),
-    }
-    if "embed" in header:
-        out["embedding bits"] = header["embed"].get("bits")
-        out["embedding shape"] = header["embed"].get("shape")
-    return {k: v for k, v in out.items() if v is not None}
-
-
-def register() -> None:
-    """Register the "video" kind with the container registry (decoder + info summary)."""
-    from fieldpress.codec.container import register_kind
-
-    register_kind(KIND, lambda container: VideoDecoder(container), summary)
+VIDEO_CODEC = VideoCodecImpl()

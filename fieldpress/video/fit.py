@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import shutil
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -19,8 +18,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from fieldpress.cli import atomic_write_text
 from fieldpress.errors import InputError
+from fieldpress.io import atomic_write_text
+from fieldpress.runtime import cpu_threads
 from fieldpress.video.codec import open_video, quantize_embeddings, write_fpv
 from fieldpress.video.data import ClipSource, make_loss, to_uint8
 from fieldpress.video.io import VideoClip
@@ -63,17 +63,6 @@ class FitOutcome:
     metrics: dict[str, Any]
     model: torch.nn.Module
     interrupted: bool
-
-
-def cpu_threads() -> int:
-    """Threads for CPU fitting: all cores on an idle machine, one when the cores are already busy
-    (oversubscribed intra-op threads spin and wait: measured 20x slower per conv at load 12 on 2 cores)."""
-    cores = os.cpu_count() or 1
-    try:
-        load = os.getloadavg()[0]
-    except OSError:
-        load = 0.0
-    return max(1, min(cores, int(cores - load + 0.5)))
 
 
 def size_for_bpp(bpp: float, frames: int, width: int, height: int, bits: int) -> int:

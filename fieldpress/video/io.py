@@ -18,8 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from fieldpress.cli import atomic_path, atomic_write_bytes
 from fieldpress.errors import InputError
+from fieldpress.io import atomic_path, atomic_write_bytes
 
 
 class VideoWarning(UserWarning):

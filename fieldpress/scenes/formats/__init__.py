@@ -41,7 +41,7 @@ def load_scene(path: str | os.PathLike[str], format: str | None = None,
 def save_scene(scene: GaussianScene, path: str | os.PathLike[str], format: str | None = None,
                **options: object) -> int:
     """Write `scene` atomically in the format named or implied by the suffix; return the file's bytes."""
-    from fieldpress.cli import atomic_path
+    from fieldpress.io import atomic_path
 
     fmt = writer_for(path, format)
     scene = scene.detach().to("cpu")

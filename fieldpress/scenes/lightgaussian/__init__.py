@@ -1,9 +1,10 @@
 """LightGaussian for existing splat scenes: global significance, pruning with recovery, SH
 distillation and VecTree quantization, written as `.fpg` containers (kind "scene").
 
-Importing this package registers the "scene" container kind (decoder + `fieldpress info` summary)
-and the `fpg` scene format (readable by `load_scene`, `render-splat`, the viewer; writable with the
-`fast` preset by `save_scene` / `fieldpress convert`).
+The codec is registered by entry point (`fieldpress.codecs`: scene/lightgaussian, see
+`fieldpress.scenes.codecs`). Importing this package registers the `fpg` scene format (readable by
+`load_scene`, `render-splat`, the viewer; writable with the `fast` preset by `save_scene` /
+`fieldpress convert`).
 """
 
 from __future__ import annotations

@@ -8,16 +8,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from fieldpress.cli import (
-    RunSummary,
-    add_device_arg,
-    entry,
-    input_file,
-    new_parser,
-    progress_enabled,
-    resolve_device,
-)
+from fieldpress.cli import RunSummary, add_device_arg, entry, input_file, new_parser
 from fieldpress.errors import InputError
+from fieldpress.runtime import progress_enabled, resolve_device
 
 DESCRIPTION = ("Compress a 3D Gaussian Splatting scene (any readable format) into a .fpg file: "
                "LightGaussian significance pruning, SH distillation and VecTree quantization, with "

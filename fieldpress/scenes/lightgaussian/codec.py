@@ -324,23 +324,14 @@ class _LazyStreams:
         return self.container.array(name)
 
 
-def summarize(header: dict[str, Any]) -> dict[str, Any]:
-    """What `fieldpress info` shows for a scene file, from the header alone."""
-    out: dict[str, Any] = {"gaussians": header.get("gaussians"), "sh_degree": header.get("sh_degree"),
-                           "codec": header.get("codec")}
-    vt = header.get("vectree")
-    if isinstance(vt, dict):
-        kept = f"{vt['kept_quant'].get('bits')}-bit" if isinstance(vt.get("kept_quant"), dict) else "float16"
-        out["vectree"] = f"{vt.get('kept')} kept {kept}, codebook {vt.get('codebook')} x {vt.get('dims')}"
-    src = header.get("source") or {}
-    if src.get("gaussians"):
-        out["gaussians_in"] = src["gaussians"]
-    if src.get("bytes") and header.get("gaussians"):
-        out["source_bytes"] = src["bytes"]
-    pos = header.get("position") or {}
-    if pos.get("bits"):
-        out["position_bits"] = pos["bits"]
-    return out
+class LightGaussianCodecImpl:
+    """The heavy half of the LightGaussian codec (fieldpress.scenes.lightgaussian.codecs)."""
+
+    def decode(self, container: Any) -> SceneDecoder:
+        return SceneDecoder(container)
+
+
+LIGHTGAUSSIAN_CODEC = LightGaussianCodecImpl()
 
 
 def read_fpg(path: str | Path) -> Any:
@@ -372,10 +363,8 @@ def write_fpg_format(scene: Any, path: Path, **options: Any) -> None:
 def register() -> None:
     """Register kind "scene" with the container (decoder + info summary) and the `fpg` scene format
     (read and write) with the scene-format registry, replacing the read-only built-in entry."""
-    from fieldpress.codec.container import register_kind
     from fieldpress.scenes.formats import SceneFormat, formats, register_format
 
-    register_kind(KIND, SceneDecoder, summarize)
     formats()  # load the built-in formats first, so ours replaces theirs and not the other way round
     register_format(SceneFormat(
         name="fpg", suffixes=(".fpg",), read=read_fpg, write=write_fpg_format, sniff=sniff, priority=100,

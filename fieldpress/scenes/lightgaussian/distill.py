@@ -109,7 +109,7 @@ class TeacherViews:
         self.calls = 0
 
     def _render(self, cam: Any) -> Tensor:
-        from fieldpress.scenes.render import render
+        from fieldpress.scenes.renderer import render
 
         with torch.no_grad():
             rgb, _ = render(self.teacher, cam, cam.width, cam.height)
@@ -143,7 +143,7 @@ def teacher_loss(model: nn.Module, batch: dict[str, Tensor]) -> tuple[Tensor, di
     """(1 - 0.2) L1 + 0.2 (1 - SSIM) of the student render against the teacher image, batch mean."""
     from pytorch_msssim import ssim
 
-    from fieldpress.scenes.render import render
+    from fieldpress.scenes.renderer import render
 
     assert isinstance(model, SceneModel)
     scene = model.scene()

@@ -272,7 +272,7 @@ def eval_cameras(scene: Any, cameras: Sequence[Any] | None, views: int = 16, wid
 
 def render_views(scene: Any, cameras: Sequence[Any], device: Any = "cpu") -> np.ndarray:
     """uint8 (T, H, W, 3) renders on a black background (all views must share a size)."""
-    from fieldpress.scenes.render import render
+    from fieldpress.scenes.renderer import render
 
     s = scene.detach().to(device)
     out = []

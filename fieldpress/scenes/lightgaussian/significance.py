@@ -4,7 +4,7 @@ For a Gaussian j the hit term is I_j = sum over views and pixels of its composit
 alpha_j * T_j (T_j: transmittance in front of it). With every Gaussian painted one constant grey,
 the rendered image is linear in the colours with exactly these weights as coefficients, so one
 backward pass of the summed image with respect to the per-Gaussian colour yields all I_j at once
-(any differentiable renderer works; ours is `fieldpress.scenes.render.render`).
+(any differentiable renderer works; ours is `fieldpress.scenes.renderer.render`).
 
 The volume term follows LightGaussian's released code (`calculate_v_imp_score`):
 V_j = prod(exp(scale_j)), ref = the entry at index int(0.9 N) of V sorted in descending order,
@@ -43,7 +43,7 @@ def hit_weights(scene: Any, cameras: Sequence[Any], width: int | None = None,
 
     Renders every view once at SH degree 0 with a leaf colour tensor and reads the gradient.
     """
-    from fieldpress.scenes.render import render
+    from fieldpress.scenes.renderer import render
     from fieldpress.scenes.scene import SH_C0
 
     base = scene.detach()

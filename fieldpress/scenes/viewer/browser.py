@@ -198,7 +198,7 @@ class HeadlessChromium:
         """Take a screenshot and write it as PNG (atomically); returns the pixels."""
         from PIL import Image
 
-        from fieldpress.cli import atomic_path
+        from fieldpress.io import atomic_path
 
         pixels = self.screenshot()
         with atomic_path(path) as tmp:

@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fieldpress.cli import atomic_path, atomic_write_bytes, atomic_write_text
 from fieldpress.errors import InputError
+from fieldpress.io import atomic_path, atomic_write_bytes, atomic_write_text
 from fieldpress.scenes.viewer.camera import initial_view, set_initial_camera
 from fieldpress.scenes.viewer.splats import add_splats, iter_chunks
 

@@ -23,7 +23,7 @@ def render_psnr(scene_a: Any, scene_b: Any, camera: Any, device: str | None = No
     import torch
 
     from fieldpress.metrics import psnr
-    from fieldpress.scenes.render import render
+    from fieldpress.scenes.renderer import render
 
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"

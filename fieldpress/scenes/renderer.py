@@ -10,10 +10,9 @@ colours from SH to the chosen degree (+0.5, clamped at 0). The CPU path is diffe
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -21,6 +20,7 @@ import torch.nn.functional as F  # noqa: N812
 from torch import Tensor
 
 from fieldpress.errors import InputError
+from fieldpress.runtime import torch_threads
 from fieldpress.scenes.cameras import Camera
 from fieldpress.scenes.scene import GaussianScene
 from fieldpress.scenes.sh import eval_sh
@@ -159,23 +159,8 @@ def render(scene: GaussianScene, camera: Camera, width: int | None = None, heigh
     use_gsplat = backend == "gsplat" or (backend == "auto" and scene.means.is_cuda and _has_gsplat())
     if use_gsplat:
         return _render_gsplat(scene, camera, degree, background)
-    with _threads(RENDER_THREADS):
+    with torch_threads(RENDER_THREADS):
         return _render_cpu(scene, camera, degree, background)
-
-
-@contextlib.contextmanager
-def _threads(n: int) -> Iterator[None]:
-    """Run torch ops with `n` intra-op threads: the CPU rasterizer's ops are small (one tile), where
-    OpenMP fork/join costs more than it gains and collapses on an oversubscribed machine."""
-    previous = torch.get_num_threads()
-    if n <= 0 or n == previous:
-        yield
-        return
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
 
 
 def _has_gsplat() -> bool:

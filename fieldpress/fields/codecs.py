@@ -1,0 +1,34 @@
+"""The image codecs as the codec registry sees them: names, versions and header summaries, without
+torch (so `fieldpress info` stays light). Decoding lives in `fieldpress.fields.image`."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from fieldpress.codec.registry import LazyCodec
+
+LEGACY_FORMAT = 1  # the header's "format" before codecs were named
+
+
+def summarize(header: Mapping[str, Any]) -> dict[str, Any]:
+    """What `fieldpress info` shows for an image file (from the header only)."""
+    image = dict(header.get("image", {}))
+    model = dict(header.get("model", {}))
+    out: dict[str, Any] = {
+        "size": f"{image.get('width')}x{image.get('height')}",
+        "mode": image.get("mode"),
+        "bit_depth": image.get("bit_depth"),
+        "model": model.get("name"),
+        "params": model.get("n_params"),
+        "bits": header.get("bits"),
+    }
+    for key in ("psnr", "psnr_channels", "steps"):
+        if key in header:
+            out[key] = header[key]
+    return out
+
+
+FIELD = LazyCodec("image", "field", 1, "fieldpress.fields.image:FIELD_CODEC", summarize,
+                  lambda header: header.get("format") == LEGACY_FORMAT,
+                  "a coordinate field (SIREN, Fourier features, hash grid, CAM) with quantized weights")

@@ -1,0 +1,57 @@
+"""The video codecs as the codec registry sees them: names, versions and header summaries, without
+torch (so `fieldpress info` stays light). Decoding lives in `fieldpress.video.codec`."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from fieldpress.codec.registry import LazyCodec
+
+LEGACY_FORMAT = "fieldpress-video/1"  # the header's "format" before codecs were named
+
+
+def _modulation(spec: Any) -> str | None:
+    """'cam (grid 30)' from the block config's modulation entry; None when the blocks have none."""
+    if not isinstance(spec, dict) or spec.get("kind") in (None, "", "none"):
+        return None
+    extra = ", ".join(f"{k} {v}" for k, v in sorted(spec.items()) if k != "kind")
+    return f"{spec['kind']} ({extra})" if extra else str(spec["kind"])
+
+
+def summarize(header: Mapping[str, Any]) -> dict[str, Any]:
+    """What ``fieldpress info`` shows for a video container."""
+    cfg = header.get("config", {})
+    fit = header.get("fit") or {}
+    out = {
+        "model": header.get("model"),
+        "size": f"{header.get('width')}x{header.get('height')}",
+        "frames": header.get("frames"),
+        "first source frame": header.get("frame_start", 0),
+        "fps": header.get("fps"),
+        "strides": cfg.get("strides"),
+        "modulation": _modulation(cfg.get("modulation")),
+        "stored params": fit.get("stored_params"),
+        "weight bits": fit.get("bits"),
+        "pruned": fit.get("prune"),
+        "epochs": fit.get("epochs"),
+    }
+    if "embed" in header:
+        out["embedding bits"] = header["embed"].get("bits")
+        out["embedding shape"] = header["embed"].get("shape")
+    return {k: v for k, v in out.items() if v is not None}
+
+
+def _legacy(model: str) -> Any:
+    """Claims a video header written before codecs were named, by its model name."""
+    return lambda header: header.get("format") == LEGACY_FORMAT and header.get("model") == model
+
+
+def _codec(name: str, description: str) -> LazyCodec:
+    return LazyCodec("video", name, 1, "fieldpress.video.codec:VIDEO_CODEC", summarize, _legacy(name),
+                     description)
+
+
+HNERV = _codec("hnerv", "HNeRV: a conv decoder from per-frame content embeddings (Chen et al. 2023)")
+NERV = _codec("nerv", "NeRV: a conv decoder from a positional encoding of the frame index (Chen et al. 2021)")
+NERVPP = _codec("nervpp", "NeRV++: NeRV with separable conv blocks and CAM (Ghorbel et al. 2024)")
