@@ -81,8 +81,8 @@ def test_steps_per_epoch_and_index_batches() -> None:
 def test_fit_prune_qat_stages() -> None:
     data = Points()
     start = float(make_loss()(make_model(dropout=0.0), data.batch(torch.arange(len(data))))[0].detach())
-    stages = [Stage("fit", 6, 1e-2), Stage("prune", 3, 2e-3, prune_amount=0.5),
-              Stage("qat", 2, 1e-3, bits=6)]
+    stages = [Stage("fit", 6, 1e-2), Stage.prune(3, 2e-3, amount=0.5),
+              Stage.qat(2, 1e-3, bits=6)]
     model, result = _fit(stages)
     weights = {n: m.weight for n, m in model.named_modules() if isinstance(m, nn.Linear)}
     total = sum(w.numel() for w in weights.values())

@@ -15,7 +15,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from fieldpress.engine import FitConfig, Fitter, Stage
+from fieldpress.engine import FitConfig, Fitter, PruneOptions, QatOptions, Stage
 from fieldpress.engine.checkpoint import checkpoint_dir, load_checkpoint
 from fieldpress.errors import ResumeError
 from tests.helpers.threads import one_thread  # noqa: F401 - autouse fixture
@@ -133,7 +133,8 @@ def test_checkpoint_holds_no_pickle(tmp_path: Path) -> None:
     json.loads((checkpoint_dir(out) / "meta.json").read_text())
 
 
-PQ_STAGES = [Stage("fit", 2, 1e-2), Stage("prune", 2, 2e-3, prune_amount=0.4), Stage("qat", 2, 1e-3, bits=6)]
+PQ_STAGES = [Stage("fit", 2, 1e-2), Stage("prune", 2, 2e-3, options=PruneOptions(0.4)),
+             Stage("qat", 2, 1e-3, options=QatOptions(bits=6))]
 
 
 @pytest.mark.parametrize("at_call", [20, 36])  # 16 steps per stage pair: 20 is in prune, 36 in QAT
