@@ -225,7 +225,7 @@ def fit_image(
     stays a hard cap. CPU fits use small batches (CPU_BATCH): more steps per second beat larger
     batches under a time budget there; CUDA uses the plan's batch.
     """
-    from fieldpress.engine import FitConfig, Fitter, Stage
+    from fieldpress.engine import FitConfig, Fitter, Stage, plan_budget
     from fieldpress.engine.probe import seconds_per_step
 
     started = time.perf_counter() if started is None else started
@@ -233,23 +233,27 @@ def fit_image(
     model = build_model(plan, info.channels, seed)
     batch = min(plan.batch_size if device.type == "cuda" else CPU_BATCH, len(source))
     calibration: dict[str, float] = {}
-    fit_minutes = None
+    fit_minutes = budget = None
     if minutes is not None:
-        total = minutes * 60.0
         per_step = seconds_per_step(
             model, source, mse_loss, batch, device, lr=plan.lr, param_groups=cam_param_groups
         )
         render_seconds = _render_seconds(model, source, device)
-        # the final render runs twice (quantized check + the decoder's), plus coding and writing
-        reserve = 2.2 * render_seconds + 0.03 * total + 1.0
         calibration = {"seconds_per_step": per_step, "render_seconds": render_seconds}
-    if steps is None and minutes is None:
+        budget = plan_budget(  # without --steps: as many steps as fit; with it: the budget only caps
+            minutes,
+            per_step,
+            epochs=None if steps is None else {"fit": steps},
+            # the final render runs twice (quantized check + the decoder's), plus coding and writing
+            reserve_seconds=2.2 * render_seconds + 0.03 * minutes * 60.0 + 1.0,
+            elapsed_seconds=time.perf_counter() - started,
+            margin=1 / 1.1,
+            min_epochs=10,
+            shrink=False,
+        )
+        steps, fit_minutes = budget.epochs["fit"], budget.cap_minutes
+    if steps is None:
         steps = DEFAULT_STEPS
-    elif steps is None:
-        budget = max(1.0, total - reserve - (time.perf_counter() - started))
-        steps = max(10, int(budget / (per_step * 1.1)))
-    if minutes is not None:
-        fit_minutes = max(1.0, total - reserve - (time.perf_counter() - started)) / 60.0
     if steps < 1:
         raise InputError("--steps must be at least 1")
     config = FitConfig(
@@ -274,6 +278,7 @@ def fit_image(
         param_groups=cam_param_groups,
         evaluate=evaluate,
         show_progress=show_progress,
+        budget=budget,
     )
     result = fitter.run()
     fitted = result.model.to("cpu")
