@@ -15,7 +15,7 @@ import math
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -27,6 +27,9 @@ from fieldpress.fields.encodings import Encoding, GridEncoding, RandomFourierEnc
 from fieldpress.fields.image_io import RasterInfo
 from fieldpress.fields.mlp import FieldModel, Network
 from fieldpress.fields.presets import ModelPlan
+
+if TYPE_CHECKING:
+    from fieldpress.engine.budget import BudgetPlan
 
 __all__ = [
     "FitImageResult",
@@ -202,6 +205,39 @@ def _render_seconds(model: FieldModel, source: PixelSource, device: torch.device
     return (time.perf_counter() - t0) * len(source) / chunk
 
 
+def _plan_minutes(
+    model: FieldModel,
+    source: PixelSource,
+    plan: ModelPlan,
+    batch: int,
+    device: torch.device,
+    minutes: float,
+    steps: int | None,
+    started: float,
+) -> tuple[BudgetPlan, dict[str, float]]:
+    """Probe a step and a full render, then plan the budget: without ``steps`` as many steps as fit
+    (the cosine schedule then ends in time); with them the budget only caps the fit."""
+    from fieldpress.engine import plan_budget
+    from fieldpress.engine.probe import seconds_per_step
+
+    per_step = seconds_per_step(
+        model, source, mse_loss, batch, device, lr=plan.lr, param_groups=cam_param_groups
+    )
+    render_seconds = _render_seconds(model, source, device)
+    budget = plan_budget(
+        minutes,
+        per_step,
+        epochs=None if steps is None else {"fit": steps},
+        # the final render runs twice (quantized check + the decoder's), plus coding and writing
+        reserve_seconds=2.2 * render_seconds + 0.03 * minutes * 60.0 + 1.0,
+        elapsed_seconds=time.perf_counter() - started,
+        margin=1 / 1.1,
+        min_epochs=10,
+        shrink=False,
+    )
+    return budget, {"seconds_per_step": per_step, "render_seconds": render_seconds}
+
+
 def fit_image(
     array: np.ndarray,
     info: RasterInfo,
@@ -225,8 +261,7 @@ def fit_image(
     stays a hard cap. CPU fits use small batches (CPU_BATCH): more steps per second beat larger
     batches under a time budget there; CUDA uses the plan's batch.
     """
-    from fieldpress.engine import FitConfig, Fitter, Stage, plan_budget
-    from fieldpress.engine.probe import seconds_per_step
+    from fieldpress.engine import FitConfig, Fitter, Stage
 
     started = time.perf_counter() if started is None else started
     source = PixelSource(array, info)
@@ -235,22 +270,7 @@ def fit_image(
     calibration: dict[str, float] = {}
     fit_minutes = budget = None
     if minutes is not None:
-        per_step = seconds_per_step(
-            model, source, mse_loss, batch, device, lr=plan.lr, param_groups=cam_param_groups
-        )
-        render_seconds = _render_seconds(model, source, device)
-        calibration = {"seconds_per_step": per_step, "render_seconds": render_seconds}
-        budget = plan_budget(  # without --steps: as many steps as fit; with it: the budget only caps
-            minutes,
-            per_step,
-            epochs=None if steps is None else {"fit": steps},
-            # the final render runs twice (quantized check + the decoder's), plus coding and writing
-            reserve_seconds=2.2 * render_seconds + 0.03 * minutes * 60.0 + 1.0,
-            elapsed_seconds=time.perf_counter() - started,
-            margin=1 / 1.1,
-            min_epochs=10,
-            shrink=False,
-        )
+        budget, calibration = _plan_minutes(model, source, plan, batch, device, minutes, steps, started)
         steps, fit_minutes = budget.epochs["fit"], budget.cap_minutes
     if steps is None:
         steps = DEFAULT_STEPS
