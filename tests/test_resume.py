@@ -250,3 +250,30 @@ def test_resumed_fit_reuses_the_budget_plan_without_probing(tmp_path: Path) -> N
     result = Fitter(make_model(), Points(), make_loss(), config, stages, output=out, show_progress=False,
                     budget=again).run(resume=True)
     assert result.steps == 4 * 8
+
+
+def test_video_minutes_plan_is_kept_in_the_checkpoint_not_a_sidecar(tmp_path: Path, monkeypatch) -> None:
+    """fit_clip --minutes: the planned epochs live in the checkpoint's meta; --resume reuses them
+    without probing and rewrites the same file."""
+    import fieldpress.engine.probe as probe
+    from fieldpress.video.fit import FitOptions, fit_clip
+    from fieldpress.video.io import VideoClip
+    from tests.test_video_models import tiny_clip
+
+    monkeypatch.setattr(probe, "seconds_per_step", lambda *a, **k: 2.0)  # a slow machine: plan < 3 epochs
+    clip = VideoClip(tiny_clip(4, 32, 48), fps=10.0, source={})
+    opts = FitOptions(model="nerv", size=40_000, epochs=3, minutes=0.2)
+    out = tmp_path / "m.fpv"
+    first = fit_clip(clip, out, opts, torch.device("cpu"), show_progress=False, keep_checkpoint=True)
+    _, meta = load_checkpoint(checkpoint_dir(out))
+    assert meta["budget"]["seconds_per_step"] == 2.0 and meta["budget"]["requested"] == {"fit": 3}
+    assert first.metrics["epochs_planned"] == meta["budget"]["epochs"] and meta["budget"]["epochs"]["fit"] < 3
+    assert not list(tmp_path.glob("*.plan.json"))
+    data = out.read_bytes()
+
+    def no_probe(*args, **kwargs) -> float:
+        raise AssertionError("a resumed fit must reuse the stored plan")
+
+    monkeypatch.setattr(probe, "seconds_per_step", no_probe)
+    again = fit_clip(clip, out, opts, torch.device("cpu"), resume=True, show_progress=False)
+    assert again.metrics["epochs_planned"] == first.metrics["epochs_planned"] and out.read_bytes() == data
