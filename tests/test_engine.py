@@ -81,8 +81,8 @@ def test_steps_per_epoch_and_index_batches() -> None:
 def test_fit_prune_qat_stages() -> None:
     data = Points()
     start = float(make_loss()(make_model(dropout=0.0), data.batch(torch.arange(len(data))))[0].detach())
-    stages = [Stage("fit", 6, 1e-2), Stage("prune", 3, 2e-3, prune_amount=0.5),
-              Stage("qat", 2, 1e-3, bits=6)]
+    stages = [Stage("fit", 6, 1e-2), Stage.prune(3, 2e-3, amount=0.5),
+              Stage.qat(2, 1e-3, bits=6)]
     model, result = _fit(stages)
     weights = {n: m.weight for n, m in model.named_modules() if isinstance(m, nn.Linear)}
     total = sum(w.numel() for w in weights.values())
@@ -236,3 +236,187 @@ def test_seconds_per_step_times_a_copy_and_leaves_the_model_alone() -> None:
                                param_groups=param_groups)
     assert seconds > 0 and math.isfinite(seconds) and groups == [0.5]
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+# ----------------------------------------------------------------------------- stage options
+def test_stage_options_belong_to_their_kind() -> None:
+    from fieldpress.engine import FitOptions, PruneOptions, QatOptions, RdOptions
+
+    assert Stage("fit", 1, 1e-3).options == FitOptions()
+    assert Stage("qat", 1, 1e-3).options == QatOptions()  # None: the kind's defaults
+    assert Stage.prune(2, 1e-3, amount=0.3) == Stage("prune", 2, 1e-3, options=PruneOptions(0.3))
+    assert Stage.qat(2, 1e-3, bits=6, axis=0) == Stage("qat", 2, 1e-3, options=QatOptions(6, 0))
+    assert Stage.rd(2, 1e-3, 0.5, lambda_warmup=0.2).options == RdOptions(0.5, 0.2)
+    with pytest.raises(InputError, match="PruneOptions, got QatOptions"):
+        Stage("prune", 1, 1e-3, options=QatOptions())
+    with pytest.raises(InputError, match="needs options=RdOptions"):
+        Stage("rd", 1, 1e-3)
+    for bad in (lambda: PruneOptions(1.0), lambda: QatOptions(bits=1), lambda: QatOptions(axis="x"),
+                lambda: RdOptions(-1.0), lambda: RdOptions(1.0, warmup=2.0)):
+        with pytest.raises(InputError):
+            bad()
+    d = Stage.qat(2, 1e-3, bits=6, warmup=0.1).to_dict()
+    assert d == {"kind": "qat", "epochs": 2, "lr": 1e-3, "warmup": 0.1, "schedule": "cosine",
+                 "min_lr_ratio": 0.0, "options": {"bits": 6, "axis": "auto", "symmetric": False}}
+    assert json.loads(json.dumps(d)) == d
+    assert Stage("fit", 1, 1e-3).to_dict()["options"] == {}
+
+
+# ----------------------------------------------------------------------------- StepInfo and on_step
+def test_loss_takes_info_is_decided_from_the_signature() -> None:
+    from fieldpress.engine.config import loss_takes_info
+
+    def two(model, batch): ...
+    def three(model, batch, info): ...
+    def named_default(model, batch, info=None): ...
+    def other_default(model, batch, weight=1.0): ...
+    def star(*args): ...
+
+    assert [loss_takes_info(f) for f in (two, three, named_default, other_default, star, len)] == [
+        False, True, True, False, False, False]
+
+
+def test_loss_receives_step_info() -> None:
+    from fieldpress.engine import StepInfo
+
+    seen: list[StepInfo] = []
+    plain = make_loss()
+
+    def loss_fn(model, batch, info):
+        seen.append(info)
+        return plain(model, batch)
+
+    cfg = FitConfig(batch_size=16, seed=1)  # 4 steps per epoch
+    Fitter(make_model(), Points(), loss_fn, cfg, [Stage("fit", 2, 1e-3), Stage.qat(1, 1e-3)],
+           show_progress=False).run()
+    assert [i.global_step for i in seen] == list(range(12))
+    assert [(i.stage, i.kind, i.stage_step, i.stage_steps) for i in seen[7:9]] == [
+        (0, "fit", 7, 8), (1, "qat", 0, 4)]
+    assert [i.progress for i in seen[:8]] == [k / 8 for k in range(8)]
+    assert [i.progress for i in seen[8:]] == [0.0, 0.25, 0.5, 0.75]
+
+
+def test_on_step_runs_after_each_optimizer_step() -> None:
+    from fieldpress.engine import STAGE_KINDS, StageKind, register_stage_kind
+
+    events: list[tuple[str, int, torch.Tensor]] = []
+
+    class Recording(StageKind):
+        name = "recording"
+
+        def on_step(self, state, stage, info) -> None:
+            events.append(("on_step", info.global_step, state.model[0].weight.detach().clone()))
+
+    plain = make_loss()
+
+    def loss_fn(model, batch, info):
+        events.append(("loss", info.global_step, model[0].weight.detach().clone()))
+        return plain(model, batch)
+
+    register_stage_kind(Recording())
+    try:
+        Fitter(make_model(), Points(), loss_fn, FitConfig(batch_size=32), [Stage("recording", 2, 1e-2)],
+               show_progress=False).run()
+    finally:
+        del STAGE_KINDS["recording"]
+    assert [(e, s) for e, s, _ in events] == [(e, s) for s in range(4) for e in ("loss", "on_step")]
+    for k in range(0, 6, 2):  # on_step sees the updated weights: those the next step's loss sees
+        assert not torch.equal(events[k][2], events[k + 1][2])
+        assert torch.equal(events[k + 1][2], events[k + 2][2])
+
+
+# ----------------------------------------------------------------------------- rd stage
+def test_rd_lambda_warms_up_linearly() -> None:
+    from fieldpress.engine import RdOptions
+    from fieldpress.engine.stages import rd_lambda
+
+    assert rd_lambda(RdOptions(2.0), 0.0) == 2.0
+    assert [rd_lambda(RdOptions(2.0, 0.5), p) for p in (0.0, 0.25, 0.5, 0.9)] == [0.0, 1.0, 2.0, 2.0]
+
+
+def _rated_fit(stages, **config):
+    model = make_model(rated=True)
+    cfg = FitConfig(**{"batch_size": 8, "seed": 3, **config})
+    result = Fitter(model, Points(), make_loss(), cfg, stages, show_progress=False).run()
+    return model, result
+
+
+def test_rd_stage_trades_distortion_for_rate() -> None:
+    """The rate (an L1 penalty on one layer) shrinks under an rd stage, more with a larger lambda, and
+    the step metrics report it; the distortion pays for it."""
+    fit = [Stage("fit", 4, 1e-2)]
+    plain, plain_result = _rated_fit([*fit, Stage("fit", 4, 3e-3)])
+    rates, losses = [], []
+    for lmbda in (1e-3, 1e-2):
+        model, result = _rated_fit([*fit, Stage.rd(4, 3e-3, lmbda, lambda_warmup=0.25)])
+        rates.append(float(model.rate_bits(None).detach()))
+        losses.append(result.stages[1]["loss"] - lmbda * result.stages[1]["rate_bits"])
+        assert result.stages[1]["lambda"] == pytest.approx(lmbda)  # last logged epoch: past the warm-up
+        assert result.stages[1]["rate_bits"] > 0
+    plain_rate = float(plain.rate_bits(None).detach())
+    assert plain_rate > rates[0] > rates[1]
+    assert rates[1] < 0.8 * plain_rate
+    assert losses[1] > plain_result.stages[1]["loss"]  # distortion (loss minus lambda x rate) went up
+
+
+def test_rd_stage_needs_a_model_with_rate_bits() -> None:
+    with pytest.raises(InputError, match="rate_bits"):
+        _fit([Stage.rd(1, 1e-3, 0.1)])
+
+
+# ----------------------------------------------------------------------------- budget planning
+def test_plan_budget_sizes_stages_to_the_budget() -> None:
+    from fieldpress.engine import plan_budget
+
+    # 60 s x 0.85 = 51 s usable; an epoch is 10 steps x 0.1 s = 1 s: 102 requested epochs -> x 0.5
+    plan = plan_budget(1.0, 0.1, epochs={"fit": 60, "prune": 30, "qat": 12}, steps_per_epoch=10, margin=0.85)
+    assert plan.epochs == {"fit": 30, "prune": 15, "qat": 6} and plan.cap_minutes == 1.0
+    assert plan_budget(10.0, 0.1, epochs={"fit": 60}, steps_per_epoch=10).epochs == {"fit": 60}  # never up
+    calls = []
+
+    def probe() -> float:
+        calls.append(1)
+        return 0.5
+
+    filled = plan_budget(1.0, probe, reserve_seconds=lambda: 9.0, elapsed_seconds=1.0, margin=0.5,
+                         min_epochs=10)
+    assert calls == [1] and filled.epochs == {"fit": 50} and filled.cap_minutes == pytest.approx(50 / 60)
+    assert plan_budget(1.0, 10.0, min_epochs=10).epochs == {"fit": 10}
+    kept = plan_budget(1.0, 10.0, epochs={"fit": 500}, shrink=False)
+    assert kept.epochs == {"fit": 500} and kept.cap_minutes == 1.0
+    with pytest.raises(InputError, match="minutes"):
+        plan_budget(0.0, 0.1)
+
+
+def test_budget_plan_goes_into_the_checkpoint(tmp_path: Path) -> None:
+    from fieldpress.engine import BudgetPlan, plan_budget
+    from fieldpress.engine.budget import stored_budget
+    from fieldpress.engine.checkpoint import checkpoint_dir, load_checkpoint
+
+    out = tmp_path / "b.fpi"
+    plan = plan_budget(5.0, 0.01, epochs={"fit": 3})
+    Fitter(make_model(), Points(), make_loss(), FitConfig(batch_size=8), [Stage("fit", 3, 1e-3)],
+           output=out, show_progress=False, budget=plan).run()
+    assert load_checkpoint(checkpoint_dir(out))[1]["budget"] == plan.to_dict()
+    assert stored_budget(out) == plan and BudgetPlan.from_dict(plan.to_dict()) == plan
+    assert stored_budget(tmp_path / "none.fpi") is None
+
+    def no_probe() -> float:
+        raise AssertionError("a resumed fit must not probe again")
+
+    assert plan_budget(5.0, no_probe, epochs={"fit": 3}, resume_from=out) == plan
+    assert plan_budget(6.0, 0.02, epochs={"fit": 3}, resume_from=out) != plan  # other flags: a new plan
+
+
+def test_seconds_per_step_passes_step_info_to_a_three_argument_loss() -> None:
+    from fieldpress.engine.probe import seconds_per_step
+
+    kinds = []
+    plain = make_loss()
+
+    def loss_fn(model, batch, info):
+        kinds.append(info.kind)
+        return plain(model, batch)
+
+    seconds_per_step(make_model(), Points(), loss_fn, 8, torch.device("cpu"), steps=1, warmup=1)
+    assert kinds == ["fit", "fit"]

@@ -15,7 +15,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from fieldpress.engine import FitConfig, Fitter, Stage
+from fieldpress.engine import FitConfig, Fitter, PruneOptions, QatOptions, Stage
 from fieldpress.engine.checkpoint import checkpoint_dir, load_checkpoint
 from fieldpress.errors import ResumeError
 from tests.helpers.threads import one_thread  # noqa: F401 - autouse fixture
@@ -133,7 +133,8 @@ def test_checkpoint_holds_no_pickle(tmp_path: Path) -> None:
     json.loads((checkpoint_dir(out) / "meta.json").read_text())
 
 
-PQ_STAGES = [Stage("fit", 2, 1e-2), Stage("prune", 2, 2e-3, prune_amount=0.4), Stage("qat", 2, 1e-3, bits=6)]
+PQ_STAGES = [Stage("fit", 2, 1e-2), Stage("prune", 2, 2e-3, options=PruneOptions(0.4)),
+             Stage("qat", 2, 1e-3, options=QatOptions(bits=6))]
 
 
 @pytest.mark.parametrize("at_call", [20, 36])  # 16 steps per stage pair: 20 is in prune, 36 in QAT
@@ -187,3 +188,92 @@ def test_checkpoint_swap_leaves_a_complete_checkpoint(tmp_path: Path) -> None:
     save_checkpoint(ck, {"a": torch.arange(5)}, {"step": 3})
     assert sorted(p.name for p in tmp_path.iterdir()) == ["x.fpi.ckpt"]
     assert load_checkpoint(ck)[1]["step"] == 3
+
+
+RD_STAGES = [Stage("fit", 2, 1e-2), Stage.rd(3, 3e-3, 1e-2, lambda_warmup=0.5)]
+
+
+def test_resume_inside_an_rd_stage_is_exact(tmp_path: Path) -> None:
+    """Ctrl-C during the rd stage's lambda warm-up, then resume: the same weights as an uninterrupted
+    run (the rate term, the warm-up and the StepInfo all follow from the checkpointed position)."""
+    reference = run(tmp_path / "ref.fpi", stages=RD_STAGES, every_steps=None, rated=True).state_dict()
+    infos = []
+    plain = make_loss()
+
+    def loss_fn(model, batch, info):  # the three-argument form, interrupted mid-stage
+        infos.append(info)
+        if len(infos) == 22:  # 16 fit steps, then the 6th of 24 rd steps (lambda at 5/12 of full)
+            signal.raise_signal(signal.SIGINT)
+        return plain(model, batch)
+
+    out = tmp_path / "rd.fpi"
+    config = FitConfig(batch_size=8, seed=7, checkpoint_every_s=3600, grad_clip=1.0)
+    with pytest.raises(KeyboardInterrupt):
+        Fitter(make_model(dropout=0.1, rated=True), Points(), loss_fn, config, RD_STAGES, output=out,
+               signature={"epochs": 6, "batch": 8}, show_progress=False).run()
+    assert (infos[-1].kind, infos[-1].stage_step, infos[-1].progress) == ("rd", 5, 5 / 24)
+    _, meta = load_checkpoint(checkpoint_dir(out))
+    assert meta["position"] == {**meta["position"], "stage": 1, "epoch": 0, "step": 6, "begun": True}
+    resumed = run(out, resume=True, stages=RD_STAGES, every_steps=None, rated=True).state_dict()
+    _assert_same(reference, resumed)
+
+
+def test_resumed_fit_reuses_the_budget_plan_without_probing(tmp_path: Path) -> None:
+    from fieldpress.engine import plan_budget
+
+    out = tmp_path / "budget.fpi"
+    # 30 s usable of the minute; 8 epochs of 8 steps at 0.78125 s take 50 s: scaled by 0.6
+    plan = plan_budget(1.0, 0.78125, epochs={"fit": 6, "tune": 2}, steps_per_epoch=8, margin=0.5)
+    assert plan.epochs == {"fit": 3, "tune": 1}
+    stages = [Stage("fit", plan.epochs["fit"], 1e-2), Stage("fit", plan.epochs["tune"], 1e-3)]
+    calls = {"n": 0}
+    plain = make_loss()
+
+    def loss_fn(model, batch):
+        calls["n"] += 1
+        if calls["n"] == 10:
+            signal.raise_signal(signal.SIGINT)
+        return plain(model, batch)
+
+    config = FitConfig(batch_size=8, seed=7, checkpoint_every_s=3600)
+    with pytest.raises(KeyboardInterrupt):
+        Fitter(make_model(), Points(), loss_fn, config, stages, output=out, show_progress=False,
+               budget=plan).run()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["budget.fpi.ckpt", "budget.fpi.log.jsonl"]
+
+    def probe() -> float:
+        raise AssertionError("resume must reuse the stored plan")
+
+    again = plan_budget(1.0, probe, epochs={"fit": 6, "tune": 2}, steps_per_epoch=8, margin=0.5,
+                        resume_from=out)
+    assert again == plan
+    result = Fitter(make_model(), Points(), make_loss(), config, stages, output=out, show_progress=False,
+                    budget=again).run(resume=True)
+    assert result.steps == 4 * 8
+
+
+def test_video_minutes_plan_is_kept_in_the_checkpoint_not_a_sidecar(tmp_path: Path, monkeypatch) -> None:
+    """fit_clip --minutes: the planned epochs live in the checkpoint's meta; --resume reuses them
+    without probing and rewrites the same file."""
+    import fieldpress.engine.probe as probe
+    from fieldpress.video.fit import FitOptions, fit_clip
+    from fieldpress.video.io import VideoClip
+    from tests.test_video_models import tiny_clip
+
+    monkeypatch.setattr(probe, "seconds_per_step", lambda *a, **k: 2.0)  # a slow machine: plan < 3 epochs
+    clip = VideoClip(tiny_clip(4, 32, 48), fps=10.0, source={})
+    opts = FitOptions(model="nerv", size=40_000, epochs=3, minutes=0.2)
+    out = tmp_path / "m.fpv"
+    first = fit_clip(clip, out, opts, torch.device("cpu"), show_progress=False, keep_checkpoint=True)
+    _, meta = load_checkpoint(checkpoint_dir(out))
+    assert meta["budget"]["seconds_per_step"] == 2.0 and meta["budget"]["requested"] == {"fit": 3}
+    assert first.metrics["epochs_planned"] == meta["budget"]["epochs"] and meta["budget"]["epochs"]["fit"] < 3
+    assert not list(tmp_path.glob("*.plan.json"))
+    data = out.read_bytes()
+
+    def no_probe(*args, **kwargs) -> float:
+        raise AssertionError("a resumed fit must reuse the stored plan")
+
+    monkeypatch.setattr(probe, "seconds_per_step", no_probe)
+    again = fit_clip(clip, out, opts, torch.device("cpu"), resume=True, show_progress=False)
+    assert again.metrics["epochs_planned"] == first.metrics["epochs_planned"] and out.read_bytes() == data

@@ -1,4 +1,5 @@
-"""The Fitter's vocabulary: the data-source protocol, the loss signature, stage and fit configs, results.
+"""The Fitter's vocabulary: the data-source protocol, the loss signature and StepInfo, stage and fit
+configs, results.
 
 Configs are frozen dataclasses so they can be compared (resume refuses on a changed plan) and
 serialised into checkpoints and file headers.
@@ -7,11 +8,15 @@ serialised into checkpoints and file headers.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 from collections.abc import Callable
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor, nn
+
+if TYPE_CHECKING:
+    from fieldpress.engine.stages import StageOptions
 
 
 @runtime_checkable
@@ -29,25 +34,58 @@ class DataSource(Protocol):
     def batch(self, indices: Tensor) -> dict[str, Tensor]: ...
 
 
-LossFn = Callable[[nn.Module, dict[str, Tensor]], tuple[Tensor, dict[str, Any]]]
-"""`loss_fn(model, batch) -> (loss, metrics)`. The loss must be the *mean* over the batch's items
-(DDP weighs each rank's share by its item count). Metric values may be floats or 0-d tensors;
-returning detached tensors avoids a host sync per step (the Fitter only reads them at log time)."""
+@dataclasses.dataclass(frozen=True)
+class StepInfo:
+    """Where a step stands, handed to the loss and to `StageKind.on_step` so schedules (soft-round
+    temperature, noise, lambda warm-up) read it instead of keeping private counters.
+
+    `stage` is the stage index and `kind` its kind's name; `stage_step` is this step's 0-based index
+    in the stage of `stage_steps` steps, `progress = stage_step / stage_steps` (0 at the first step,
+    below 1 at the last, as the lr schedule counts); `global_step` is the 0-based index over the fit.
+    """
+
+    stage: int
+    kind: str
+    progress: float
+    global_step: int
+    stage_step: int
+    stage_steps: int
+
+
+LossFn = Callable[..., tuple[Tensor, dict[str, Any]]]
+"""`loss_fn(model, batch) -> (loss, metrics)` or `loss_fn(model, batch, info: StepInfo) -> ...`.
+The loss must be the *mean* over the batch's items (DDP weighs each rank's share by its item count).
+Metric values may be floats or 0-d tensors; returning detached tensors avoids a host sync per step
+(the Fitter only reads them at log time). See `loss_takes_info` for how the two forms are told apart."""
 
 ParamGroupsFn = Callable[[nn.Module, float], list[dict[str, Any]]]
 EvaluateFn = Callable[[nn.Module], dict[str, float]]
 
 
+def loss_takes_info(loss_fn: LossFn) -> bool:
+    """True when `loss_fn` wants the StepInfo: a third positional parameter that is required or named
+    `info`. Decided once per fit (not per step); two-argument losses keep working unchanged."""
+    try:
+        params = list(inspect.signature(loss_fn).parameters.values())
+    except (TypeError, ValueError):  # builtins and C callables: the two-argument form
+        return False
+    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    if len(positional) < 3:
+        return False
+    third = positional[2]
+    return third.default is inspect.Parameter.empty or third.name == "info"
+
+
 @dataclasses.dataclass(frozen=True)
 class Stage:
-    """One phase of a fit. `kind` names a registered stage kind: "fit", "prune" or "qat".
+    """One phase of a fit. `kind` names a registered stage kind: "fit", "prune", "qat" or "rd".
 
     `warmup` is a fraction of the stage's steps (linear from 0.1 x lr, as NeRV/HNeRV do);
     `schedule` names a registered schedule ("cosine" decays to `min_lr_ratio` x lr, "constant").
-    `prune_amount` is the global fraction of Linear/Conv weights zeroed by a "prune" stage;
-    `bits`, `axis` and `symmetric` set the per-channel fake quantization of a "qat" stage: axis is a
-    weight dimension, None (per tensor) or "auto" (per weight, the codec's lowest-error choice, fixed
-    when the stage begins); the stage reports the axes it used (`FitResult.stages[i]["axes"]`).
+    `options` is the kind's own frozen dataclass (`PruneOptions`, `QatOptions`, `RdOptions`, ...;
+    see `fieldpress.engine.stages`); None means the kind's defaults (an error for kinds, like "rd",
+    whose options have required fields). `Stage.prune(...)`, `Stage.qat(...)`, `Stage.rd(...)` are
+    shorthands for the built-in kinds.
     """
 
     kind: str
@@ -55,11 +93,8 @@ class Stage:
     lr: float
     warmup: float = 0.0
     schedule: str = "cosine"
-    prune_amount: float = 0.0
-    bits: int = 8
     min_lr_ratio: float = 0.0
-    axis: int | str | None = "auto"
-    symmetric: bool = False
+    options: StageOptions | None = None
 
     def __post_init__(self) -> None:
         from fieldpress.engine.schedule import SCHEDULES
@@ -78,17 +113,42 @@ class Stage:
             raise InputError(f"stage lr must be positive, got {self.lr}")
         if not 0.0 <= self.warmup <= 1.0:
             raise InputError(f"warmup is a fraction of the stage in [0, 1], got {self.warmup}")
-        if not 0.0 <= self.prune_amount < 1.0:
-            raise InputError(f"prune_amount must be in [0, 1), got {self.prune_amount}")
-        if not 2 <= self.bits <= 16:
-            raise InputError(f"bits must be in 2..16, got {self.bits}")
-        if not (self.axis is None or self.axis == "auto" or isinstance(self.axis, int)):
-            raise InputError(f"axis must be an int, None or 'auto', got {self.axis!r}")
         if not 0.0 <= self.min_lr_ratio <= 1.0:
             raise InputError(f"min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
+        object.__setattr__(self, "options", STAGE_KINDS[self.kind].check_options(self.options))
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """Plain JSON-able form (the options as a dict): checkpoints compare plans by it."""
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "options"}
+        out["options"] = dataclasses.asdict(self.options) if self.options is not None else {}
+        return out
+
+    @classmethod
+    def fit(cls, epochs: int, lr: float, **stage: Any) -> Stage:
+        """A plain "fit" stage."""
+        return cls("fit", epochs, lr, **stage)
+
+    @classmethod
+    def prune(cls, epochs: int, lr: float, amount: float, **stage: Any) -> Stage:
+        """A "prune" stage zeroing the global fraction `amount` of Linear/Conv weights, then fine-tuning."""
+        from fieldpress.engine.stages import PruneOptions
+
+        return cls("prune", epochs, lr, options=PruneOptions(amount), **stage)
+
+    @classmethod
+    def qat(cls, epochs: int, lr: float, bits: int = 8, axis: int | str | None = "auto",
+            symmetric: bool = False, **stage: Any) -> Stage:
+        """A "qat" stage: fake quantization at `bits` for the stage (see QatOptions)."""
+        from fieldpress.engine.stages import QatOptions
+
+        return cls("qat", epochs, lr, options=QatOptions(bits, axis, symmetric), **stage)
+
+    @classmethod
+    def rd(cls, epochs: int, lr: float, lmbda: float, lambda_warmup: float = 0.0, **stage: Any) -> Stage:
+        """An "rd" stage: loss + lmbda x model.rate_bits(info), lmbda ramped over `lambda_warmup`."""
+        from fieldpress.engine.stages import RdOptions
+
+        return cls("rd", epochs, lr, options=RdOptions(lmbda, lambda_warmup), **stage)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -9,6 +9,7 @@ except at log intervals, so on a GPU it adds no host syncs to the model's own.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import math
 import os
@@ -25,6 +26,7 @@ from torch import Tensor, nn
 
 from fieldpress.codec.prunable import enforce_masks, mask_pairs
 from fieldpress.engine import distributed as ddp
+from fieldpress.engine.budget import BudgetPlan
 from fieldpress.engine.checkpoint import (
     checkpoint_dir,
     flatten_optimizer,
@@ -40,11 +42,13 @@ from fieldpress.engine.config import (
     LossFn,
     ParamGroupsFn,
     Stage,
+    StepInfo,
+    loss_takes_info,
 )
 from fieldpress.engine.metrics_log import MetricsLog, log_path
 from fieldpress.engine.rng import EpochOrder, capture_rng, restore_rng, seed_everything
 from fieldpress.engine.schedule import lr_factor
-from fieldpress.engine.stages import STAGE_KINDS
+from fieldpress.engine.stages import STAGE_KINDS, StageKind
 from fieldpress.errors import InputError, ResumeError
 
 BUDGET_CHECK_EVERY = 8  # steps between the (collective) time-budget checks under DDP
@@ -71,12 +75,17 @@ def _resolve_device(name: str | torch.device) -> torch.device:
 
 
 class Fitter:
-    """Fit `model` to `data` with `loss_fn` through `stages`; see docs/DEVELOPING.md for the contract."""
+    """Fit `model` to `data` with `loss_fn` through `stages`; docs/ENGINE.md has the stage-kind contract.
+
+    `budget` is the time-budget plan the stages were sized by (`fieldpress.engine.budget`), stored in
+    each checkpoint's meta so `--resume` reuses it instead of probing again.
+    """
 
     def __init__(self, model: nn.Module, data: DataSource, loss_fn: LossFn, config: FitConfig,
                  stages: Sequence[Stage], output: str | os.PathLike[str] | None = None,
                  signature: dict[str, Any] | None = None, param_groups: ParamGroupsFn | None = None,
-                 evaluate: EvaluateFn | None = None, show_progress: bool = True) -> None:
+                 evaluate: EvaluateFn | None = None, show_progress: bool = True,
+                 budget: BudgetPlan | None = None) -> None:
         if not stages:
             raise InputError("a fit needs at least one stage")
         if len(data) < 1:
@@ -84,6 +93,7 @@ class Fitter:
         self.model = model
         self.data = data
         self.loss_fn = loss_fn
+        self._loss_takes_info = loss_takes_info(loss_fn)  # decided once: loss_fn(model, batch[, info])
         self.config = config
         self.stages = list(stages)
         self.output = None if output is None else Path(output)
@@ -91,6 +101,7 @@ class Fitter:
         self.param_groups = param_groups
         self.evaluate = evaluate
         self.show_progress = show_progress
+        self.budget = budget  # recorded in the checkpoint's meta, so a resumed fit reuses the plan
         self.masks: dict[str, Tensor] | None = None
         self.stage_state: dict[str, Any] = {}
         self._interrupt = False
@@ -227,6 +238,7 @@ class Fitter:
             "global_step": self.global_step, "seconds": self._elapsed(), "stage_results": self.results,
             "rng": rng_s, "optimizer": optim_meta, "acc_steps": acc_steps, "stage_state": self.stage_state,
             "world_size": self.dist.world_size, "torch": torch.__version__, "budget_hit": self.budget_hit,
+            "budget": self.budget.to_dict() if self.budget is not None else None,
         }
         save_checkpoint(self.ckpt, tensors, _normalise(meta))
         self._last_ckpt = time.perf_counter()
@@ -325,8 +337,14 @@ class Fitter:
 
     def _run_stage(self, si: int, restored: dict[str, Any] | None) -> None:
         """Run stage `si` from its start, or from the checkpoint position when `restored` is given."""
-        cfg, dist, stage = self.config, self.dist, self.stages[si]
-        spe, items, n_items = self.steps_per_epoch, self._items_per_epoch(), len(self.data)
+        run = self._start_stage(si, restored)
+        while run.done < run.total and not run.stop:
+            self._run_epoch(run)
+        self._end_stage(run)
+
+    def _start_stage(self, si: int, restored: dict[str, Any] | None) -> _StageRun:
+        """Begin the stage's kind, build its optimizer and restore the checkpointed part of the stage."""
+        stage = self.stages[si]
         kind = STAGE_KINDS[stage.kind]
         pos = restored["meta"]["position"] if restored else {"epoch": 0, "step": 0, "begun": False}
         resumed = bool(restored and pos["begun"])
@@ -344,76 +362,84 @@ class Fitter:
             restore_rng(tensors, meta["rng"])
         if len(self.results) <= si:
             self.results.append({"kind": stage.kind, "epochs": stage.epochs})
-        pairs = mask_pairs(self.model, self.masks) if self.masks else []
-        seconds_before = float(pos.get("stage_seconds", 0.0))
-        stage_t0 = time.perf_counter()
-        stage_total = stage.epochs * spe
-        done = pos["epoch"] * spe + pos["step"]
-        last: dict[str, float] = {}
-        stop = False
-        lr = stage.lr
-        pending, shown = 0, time.perf_counter()
-
-        def position() -> dict[str, Any]:
-            return {"stage": si, "epoch": done // spe, "step": done % spe, "begun": True,
-                    "stage_seconds": seconds_before + time.perf_counter() - stage_t0}
-
-        label = f"{cfg.description} [{stage.kind} {si + 1}/{len(self.stages)}]"
+        spe = self.steps_per_epoch
+        now = time.perf_counter()
+        run = _StageRun(si=si, stage=stage, kind=kind, optimizer=optimizer,
+                        pairs=mask_pairs(self.model, self.masks) if self.masks else [],
+                        total=stage.epochs * spe, done=pos["epoch"] * spe + pos["step"],
+                        seconds_before=float(pos.get("stage_seconds", 0.0)), t0=now, shown=now,
+                        acc=acc, acc_steps=acc_steps, lr=stage.lr)
+        label = f"{self.config.description} [{stage.kind} {si + 1}/{len(self.stages)}]"
         self.progress.update(self.task, description=label)
-        while done < stage_total and not stop:
-            epoch, first = divmod(done, spe)
-            order = EpochOrder(n_items, cfg.seed, si, epoch, self._index_device())
-            for step in range(first, spe):
-                lr = stage.lr * lr_factor(done, stage_total, stage.warmup, stage.schedule, stage.min_lr_ratio)
-                for g in optimizer.param_groups:
-                    g["lr"] = g["base_lr"] * (lr / stage.lr)
-                lo = step * cfg.batch_size
-                self._step(optimizer, order.take(lo, min(lo + cfg.batch_size, items)), acc, pairs)
-                acc_steps += 1
-                done += 1
-                self.global_step += 1
-                pending += 1
-                if time.perf_counter() - shown >= PROGRESS_EVERY_S:
-                    self.progress.update(self.task, advance=pending)
-                    pending, shown = 0, time.perf_counter()
-                if self._interrupt:
-                    self.progress.update(self.task, advance=pending)
-                    self._save(position(), optimizer, acc, acc_steps)
-                    raise KeyboardInterrupt
-                every = cfg.checkpoint_every_steps
-                if (time.perf_counter() - self._last_ckpt >= cfg.checkpoint_every_s
-                        or (every and self.global_step % every == 0)):
-                    self._save(position(), optimizer, acc, acc_steps)
-                if not dist.enabled:
-                    stop = self._budget_over()
-                elif (step + 1) % BUDGET_CHECK_EVERY == 0 or step + 1 == spe:
-                    stop = ddp.any_rank(self._budget_over(), self.device, dist)
-                if stop:
-                    break
-            self.progress.update(self.task, advance=pending)
-            pending = 0
-            if stop or done == stage_total or (epoch + 1) % cfg.log_every == 0:
-                last = self._summarise(acc, acc_steps) or last
-                acc, acc_steps = {}, 0
-                self._log_train(si, stage, done / spe, last, lr)
-            if cfg.eval_every and (epoch + 1) % cfg.eval_every == 0 and done < stage_total and not stop:
-                ev = self._run_eval()
-                if ev:
-                    self.log.write({"event": "eval", "stage": si, "kind": stage.kind, "epoch": epoch + 1,
-                                    "step": self.global_step, **ev, "seconds": round(self._elapsed(), 3)})
-        facts = kind.end(self, stage)
+        return run
+
+    def _run_epoch(self, run: _StageRun) -> None:
+        """The rest of the current epoch (from the checkpointed step when resuming), then log/eval."""
+        cfg, spe, stage = self.config, self.steps_per_epoch, run.stage
+        epoch, first = divmod(run.done, spe)
+        order = EpochOrder(len(self.data), cfg.seed, run.si, epoch, self._index_device())
+        items = self._items_per_epoch()
+        for step in range(first, spe):
+            factor = lr_factor(run.done, run.total, stage.warmup, stage.schedule, stage.min_lr_ratio)
+            run.lr = stage.lr * factor
+            for g in run.optimizer.param_groups:
+                g["lr"] = g["base_lr"] * (run.lr / stage.lr)
+            info = StepInfo(run.si, stage.kind, run.done / run.total, self.global_step, run.done, run.total)
+            lo = step * cfg.batch_size
+            self._step(run, order.take(lo, min(lo + cfg.batch_size, items)), info)
+            run.acc_steps += 1
+            run.done += 1
+            self.global_step += 1
+            run.pending += 1
+            self._after_step(run, step)
+            if run.stop:
+                break
+        self.progress.update(self.task, advance=run.pending)
+        run.pending = 0
+        if run.stop or run.done == run.total or (epoch + 1) % cfg.log_every == 0:
+            run.last = self._summarise(run.acc, run.acc_steps) or run.last
+            run.acc, run.acc_steps = {}, 0
+            self._log_train(run.si, stage, run.done / spe, run.last, run.lr)
+        if cfg.eval_every and (epoch + 1) % cfg.eval_every == 0 and run.done < run.total and not run.stop:
+            ev = self._run_eval()
+            if ev:
+                self.log.write({"event": "eval", "stage": run.si, "kind": stage.kind, "epoch": epoch + 1,
+                                "step": self.global_step, **ev, "seconds": round(self._elapsed(), 3)})
+
+    def _after_step(self, run: _StageRun, step: int) -> None:
+        """Per-step bookkeeping: progress bar, Ctrl-C, checkpoint cadence, the time budget (run.stop)."""
+        cfg, dist, spe = self.config, self.dist, self.steps_per_epoch
+        if time.perf_counter() - run.shown >= PROGRESS_EVERY_S:
+            self.progress.update(self.task, advance=run.pending)
+            run.pending, run.shown = 0, time.perf_counter()
+        if self._interrupt:
+            self.progress.update(self.task, advance=run.pending)
+            self._save(run.position(spe), run.optimizer, run.acc, run.acc_steps)
+            raise KeyboardInterrupt
+        every = cfg.checkpoint_every_steps
+        if (time.perf_counter() - self._last_ckpt >= cfg.checkpoint_every_s
+                or (every and self.global_step % every == 0)):
+            self._save(run.position(spe), run.optimizer, run.acc, run.acc_steps)
+        if not dist.enabled:
+            run.stop = self._budget_over()
+        elif (step + 1) % BUDGET_CHECK_EVERY == 0 or step + 1 == spe:
+            run.stop = ddp.any_rank(self._budget_over(), self.device, dist)
+
+    def _end_stage(self, run: _StageRun) -> None:
+        """End the kind, evaluate, report and log the stage, and checkpoint the next stage's start."""
+        si, stage, spe, stop = run.si, run.stage, self.steps_per_epoch, run.stop
+        facts = run.kind.end(self, stage)
         ev = self._run_eval()
         extra = {**facts, **({"eval": ev} if ev else {}), **({"stopped_by_budget": True} if stop else {})}
-        self.results[si].update({"epochs_done": done / spe, "steps": done,
-                                 "seconds": round(seconds_before + time.perf_counter() - stage_t0, 3),
-                                 "lr_end": lr, **last, **extra})
+        self.results[si].update({"epochs_done": run.done / spe, "steps": run.done,
+                                 "seconds": round(run.seconds(), 3), "lr_end": run.lr, **run.last, **extra})
         self.budget_hit = self.budget_hit or stop
         if stop and self.show_progress and self.dist.is_main:
             skipped = len(self.stages) - si - 1
             self.progress.console.print(f"time budget of {self.config.minutes:g} min reached: ended the "
-                                        f"{stage.kind} stage after {done}/{stage_total} steps, "
+                                        f"{stage.kind} stage after {run.done}/{run.total} steps, "
                                         f"skipped {skipped} stage(s)")
-        self.log.write({"event": "stage_end", "stage": si, "kind": stage.kind, "epoch": done / spe,
+        self.log.write({"event": "stage_end", "stage": si, "kind": stage.kind, "epoch": run.done / spe,
                         "step": self.global_step, **extra, "seconds": round(self._elapsed(), 3)})
         nxt = len(self.stages) if stop else si + 1
         self._save({"stage": nxt, "epoch": 0, "step": 0, "begun": False}, None, {}, 0)
@@ -427,23 +453,57 @@ class Fitter:
         info = f"loss {last['loss']:.4g}" + (f"  psnr {last['psnr']:.2f}" if "psnr" in last else "")
         self.progress.update(self.task, info=info)
 
-    def _step(self, optimizer: torch.optim.Optimizer, idx: Tensor, acc: dict[str, Tensor],
-              pairs: list[tuple[Tensor, Tensor]]) -> None:
+    def _step(self, run: _StageRun, idx: Tensor, info: StepInfo) -> None:
         """One optimisation step on the global batch `idx` (this rank's share of it under DDP)."""
         dist = self.dist
         local = torch.tensor_split(idx, dist.world_size)[dist.rank] if dist.enabled else idx
         if local.numel():
             batch = self._to_device(self.data.batch(local))
             with self.autocast:
-                loss, metrics = self.loss_fn(self.model, batch)
+                if self._loss_takes_info:
+                    loss, metrics = self.loss_fn(self.model, batch, info)
+                else:
+                    loss, metrics = self.loss_fn(self.model, batch)
+                loss, metrics = run.kind.adjust_loss(self, run.stage, info, loss, metrics)
             if dist.enabled:
                 (loss * (local.numel() / idx.numel())).backward()
             else:
                 loss.backward()
-            self._accumulate(acc, loss, metrics)
+            self._accumulate(run.acc, loss, metrics)
         ddp.all_reduce_grads(self.params, dist)
         if self.config.grad_clip is not None:
             torch.nn.utils.clip_grad_norm_(self.params, self.config.grad_clip)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        enforce_masks(pairs)
+        run.optimizer.step()
+        run.optimizer.zero_grad(set_to_none=True)
+        enforce_masks(run.pairs)
+        run.kind.on_step(self, run.stage, info)
+
+
+@dataclasses.dataclass
+class _StageRun:
+    """The moving parts of one running stage, shared by the loop's helpers."""
+
+    si: int
+    stage: Stage
+    kind: StageKind
+    optimizer: torch.optim.Optimizer
+    pairs: list[tuple[Tensor, Tensor]]
+    total: int  # steps in the stage
+    done: int  # steps of the stage done so far
+    seconds_before: float  # the stage's seconds before a resume
+    t0: float
+    shown: float  # when the progress bar was last advanced
+    acc: dict[str, Tensor] = dataclasses.field(default_factory=dict)
+    acc_steps: int = 0
+    lr: float = 0.0
+    last: dict[str, float] = dataclasses.field(default_factory=dict)
+    stop: bool = False
+    pending: int = 0  # steps not yet shown on the progress bar
+
+    def seconds(self) -> float:
+        return self.seconds_before + time.perf_counter() - self.t0
+
+    def position(self, spe: int) -> dict[str, Any]:
+        """The checkpoint position of the step just done."""
+        return {"stage": self.si, "epoch": self.done // spe, "step": self.done % spe, "begun": True,
+                "stage_seconds": self.seconds()}

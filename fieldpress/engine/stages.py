@@ -1,21 +1,31 @@
-"""Stage kinds by name. A kind prepares the model when its stage begins and tidies up when it ends;
-the Fitter runs the optimisation steps in between.
+"""Stage kinds by name, each with its own options dataclass. A kind prepares the model when its stage
+begins (`begin`), may add to the loss (`adjust_loss`) and act after every optimizer step (`on_step`),
+and tidies up when the stage ends (`end`); the Fitter runs the optimisation steps in between.
 
-- "fit": plain fitting.
-- "prune": global magnitude pruning of Linear/Conv weights (`fieldpress.codec.quant.magnitude_prune`),
-  then fine-tuning; the masks stay enforced after every later step (this and later stages).
-- "qat": fake-quantizes the same weights for the stage (see `fieldpress.engine.qat`), then removes
-  the parametrization, leaving float weights for the codec to quantize exactly.
+- "fit" (`FitOptions`, empty): plain fitting.
+- "prune" (`PruneOptions(amount)`): global magnitude pruning of Linear/Conv weights
+  (`fieldpress.codec.quant.magnitude_prune`), then fine-tuning; the masks stay enforced after every
+  later step (this and later stages).
+- "qat" (`QatOptions(bits, axis, symmetric)`): fake-quantizes the same weights for the stage (see
+  `fieldpress.engine.qat`), then removes the parametrization, leaving float weights for the codec.
+- "rd" (`RdOptions(lmbda, warmup)`): rate-distortion training, loss + lambda x `model.rate_bits(info)`
+  (the model's differentiable estimate of the bits its file will hold), lambda ramped linearly from 0
+  over the first `warmup` fraction of the stage; the step metrics carry `rate_bits` and `lambda`.
 """
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+import dataclasses
+from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from fieldpress.codec.prunable import apply_masks, prunable_weights, weight_tensor
+from fieldpress.errors import InputError
+
+if TYPE_CHECKING:
+    from fieldpress.engine.config import Stage, StepInfo
 
 
 class StageState(Protocol):
@@ -27,43 +37,124 @@ class StageState(Protocol):
     stage_state: dict[str, Any]
 
 
+# ----------------------------------------------------------------------------- options
+@dataclasses.dataclass(frozen=True)
+class StageOptions:
+    """Base of every kind's options: a frozen dataclass of JSON-able fields (it goes into the
+    checkpoint's plan, which resume compares). Subclasses validate in `__post_init__`."""
+
+
+@dataclasses.dataclass(frozen=True)
+class FitOptions(StageOptions):
+    """A "fit" stage has no options."""
+
+
+@dataclasses.dataclass(frozen=True)
+class PruneOptions(StageOptions):
+    """`amount`: the global fraction of Linear/Conv weights zeroed when the stage begins."""
+
+    amount: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.amount < 1.0:
+            raise InputError(f"prune amount must be in [0, 1), got {self.amount}")
+
+
+@dataclasses.dataclass(frozen=True)
+class QatOptions(StageOptions):
+    """Per-channel fake quantization at `bits`; `axis` is a weight dimension, None (per tensor) or
+    "auto" (per weight, the codec's lowest-error choice, fixed when the stage begins); the stage
+    reports the axes it used (`FitResult.stages[i]["axes"]`)."""
+
+    bits: int = 8
+    axis: int | str | None = "auto"
+    symmetric: bool = False
+
+    def __post_init__(self) -> None:
+        if not 2 <= self.bits <= 16:
+            raise InputError(f"bits must be in 2..16, got {self.bits}")
+        if not (self.axis is None or self.axis == "auto" or isinstance(self.axis, int)):
+            raise InputError(f"axis must be an int, None or 'auto', got {self.axis!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class RdOptions(StageOptions):
+    """`lmbda` weighs the rate (bits) against the distortion loss; `warmup` is the fraction of the
+    stage over which lambda rises linearly from 0 (0: full lambda from the first step)."""
+
+    lmbda: float
+    warmup: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not self.lmbda >= 0:
+            raise InputError(f"rd lambda must be >= 0, got {self.lmbda}")
+        if not 0.0 <= self.warmup <= 1.0:
+            raise InputError(f"rd lambda warmup is a fraction of the stage in [0, 1], got {self.warmup}")
+
+
+# ----------------------------------------------------------------------------- kinds
 class StageKind:
-    """Base stage kind: nothing to prepare or undo."""
+    """Base stage kind: nothing to prepare, add or undo. `options_type` is the options dataclass a
+    Stage of this kind must carry."""
 
     name = "fit"
+    options_type: type[StageOptions] = FitOptions
 
-    def begin(self, state: StageState, stage: Any, resumed: bool) -> None:
+    def check_options(self, options: StageOptions | None) -> StageOptions:
+        """The stage's options, or the kind's defaults for None; InputError when they are another kind's."""
+        want = self.options_type
+        if options is None:
+            try:
+                return want()
+            except TypeError:
+                raise InputError(f"a {self.name!r} stage needs options={want.__name__}(...)") from None
+        if type(options) is not want:
+            raise InputError(f"a {self.name!r} stage takes {want.__name__}, got {type(options).__name__}")
+        return options
+
+    def begin(self, state: StageState, stage: Stage, resumed: bool) -> None:
         """Prepare the model; `resumed`: the stage had begun, its state comes from the checkpoint."""
 
-    def end(self, state: StageState, stage: Any) -> dict[str, Any]:
+    def adjust_loss(self, state: StageState, stage: Stage, info: StepInfo, loss: Tensor,
+                    metrics: dict[str, Any]) -> tuple[Tensor, dict[str, Any]]:
+        """Add the kind's terms to the data loss of one step (runs under autocast, before backward)."""
+        return loss, metrics
+
+    def on_step(self, state: StageState, stage: Stage, info: StepInfo) -> None:
+        """Act after the optimizer step `info` describes (masks are already enforced)."""
+
+    def end(self, state: StageState, stage: Stage) -> dict[str, Any]:
         """Undo what begin() did that must not outlive the stage; return facts for the stage report."""
         return {}
 
 
 class FitKind(StageKind):
     name = "fit"
+    options_type = FitOptions
 
 
 class PruneKind(StageKind):
     name = "prune"
+    options_type = PruneOptions
 
-    def begin(self, state: StageState, stage: Any, resumed: bool) -> None:
+    def begin(self, state: StageState, stage: Stage, resumed: bool) -> None:
         if resumed:
             return  # the masks come from the checkpoint
         from fieldpress.codec.quant import magnitude_prune
 
+        amount = stage.options.amount
         names = [name for name, _, _ in prunable_weights(state.model)]
-        if not names or stage.prune_amount <= 0:
+        if not names or amount <= 0:
             return
         weights = {name: weight_tensor(m, a).detach() for name, m, a in prunable_weights(state.model)}
-        masks = magnitude_prune(weights, stage.prune_amount, scope="global", names=names)
+        masks = magnitude_prune(weights, amount, scope="global", names=names)
         masks = {k: v.to(torch.bool).cpu() for k, v in masks.items()}
         if state.masks:
             masks = {k: masks[k] & state.masks[k] if k in state.masks else masks[k] for k in masks}
         state.masks = masks
         apply_masks(state.model, masks)
 
-    def end(self, state: StageState, stage: Any) -> dict[str, Any]:
+    def end(self, state: StageState, stage: Stage) -> dict[str, Any]:
         if not state.masks:
             return {"sparsity": 0.0}
         kept = sum(int(m.sum()) for m in state.masks.values())
@@ -73,22 +164,51 @@ class PruneKind(StageKind):
 
 class QatKind(StageKind):
     name = "qat"
+    options_type = QatOptions
 
-    def begin(self, state: StageState, stage: Any, resumed: bool) -> None:
+    def begin(self, state: StageState, stage: Stage, resumed: bool) -> None:
         from fieldpress.engine.qat import add_fake_quant
 
-        axes = state.stage_state["qat_axes"] if resumed else stage.axis
-        state.stage_state["qat_axes"] = add_fake_quant(state.model, stage.bits, axes, stage.symmetric)
+        opts = stage.options
+        axes = state.stage_state["qat_axes"] if resumed else opts.axis
+        state.stage_state["qat_axes"] = add_fake_quant(state.model, opts.bits, axes, opts.symmetric)
 
-    def end(self, state: StageState, stage: Any) -> dict[str, Any]:
+    def end(self, state: StageState, stage: Stage) -> dict[str, Any]:
         from fieldpress.engine.qat import remove_fake_quant
 
         remove_fake_quant(state.model)
         axes = state.stage_state.pop("qat_axes", {})
-        return {"bits": stage.bits, "axes": axes, "symmetric": stage.symmetric}
+        return {"bits": stage.options.bits, "axes": axes, "symmetric": stage.options.symmetric}
 
 
-STAGE_KINDS: dict[str, StageKind] = {k.name: k for k in (FitKind(), PruneKind(), QatKind())}
+def rd_lambda(options: RdOptions, progress: float) -> float:
+    """Lambda at `progress` (0..1) of the stage: linear from 0 over the warm-up fraction, then full."""
+    if options.warmup <= 0:
+        return options.lmbda
+    return options.lmbda * min(1.0, progress / options.warmup)
+
+
+class RdKind(StageKind):
+    """Rate-distortion training. Contract: the model has `rate_bits(info: StepInfo) -> Tensor`, a 0-d
+    differentiable estimate of the bits its file will hold (entropy models, soft-rounding: the model's
+    business, scheduled from `info.progress`); the loss becomes `loss + lambda x rate_bits`."""
+
+    name = "rd"
+    options_type = RdOptions
+
+    def begin(self, state: StageState, stage: Stage, resumed: bool) -> None:
+        if not callable(getattr(state.model, "rate_bits", None)):
+            raise InputError(f"an 'rd' stage needs a model with rate_bits(info); "
+                             f"{type(state.model).__name__} has none")
+
+    def adjust_loss(self, state: StageState, stage: Stage, info: StepInfo, loss: Tensor,
+                    metrics: dict[str, Any]) -> tuple[Tensor, dict[str, Any]]:
+        rate = state.model.rate_bits(info)
+        lam = rd_lambda(stage.options, info.progress)
+        return loss + lam * rate, {**metrics, "rate_bits": rate.detach(), "lambda": lam}
+
+
+STAGE_KINDS: dict[str, StageKind] = {k.name: k for k in (FitKind(), PruneKind(), QatKind(), RdKind())}
 
 
 def register_stage_kind(kind: StageKind) -> None:

@@ -15,7 +15,7 @@ import math
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -27,6 +27,9 @@ from fieldpress.fields.encodings import Encoding, GridEncoding, RandomFourierEnc
 from fieldpress.fields.image_io import RasterInfo
 from fieldpress.fields.mlp import FieldModel, Network
 from fieldpress.fields.presets import ModelPlan
+
+if TYPE_CHECKING:
+    from fieldpress.engine.budget import BudgetPlan
 
 __all__ = [
     "FitImageResult",
@@ -202,6 +205,39 @@ def _render_seconds(model: FieldModel, source: PixelSource, device: torch.device
     return (time.perf_counter() - t0) * len(source) / chunk
 
 
+def _plan_minutes(
+    model: FieldModel,
+    source: PixelSource,
+    plan: ModelPlan,
+    batch: int,
+    device: torch.device,
+    minutes: float,
+    steps: int | None,
+    started: float,
+) -> tuple[BudgetPlan, dict[str, float]]:
+    """Probe a step and a full render, then plan the budget: without ``steps`` as many steps as fit
+    (the cosine schedule then ends in time); with them the budget only caps the fit."""
+    from fieldpress.engine import plan_budget
+    from fieldpress.engine.probe import seconds_per_step
+
+    per_step = seconds_per_step(
+        model, source, mse_loss, batch, device, lr=plan.lr, param_groups=cam_param_groups
+    )
+    render_seconds = _render_seconds(model, source, device)
+    budget = plan_budget(
+        minutes,
+        per_step,
+        epochs=None if steps is None else {"fit": steps},
+        # the final render runs twice (quantized check + the decoder's), plus coding and writing
+        reserve_seconds=2.2 * render_seconds + 0.03 * minutes * 60.0 + 1.0,
+        elapsed_seconds=time.perf_counter() - started,
+        margin=1 / 1.1,
+        min_epochs=10,
+        shrink=False,
+    )
+    return budget, {"seconds_per_step": per_step, "render_seconds": render_seconds}
+
+
 def fit_image(
     array: np.ndarray,
     info: RasterInfo,
@@ -226,30 +262,18 @@ def fit_image(
     batches under a time budget there; CUDA uses the plan's batch.
     """
     from fieldpress.engine import FitConfig, Fitter, Stage
-    from fieldpress.engine.probe import seconds_per_step
 
     started = time.perf_counter() if started is None else started
     source = PixelSource(array, info)
     model = build_model(plan, info.channels, seed)
     batch = min(plan.batch_size if device.type == "cuda" else CPU_BATCH, len(source))
     calibration: dict[str, float] = {}
-    fit_minutes = None
+    fit_minutes = budget = None
     if minutes is not None:
-        total = minutes * 60.0
-        per_step = seconds_per_step(
-            model, source, mse_loss, batch, device, lr=plan.lr, param_groups=cam_param_groups
-        )
-        render_seconds = _render_seconds(model, source, device)
-        # the final render runs twice (quantized check + the decoder's), plus coding and writing
-        reserve = 2.2 * render_seconds + 0.03 * total + 1.0
-        calibration = {"seconds_per_step": per_step, "render_seconds": render_seconds}
-    if steps is None and minutes is None:
+        budget, calibration = _plan_minutes(model, source, plan, batch, device, minutes, steps, started)
+        steps, fit_minutes = budget.epochs["fit"], budget.cap_minutes
+    if steps is None:
         steps = DEFAULT_STEPS
-    elif steps is None:
-        budget = max(1.0, total - reserve - (time.perf_counter() - started))
-        steps = max(10, int(budget / (per_step * 1.1)))
-    if minutes is not None:
-        fit_minutes = max(1.0, total - reserve - (time.perf_counter() - started)) / 60.0
     if steps < 1:
         raise InputError("--steps must be at least 1")
     config = FitConfig(
@@ -274,6 +298,7 @@ def fit_image(
         param_groups=cam_param_groups,
         evaluate=evaluate,
         show_progress=show_progress,
+        budget=budget,
     )
     result = fitter.run()
     fitted = result.model.to("cpu")

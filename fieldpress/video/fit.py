@@ -7,7 +7,6 @@ embeddings from the encoder, quantized to ``embed_bits`` -> weights quantized pe
 
 from __future__ import annotations
 
-import json
 import math
 import shutil
 from collections.abc import Callable
@@ -19,7 +18,6 @@ import numpy as np
 import torch
 
 from fieldpress.errors import InputError
-from fieldpress.io import atomic_write_text
 from fieldpress.runtime import cpu_threads
 from fieldpress.video.codec import open_video, quantize_embeddings, write_fpv
 from fieldpress.video.data import ClipSource, make_loss, to_uint8
@@ -29,6 +27,8 @@ from fieldpress.video.models.hnerv import HNeRV
 
 BITS_PER_PARAM_CODED = 0.85
 """Entropy-coded bits per quantized bit, used only to turn ``--target-bpp`` into a size."""
+BUDGET_MARGIN = 0.85
+"""Share of ``--minutes`` the planned stages may fill (the rest absorbs probe error and overheads)."""
 
 
 @dataclass(frozen=True)
@@ -85,22 +85,10 @@ def _stages(opts: FitOptions, plan: dict[str, int], lr: float, warmup: float) ->
 
     stages = [Stage("fit", plan["fit"], lr, warmup=warmup, schedule="cosine")]
     if "prune" in plan:
-        stages.append(
-            Stage("prune", plan["prune"], lr, warmup=0.0, schedule="cosine", prune_amount=opts.prune)
-        )
+        stages.append(Stage.prune(plan["prune"], lr, amount=opts.prune, warmup=0.0, schedule="cosine"))
     if "qat" in plan:
-        stages.append(Stage("qat", plan["qat"], lr * 0.1, schedule="cosine", bits=opts.bits, axis=0))
+        stages.append(Stage.qat(plan["qat"], lr * 0.1, bits=opts.bits, axis=0, schedule="cosine"))
     return stages
-
-
-def fit_to_budget(
-    plan: dict[str, int], minutes: float, seconds_per_epoch: float, margin: float = 0.85
-) -> dict[str, int]:
-    """Scale every stage's epochs so the whole schedule (warmup and cosine included) ends inside
-    `minutes`: a time cap that cut a cosine schedule short would leave the learning rate high."""
-    total = sum(plan.values()) * seconds_per_epoch
-    factor = min(1.0, margin * minutes * 60.0 / max(total, 1e-9))
-    return {k: max(1, int(v * factor)) for k, v in plan.items()}
 
 
 @torch.no_grad()
@@ -183,6 +171,7 @@ def _fit_clip(
     eval_every: int | None = None,
 ) -> FitOutcome:
     from fieldpress.codec.quant import compress_state_dict, decompress_state_dict
+    from fieldpress.engine.budget import plan_budget
     from fieldpress.engine.config import FitConfig
     from fieldpress.engine.fitter import Fitter
     from fieldpress.engine.probe import seconds_per_step
@@ -222,16 +211,19 @@ def _fit_clip(
         **(signature or {}),
     }
     loss_fn = make_loss(r.loss)
-    plan = _plan_epochs(opts)
-    plan_file = Path(f"{output}.plan.json")
-    if resume and plan_file.is_file():
-        plan = {k: int(v) for k, v in json.loads(plan_file.read_text()).items()}
-    elif opts.minutes is not None:
-        per_step = seconds_per_step(
-            model, source, loss_fn, fit_config.batch_size, device, lr=lr, param_groups=param_groups
+    plan, budget = _plan_epochs(opts), None
+    if opts.minutes is not None:  # scaled so the schedule ends in time; a --resume reuses the stored plan
+        budget = plan_budget(
+            opts.minutes,
+            lambda: seconds_per_step(
+                model, source, loss_fn, fit_config.batch_size, device, lr=lr, param_groups=param_groups
+            ),
+            epochs=plan,
+            steps_per_epoch=math.ceil(frames / fit_config.batch_size),
+            margin=BUDGET_MARGIN,
+            resume_from=output if resume else None,
         )
-        plan = fit_to_budget(plan, opts.minutes, per_step * math.ceil(frames / fit_config.batch_size))
-        atomic_write_text(plan_file, json.dumps(plan))
+        plan = budget.epochs
     fitter = Fitter(
         model,
         source,
@@ -243,6 +235,7 @@ def _fit_clip(
         param_groups=param_groups,
         evaluate=evaluate,
         show_progress=show_progress,
+        budget=budget,
     )
     result = fitter.run(resume=resume)
     model = result.model.eval()
@@ -289,7 +282,6 @@ def _fit_clip(
     )
     if not keep_checkpoint:
         shutil.rmtree(f"{output}.ckpt", ignore_errors=True)
-        plan_file.unlink(missing_ok=True)
 
     decoded = open_video(output, device=device).decode()
     metrics: dict[str, Any] = {

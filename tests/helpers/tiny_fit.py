@@ -17,7 +17,7 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
-from fieldpress.engine import FitConfig, Fitter, Stage, seed_everything
+from fieldpress.engine import FitConfig, Fitter, Stage, StepInfo, seed_everything
 
 
 class Points:
@@ -35,11 +35,20 @@ class Points:
         return {"x": self.x[indices], "y": self.y[indices]}
 
 
-def make_model(seed: int = 0, dropout: float = 0.0) -> nn.Module:
-    """A small MLP; dropout draws from the global RNG, which exercises RNG restore on resume."""
+class RatedMLP(nn.Sequential):
+    """The MLP with a rate for "rd" stages: an L1 penalty (in "bits") on the middle layer's weights."""
+
+    def rate_bits(self, info: StepInfo) -> torch.Tensor:
+        return self[3].weight.abs().sum()
+
+
+def make_model(seed: int = 0, dropout: float = 0.0, rated: bool = False) -> nn.Module:
+    """A small MLP; dropout draws from the global RNG, which exercises RNG restore on resume.
+    `rated`: the same MLP (same weights) with `rate_bits`, for "rd" stages."""
     seed_everything(seed)
-    return nn.Sequential(nn.Linear(2, 32), nn.ReLU(), nn.Dropout(dropout), nn.Linear(32, 32), nn.ReLU(),
-                         nn.Linear(32, 1))
+    cls = RatedMLP if rated else nn.Sequential
+    return cls(nn.Linear(2, 32), nn.ReLU(), nn.Dropout(dropout), nn.Linear(32, 32), nn.ReLU(),
+               nn.Linear(32, 1))
 
 
 def make_loss(sleep: float = 0.0):
@@ -53,9 +62,10 @@ def make_loss(sleep: float = 0.0):
 
 
 def run(output: Path | None, *, resume: bool = False, sleep: float = 0.0, epochs: int = 6, batch: int = 8,
-        every_steps: int | None = 5, stages: list[Stage] | None = None, dropout: float = 0.1) -> nn.Module:
-    """Fit the tiny MLP (two fit stages) and return it."""
-    model = make_model(dropout=dropout)
+        every_steps: int | None = 5, stages: list[Stage] | None = None, dropout: float = 0.1,
+        rated: bool = False) -> nn.Module:
+    """Fit the tiny MLP (two fit stages unless `stages` are given) and return it."""
+    model = make_model(dropout=dropout, rated=rated)
     stages = stages or [Stage("fit", epochs, 1e-2, warmup=0.2), Stage("fit", 2, 2e-3, schedule="constant")]
     config = FitConfig(batch_size=batch, seed=7, checkpoint_every_s=3600, checkpoint_every_steps=every_steps,
                        grad_clip=1.0)
