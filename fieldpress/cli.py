@@ -100,6 +100,12 @@ class RunSummary:
     device: str
     metrics: dict[str, Any] = dataclasses.field(default_factory=dict)
 
+    @classmethod
+    def from_result(cls, command: str, result: Any, output: str | os.PathLike[str] | None) -> RunSummary:
+        """The summary of a family pipeline's `Result` (fieldpress.codec.registry) written to `output`."""
+        return cls(command, result.input, None if output is None else str(output), result.bytes,
+                   result.seconds, result.device, metrics={"codec": result.codec.name, **result.metrics})
+
     def to_dict(self) -> dict[str, Any]:
         base = {k: getattr(self, k) for k in ("command", "input", "output", "bytes", "seconds", "device")}
         base["seconds"] = round(float(self.seconds), 3)

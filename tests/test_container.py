@@ -151,7 +151,16 @@ def test_info_and_open_through_the_public_api(tmp_path: Path) -> None:
 
 
 def test_codec_registry_gives_decoder_and_summary(tmp_path: Path) -> None:
-    from fieldpress.codec.registry import LazyCodec, codec_for, register_codec, unregister_codec, write_file
+    from fieldpress.cli import RunSummary
+    from fieldpress.codec.registry import (
+        LazyCodec,
+        Result,
+        codec_for,
+        encode_file,
+        register_codec,
+        unregister_codec,
+        write_file,
+    )
 
     path = tmp_path / "k.fpv"
     write_container(path, "video", {"codec": "toy", "frames": 3}, {"x": np.zeros(3, np.uint8)})
@@ -172,6 +181,11 @@ def test_codec_registry_gives_decoder_and_summary(tmp_path: Path) -> None:
         c = open_container(tmp_path / "w.fpv")
         assert c.file_bytes == size and c.header["codec"] == "toy" and c.header["codec_version"] == 2
         assert c.decoder() == ("decoder", 5)
+        result = Result(toy, encode_file(toy, toy.encode(frames=5)), {"psnr": 30.0}, "in.y4m", 1.5)
+        assert result.write(tmp_path / "r.fpv") == result.bytes == size
+        assert (tmp_path / "r.fpv").read_bytes() == (tmp_path / "w.fpv").read_bytes()
+        summary = RunSummary.from_result("fit-toy", result, tmp_path / "r.fpv").to_dict()
+        assert summary["bytes"] == size and summary["codec"] == "toy" and summary["psnr"] == 30.0
         bad = tmp_path / "bad.fpv"
         write_container(bad, "video", {"codec": "toy"}, {})  # a summary that cannot cope
         assert "summary_error" in read_info(bad).summary

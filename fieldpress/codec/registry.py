@@ -161,10 +161,42 @@ def stamped_header(codec: Codec, header: Mapping[str, Any]) -> dict[str, Any]:
     return {"codec": codec.name, "codec_version": codec.version, **rest}
 
 
-def write_file(path: Any, codec: Codec, encoded: Encoded) -> int:
-    """Write an encoded result atomically as a container file, its header stamped with the codec;
-    returns the file's size in bytes."""
-    from fieldpress.codec.container import write_container
+def encode_file(codec: Codec, encoded: Encoded) -> bytes:
+    """The container bytes of an encoded result, its header stamped with the codec (deterministic:
+    the same bytes `write_file` writes, so sizes and bpp can be measured before writing)."""
+    from fieldpress.codec.container import encode_container
 
-    return write_container(path, codec.kind, stamped_header(codec, encoded.header), encoded.streams,
-                           encoded.stream_codecs or None)
+    return encode_container(codec.kind, stamped_header(codec, encoded.header), encoded.streams,
+                            encoded.stream_codecs or None)
+
+
+def write_file(path: Any, codec: Codec, encoded: Encoded) -> int:
+    """Write an encoded result atomically as a container file; returns its size in bytes."""
+    from fieldpress.io import atomic_write_bytes
+
+    return atomic_write_bytes(path, encode_file(codec, encoded))
+
+
+@dataclass
+class Result:
+    """What a family's `compress(input, options, device)` returns: the file's bytes (not yet written)
+    and what was measured on them. `metrics` uses the DESIGN names: psnr, psnr_frame_mean, ms_ssim, bpp
+    (video, images); gaussians_in, gaussians_out, bytes_per_gaussian, render_psnr (scenes); plus the
+    family's own facts."""
+
+    codec: Codec
+    data: bytes
+    metrics: dict[str, Any]
+    input: str | None = None
+    seconds: float = 0.0
+    device: str = "cpu"
+
+    @property
+    def bytes(self) -> int:
+        return len(self.data)
+
+    def write(self, path: Any) -> int:
+        """Write the file atomically; returns its size in bytes."""
+        from fieldpress.io import atomic_write_bytes
+
+        return atomic_write_bytes(path, self.data)
