@@ -173,6 +173,92 @@ def _sse(t: Tensor, bits: int, axis: int | None | str, symmetric: bool) -> float
     return float((dequantize(quantize(x, bits, axis, symmetric)) - x).double().pow(2).sum())
 
 
+class _Allocation:
+    """The bit-allocation problem: per tensor (rows) and bit width (columns) its bits and squared error,
+    and the target (mean squared error, or mean bits per parameter) an allocation must meet."""
+
+    def __init__(self, err: np.ndarray, cost: np.ndarray, total: float, target_error: float | None,
+                 target_bits: float | None) -> None:
+        self.err, self.cost, self.total = err, cost, total
+        self.target_error, self.target_bits = target_error, target_bits
+        self.by_error = target_error is not None
+        self.rows = np.arange(err.shape[0])
+
+    def totals(self, pick: np.ndarray) -> tuple[float, float]:
+        return float(self.cost[self.rows, pick].sum()), float(self.err[self.rows, pick].sum())
+
+    def fits(self, pick: np.ndarray) -> bool:
+        b, e = self.totals(pick)
+        return e <= self.target_error * self.total if self.by_error else b <= self.target_bits * self.total
+
+    def lagrangian(self, lam: float) -> np.ndarray:
+        return np.argmin(self.cost + lam * self.err, axis=1)
+
+    def _best_step(self, pick: np.ndarray) -> tuple[int, int] | None:
+        """The single step (down for an error target, up for a bit target) with the best error per bit."""
+        best, best_ratio = None, math.inf
+        for i in self.rows:
+            j = pick[i] + (-1 if self.by_error else 1)
+            if not 0 <= j < self.err.shape[1]:
+                continue
+            trial = pick.copy()
+            trial[i] = j
+            if not self.fits(trial):
+                continue
+            d_bits = abs(self.cost[i, j] - self.cost[i, pick[i]])
+            ratio = (self.err[i, j] - self.err[i, pick[i]]) / d_bits  # > 0 stepping down, < 0 up
+            if ratio < best_ratio:
+                best, best_ratio = (i, j), ratio
+        return best
+
+    def refine(self, pick: np.ndarray) -> np.ndarray:
+        """Greedy marginal analysis: take the best single step while the target holds."""
+        pick = pick.copy()
+        while (step := self._best_step(pick)) is not None:
+            pick[step[0]] = step[1]
+        return pick
+
+    def bisect(self) -> np.ndarray:
+        """The Lagrangian allocation whose lambda (bisected in log space) just meets the target."""
+        lo, hi = -80.0, 80.0  # error falls and bits rise as lambda grows
+        for _ in range(100):
+            mid = 0.5 * (lo + hi)
+            ok = self.fits(self.lagrangian(math.exp(mid)))
+            if self.by_error:
+                hi, lo = (mid, lo) if ok else (hi, mid)
+            else:
+                lo, hi = (mid, hi) if ok else (lo, mid)
+        return self.lagrangian(math.exp(hi if self.by_error else lo))
+
+    def solve(self) -> np.ndarray:
+        """The better of the refined Lagrangian start and a plain greedy walk from the extreme."""
+        widest = self.err.shape[1] - 1 if self.by_error else 0
+        extreme = np.full(len(self.rows), widest, np.int64)
+        if not self.fits(extreme):  # unreachable: the largest (smallest) choice everywhere
+            return extreme
+        start = self.bisect()
+        if not self.fits(start):
+            start = extreme
+        candidates = [self.refine(start), self.refine(extreme)]
+        if self.by_error:
+            return min(candidates, key=lambda p: self.totals(p))  # fewest bits, then lowest error
+        return min(candidates, key=lambda p: self.totals(p)[::-1])  # lowest error, then fewest bits
+
+
+def _allocation_tensors(state: nn.Module | Mapping[str, Tensor],
+                        names: Iterable[str] | None) -> dict[str, Tensor]:
+    """The tensors bits are allocated to (non-empty; see allocate_bits)."""
+    if isinstance(state, nn.Module):
+        tensors = _prunable_state(state, names)
+    else:
+        full = dict(state)
+        if names is not None:
+            tensors = {n: full[n] for n in names}
+        else:
+            tensors = {k: v for k, v in full.items() if v.is_floating_point() and v.dim() >= 1}
+    return {k: v for k, v in tensors.items() if v.numel()}
+
+
 def allocate_bits(state: nn.Module | Mapping[str, Tensor], target_error: float | None = None,
                   target_bits: float | None = None, choices: Iterable[int] = range(2, 17),
                   axis: int | None | str = "auto", symmetric: bool = False,
@@ -192,77 +278,14 @@ def allocate_bits(state: nn.Module | Mapping[str, Tensor], target_error: float |
     if (target_error is None) == (target_bits is None):
         raise ValueError("give exactly one of target_error and target_bits")
     levels = sorted({check_bits(b) for b in choices})
-    if isinstance(state, nn.Module):
-        tensors = _prunable_state(state, names)
-    else:
-        full = dict(state)
-        if names is not None:
-            tensors = {n: full[n] for n in names}
-        else:
-            tensors = {k: v for k, v in full.items() if v.is_floating_point() and v.dim() >= 1}
-    tensors = {k: v for k, v in tensors.items() if v.numel()}
+    tensors = _allocation_tensors(state, names)
     if not tensors:
         return {}
     keys = list(tensors)
     n = np.array([tensors[k].numel() for k in keys], np.float64)
     err = np.array([[_sse(tensors[k], b, axis, symmetric) for b in levels] for k in keys])  # (K, L)
     cost = n[:, None] * np.array(levels, np.float64)[None, :]  # bits, (K, L)
-    total = float(n.sum())
-    rows = np.arange(len(keys))
-
-    def totals(pick: np.ndarray) -> tuple[float, float]:
-        return float(cost[rows, pick].sum()), float(err[rows, pick].sum())
-
-    def fits(pick: np.ndarray) -> bool:
-        b, e = totals(pick)
-        return e <= target_error * total if target_error is not None else b <= target_bits * total
-
-    def lagrangian(lam: float) -> np.ndarray:
-        return np.argmin(cost + lam * err, axis=1)
-
-    def refine(pick: np.ndarray) -> np.ndarray:
-        pick = pick.copy()
-        while True:
-            best, best_ratio = None, math.inf
-            for i in rows:
-                j = pick[i] + (-1 if target_error is not None else 1)
-                if not 0 <= j < len(levels):
-                    continue
-                trial = pick.copy()
-                trial[i] = j
-                if not fits(trial):
-                    continue
-                d_bits = abs(cost[i, j] - cost[i, pick[i]])
-                d_err = err[i, j] - err[i, pick[i]]  # > 0 stepping down, < 0 stepping up
-                ratio = d_err / d_bits
-                if ratio < best_ratio:
-                    best, best_ratio = (i, j), ratio
-            if best is None:
-                return pick
-            pick[best[0]] = best[1]
-
-    top, bottom = np.full(len(keys), len(levels) - 1), np.zeros(len(keys), np.int64)
-    if target_error is not None and not fits(top):
-        return {k: levels[-1] for k in keys}
-    if target_bits is not None and not fits(bottom):
-        return {k: levels[0] for k in keys}
-    # bisect log(lambda): error falls and bits rise as lambda grows
-    lo, hi = -80.0, 80.0
-    for _ in range(100):
-        mid = 0.5 * (lo + hi)
-        ok = fits(lagrangian(math.exp(mid)))
-        if target_error is not None:
-            hi, lo = (mid, lo) if ok else (hi, mid)
-        else:
-            lo, hi = (mid, hi) if ok else (lo, mid)
-    start = lagrangian(math.exp(hi if target_error is not None else lo))
-    if not fits(start):
-        start = top if target_error is not None else bottom
-    candidates = [refine(start), refine(top) if target_error is not None else refine(bottom)]
-    if target_error is not None:
-        best = min(candidates, key=lambda p: totals(p))  # fewest bits, then lowest error
-    else:
-        best = min(candidates, key=lambda p: totals(p)[::-1])  # lowest error, then fewest bits
+    best = _Allocation(err, cost, float(n.sum()), target_error, target_bits).solve()
     return {k: levels[int(best[i])] for i, k in enumerate(keys)}
 
 
