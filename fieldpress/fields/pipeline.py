@@ -137,19 +137,22 @@ class FittedImage(Protocol):
 @dataclasses.dataclass(frozen=True)
 class ImageMethod:
     """One way to code an image: the registered ``codec`` (kind image) that writes and reads the file,
-    and ``fit``, a "module:function" taking ``(image, options, device, hooks)`` and returning a
-    ``FittedImage``, imported on first use."""
+    and ``fit``, a function taking ``(image, options, device, hooks)`` and returning a
+    ``FittedImage``, or its "module:function" name, imported on first use (keeps torch unloaded)."""
 
     codec: str
-    fit: str
+    fit: str | Callable[[SourceImage, ImageOptions, Any, FitHooks], FittedImage]
     description: str = ""
 
     def codec_object(self) -> Codec:
         return get_codec(KIND, self.codec)
 
     def run_fit(self, image: SourceImage, options: ImageOptions, device: Any, hooks: FitHooks) -> FittedImage:
-        module, _, attr = self.fit.partition(":")
-        return getattr(importlib.import_module(module), attr)(image, options, device, hooks)
+        function = self.fit
+        if isinstance(function, str):
+            module, _, attr = function.partition(":")
+            function = getattr(importlib.import_module(module), attr)
+        return function(image, options, device, hooks)
 
 
 FIELD_METHOD = ImageMethod("field", "fieldpress.fields.image:fit_field",
