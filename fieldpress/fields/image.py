@@ -1,9 +1,11 @@
 """Images as neural fields: build a sized model, fit it through the Fitter, code it into a container.
 
-The ``image`` container (``.fpi``) holds the quantized, entropy-coded weights and grids
-(``fieldpress.codec.quant.compress_state_dict``), the random Fourier matrix as exact float16 when
-the model has one, and a header with the raster layout (size, mode, bit depth), the sized
-architecture and the PSNR measured on exactly what the decoder reproduces.
+The ``image/field`` codec (``FIELD_CODEC``: ``encode`` -> ``Encoded``, ``decode`` -> ``ImageDecoder``)
+stores the quantized, entropy-coded weights and grids (``fieldpress.codec.quant.compress_state_dict``),
+the random Fourier matrix as exact float16 when the model has one, and a header with the raster
+layout (size, mode, bit depth), the sized architecture and the PSNR measured on exactly what the
+decoder reproduces (docs/formats/image.md). ``fit_field`` is the field method of
+``fieldpress.fields.pipeline``, which writes, decodes and measures the files.
 Coordinates are pixel centres ``((i + 0.5) / W, (j + 0.5) / H)``; values are channels / (2^bits - 1).
 """
 
@@ -439,17 +441,7 @@ def fit_field(image: SourceImage, options: ImageOptions, device: torch.device, h
     info = image.info
     plan = plan_model(options.model, options.params, info.width, info.height, info.channels)
     torch.manual_seed(options.seed)
-    fit = fit_image(
-        image.pixels,
-        info,
-        plan,
-        steps=options.steps,
-        minutes=options.minutes,
-        seed=options.seed,
-        device=device,
-        show_progress=hooks.progress,
-        evaluate=hooks.evaluate,
-        eval_every=hooks.eval_every,
-        started=hooks.started,
-    )
+    fit = fit_image(image.pixels, info, plan, steps=options.steps, minutes=options.minutes, seed=options.seed,
+                    device=device, show_progress=hooks.progress, evaluate=hooks.evaluate,
+                    eval_every=hooks.eval_every, started=hooks.started)
     return FieldFit(fit.model, plan, info, options.seed, fit.steps, fit.seconds, fit.interrupted)
