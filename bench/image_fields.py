@@ -13,11 +13,11 @@ CPU runs downscale the images (LANCZOS) so the whole run fits in minutes; the JS
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import io
 import json
 import platform
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -26,10 +26,9 @@ import torch
 from PIL import Image
 
 from fieldpress.cli import parse_count, parse_wxh
-from fieldpress.codec.container import write_container
-from fieldpress.fields.image import decode_model, encode_image, fit_image, image_psnr, register, render
+from fieldpress.fields.image import render
 from fieldpress.fields.image_io import RasterInfo
-from fieldpress.fields.presets import MODELS, plan_model
+from fieldpress.fields.pipeline import FitHooks, ImageOptions, SourceImage, code, fit, image_psnr, model_names
 
 ROOT = Path(__file__).resolve().parents[1]
 KODAK = ROOT.parent / "shared" / "data" / "images" / "kodak"
@@ -84,17 +83,20 @@ def match_bpp(arr: np.ndarray, fmt: str, bpp: float) -> dict[str, float]:
     return best
 
 
-def run_model(arr: np.ndarray, name: str, args: argparse.Namespace, tmp: Path) -> dict:
+def run_model(arr: np.ndarray, name: str, args: argparse.Namespace) -> dict:
+    """Fit one model through the image pipeline, then code that fit at each of --bits (real file
+    bytes, decoded and measured by the pipeline, as fit-image does)."""
     h, w = arr.shape[:2]
-    info = RasterInfo(w, h, "RGB", 8)
-    plan = plan_model(name, args.params, w, h, 3)
+    image = SourceImage(arr, RasterInfo(w, h, "RGB", 8))
+    options = ImageOptions(model=name, params=args.params, steps=args.steps, seed=args.seed,
+                           threads=args.threads, bits=args.bits[0])
     curve: list[dict[str, float]] = []
     clock = {"eval": 0.0, "t0": 0.0, "step": 0}
 
     def evaluate(model: torch.nn.Module) -> dict[str, float]:
         t = time.perf_counter()
         clock["step"] = min(clock["step"] + args.eval_every, args.steps)  # the last call is the stage end
-        psnr = image_psnr(arr, render(model, info), 8)
+        psnr = image_psnr(arr, render(model, image.info), 8)
         curve.append(
             {
                 "step": clock["step"],
@@ -106,27 +108,16 @@ def run_model(arr: np.ndarray, name: str, args: argparse.Namespace, tmp: Path) -
         return {"psnr_full": psnr}
 
     clock["t0"] = time.perf_counter()
-    fit = fit_image(
-        arr,
-        info,
-        plan,
-        steps=args.steps,
-        minutes=None,
-        seed=args.seed,
-        device=torch.device(args.device),
-        evaluate=evaluate,
-        eval_every=args.eval_every,
-    )
+    hooks = FitHooks(evaluate=evaluate, eval_every=args.eval_every)
+    fitted = fit(image, options, torch.device(args.device), hooks)
     fit_seconds = time.perf_counter() - clock["t0"] - clock["eval"]
-    float_psnr = image_psnr(arr, render(fit.model, info, "cpu"), 8)
     coded = []
     for bits in args.bits:
-        streams, header = encode_image(fit.model, plan, info, bits=bits, seed=args.seed)
-        decoded, _ = decode_model(header, streams)
-        psnr = image_psnr(arr, render(decoded, info, "cpu"), 8)
-        header["psnr"] = round(psnr, 4)
-        n_bytes = write_container(tmp / f"{name}_{bits}.fpi", "image", header, streams)
-        coded.append({"bits": bits, "bytes": n_bytes, "bpp": n_bytes * 8 / (w * h), "psnr": psnr})
+        result = code(fitted, image, dataclasses.replace(options, bits=bits), args.device)
+        m = result.metrics
+        coded.append({"bits": bits, "bytes": result.bytes, "bpp": result.bytes * 8 / (w * h),
+                      "psnr": m["psnr"], "ms_ssim": m["ms_ssim"]})
+    plan = fitted.plan
     return {
         "model": name,
         "params": plan.n_params,
@@ -134,9 +125,9 @@ def run_model(arr: np.ndarray, name: str, args: argparse.Namespace, tmp: Path) -
         "encoding": plan.encoding,
         "lr": plan.lr,
         "batch_size": plan.batch_size,
-        "steps": fit.steps,
+        "steps": fitted.steps,
         "fit_seconds": round(fit_seconds, 2),
-        "float_psnr": float_psnr,
+        "float_psnr": image_psnr(arr, fitted.preview(), 8),
         "curve": curve,
         "coded": coded,
     }
@@ -186,7 +177,7 @@ def plot(results: dict, out_prefix: Path) -> list[str]:
     return written
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--images", default="kodim01,kodim03,kodim05")
     p.add_argument("--size", default="384x256", help="downscale to WxH (Kodak is 768x512); 'full' keeps it")
@@ -202,15 +193,15 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     args.params = parse_count(args.params)
     args.bits = [int(b) for b in args.bits.split(",")]
-    size = None if args.size == "full" else parse_wxh(args.size)
-    models = args.models.split(",")
-    for m in models:
-        if m not in MODELS:
+    args.models = args.models.split(",")
+    for m in args.models:
+        if m not in model_names():
             p.error(f"unknown model {m}")
-    torch.set_num_threads(args.threads)
-    register()
-    t_start = time.perf_counter()
-    results: dict = {
+    return args
+
+
+def header(args: argparse.Namespace) -> dict:
+    return {
         "bench": "image_fields",
         "machine": {
             "platform": platform.platform(),
@@ -223,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
         "settings": {
             "images": args.images,
             "size": args.size,
-            "models": models,
+            "models": args.models,
             "params": args.params,
             "steps": args.steps,
             "eval_every": args.eval_every,
@@ -233,49 +224,43 @@ def main(argv: list[str] | None = None) -> int:
         },
         "images": [],
     }
-    with tempfile.TemporaryDirectory() as tmpdir:
-        warm = np.zeros((8, 8, 3), np.uint8)  # pay one-time costs (lazy imports, allocator) before timing
-        for m in models:
-            plan = plan_model(m, args.params, 8, 8, 3)
-            fit_image(
-                warm,
-                RasterInfo(8, 8, "RGB", 8),
-                plan,
-                steps=3,
-                minutes=None,
-                seed=0,
-                device=torch.device(args.device),
-            )
-        for name in args.images.split(","):
-            arr = load(name, size)
-            h, w = arr.shape[:2]
-            entry = {
-                "name": name,
-                "size": f"{w}x{h}",
-                "models": [],
-                "jpeg": pillow_curve(arr, "JPEG"),
-                "webp": pillow_curve(arr, "WEBP"),
-            }
-            for m in models:
-                t = time.perf_counter()
-                res = run_model(arr, m, args, Path(tmpdir))
-                for c in res["coded"]:
-                    c["jpeg_at_bpp"] = match_bpp(arr, "JPEG", c["bpp"])
-                    c["webp_at_bpp"] = match_bpp(arr, "WEBP", c["bpp"])
-                entry["models"].append(res)
-                best = res["coded"][0]
-                print(
-                    f"{name} {m:13s} params {res['params']:6d} float {res['float_psnr']:.2f} dB  "
-                    f"{best['bits']}-bit {best['psnr']:.2f} dB at {best['bpp']:.3f} bpp "
-                    f"(JPEG {best['jpeg_at_bpp']['psnr']:.2f}, WebP {best['webp_at_bpp']['psnr']:.2f})  "
-                    f"{time.perf_counter() - t:.0f}s",
-                    flush=True,
-                )
-            results["images"].append(entry)
+
+
+def run_image(name: str, args: argparse.Namespace) -> dict:
+    """Every model on one image, each coded file beside JPEG and WebP at its bpp."""
+    arr = load(name, None if args.size == "full" else parse_wxh(args.size))
+    h, w = arr.shape[:2]
+    entry = {
+        "name": name,
+        "size": f"{w}x{h}",
+        "models": [],
+        "jpeg": pillow_curve(arr, "JPEG"),
+        "webp": pillow_curve(arr, "WEBP"),
+    }
+    for m in args.models:
+        t = time.perf_counter()
+        res = run_model(arr, m, args)
+        for c in res["coded"]:
+            c["jpeg_at_bpp"] = match_bpp(arr, "JPEG", c["bpp"])
+            c["webp_at_bpp"] = match_bpp(arr, "WEBP", c["bpp"])
+        entry["models"].append(res)
+        best = res["coded"][0]
+        print(
+            f"{name} {m:13s} params {res['params']:6d} float {res['float_psnr']:.2f} dB  "
+            f"{best['bits']}-bit {best['psnr']:.2f} dB at {best['bpp']:.3f} bpp "
+            f"(JPEG {best['jpeg_at_bpp']['psnr']:.2f}, WebP {best['webp_at_bpp']['psnr']:.2f})  "
+            f"{time.perf_counter() - t:.0f}s",
+            flush=True,
+        )
+    return entry
+
+
+def cam_gains(images: list[dict]) -> dict:
+    """What CAM adds to each base model, per image and on average (float fit and first coded file)."""
     gains = {}
     for cam, base in CAM_PAIRS.items():
         diffs = []
-        for img in results["images"]:
+        for img in images:
             by = {m["model"]: m for m in img["models"]}
             if cam in by and base in by:
                 diffs.append(
@@ -292,7 +277,21 @@ def main(argv: list[str] | None = None) -> int:
                 "mean_float_db": float(np.mean([d["float_db"] for d in diffs])),
                 "mean_coded_db": float(np.mean([d["coded_db"] for d in diffs])),
             }
-    results["cam_gain"] = gains
+    return gains
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    t_start = time.perf_counter()
+    results = header(args)
+    warm = SourceImage(np.zeros((8, 8, 3), np.uint8), RasterInfo(8, 8, "RGB", 8))
+    for m in args.models:  # pay one-time costs (lazy imports, allocator) before timing
+        options = ImageOptions(model=m, params=args.params, steps=3, threads=args.threads)
+        fit(warm, options, torch.device(args.device))
+    for name in args.images.split(","):
+        results["images"].append(run_image(name, args))
+    results["cam_gain"] = gains = cam_gains(results["images"])
     results["seconds"] = round(time.perf_counter() - t_start, 1)
     out = ROOT / "bench" / "results" / args.name
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -16,11 +16,11 @@ from fieldpress.fields.image import (
     build_model,
     codec_state,
     fit_image,
-    image_psnr,
     load_codec_state,
     render,
 )
 from fieldpress.fields.image_io import RasterInfo
+from fieldpress.fields.pipeline import image_psnr
 from fieldpress.fields.presets import MODELS, mlp_params, plan_model
 from tests.helpers.threads import one_thread  # noqa: F401 - autouse fixture
 

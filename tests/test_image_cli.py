@@ -22,6 +22,11 @@ def _pattern(h: int, w: int, c: int, peak: int) -> np.ndarray:
     return np.round(np.stack(chans, -1) * peak)
 
 
+def decoded_size(fpi) -> int:
+    image = read_info(fpi).header["image"]
+    return image["width"] * image["height"]
+
+
 def _fit_decode(tmp_path, src, capsys, *extra: str) -> tuple[dict, np.ndarray]:
     fpi, png = tmp_path / "out.fpi", tmp_path / "dec.png"
     argv = [str(src), "-o", str(fpi), "--steps", "40", "--params", "6k", "--model", "siren", "--json", *extra]
@@ -30,6 +35,9 @@ def _fit_decode(tmp_path, src, capsys, *extra: str) -> tuple[dict, np.ndarray]:
     assert run_command(decode_image_command, [str(fpi), "-o", str(png), "--json"]) == 0
     capsys.readouterr()
     assert summary["bytes"] == fpi.stat().st_size
+    assert summary["codec"] == "field" and 0.0 < summary["ms_ssim"] <= 1.0
+    assert summary["psnr_frame_mean"] == summary["psnr"]
+    assert summary["bpp"] == pytest.approx(summary["bytes"] * 8 / decoded_size(fpi), abs=1e-4)
     decoded, _ = read_image(png)
     return summary, decoded
 

@@ -2,7 +2,9 @@
 
 Public pieces: ``Encoding(config, n_input_dims)`` and ``Network(config, n_in, n_out)`` built from
 tiny-cuda-nn style config dicts, ``FieldModel`` (encoding then network), ``CAM`` (coordinate-aware
-modulation) with ``cam_param_groups``, and the ``fit-image`` / ``decode-image`` commands.
+modulation) with ``cam_param_groups``, and image coding: ``fieldpress.fields.pipeline``
+(``compress(input, options, device) -> Result``, ``decode``) behind the ``fit-image`` /
+``decode-image`` commands.
 """
 
 import importlib

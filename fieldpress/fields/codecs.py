@@ -1,5 +1,7 @@
 """The image codecs as the codec registry sees them: names, versions and header summaries, without
-torch (so `fieldpress info` stays light). Decoding lives in `fieldpress.fields.image`."""
+torch (so `fieldpress info` stays light). Encoding and decoding live in `fieldpress.fields.image`
+(`FIELD_CODEC`); `fieldpress.fields.pipeline` maps `fit-image --model` names to codecs. The layout:
+docs/formats/image.md."""
 
 from __future__ import annotations
 

@@ -1,9 +1,11 @@
 """Images as neural fields: build a sized model, fit it through the Fitter, code it into a container.
 
-The ``image`` container (``.fpi``) holds the quantized, entropy-coded weights and grids
-(``fieldpress.codec.quant.compress_state_dict``), the random Fourier matrix as exact float16 when
-the model has one, and a header with the raster layout (size, mode, bit depth), the sized
-architecture and the PSNR measured on exactly what the decoder reproduces.
+The ``image/field`` codec (``FIELD_CODEC``: ``encode`` -> ``Encoded``, ``decode`` -> ``ImageDecoder``)
+stores the quantized, entropy-coded weights and grids (``fieldpress.codec.quant.compress_state_dict``),
+the random Fourier matrix as exact float16 when the model has one, and a header with the raster
+layout (size, mode, bit depth), the sized architecture and the PSNR measured on exactly what the
+decoder reproduces (docs/formats/image.md). ``fit_field`` is the field method of
+``fieldpress.fields.pipeline``, which writes, decodes and measures the files.
 Coordinates are pixel centres ``((i + 0.5) / W, (j + 0.5) / H)``; values are channels / (2^bits - 1).
 """
 
@@ -11,7 +13,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import math
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -21,15 +22,17 @@ import numpy as np
 import torch
 from torch import nn
 
+from fieldpress.codec.registry import Encoded
 from fieldpress.errors import FormatError, InputError
 from fieldpress.fields.cam import cam_param_groups
 from fieldpress.fields.encodings import Encoding, GridEncoding, RandomFourierEncoding
 from fieldpress.fields.image_io import RasterInfo
 from fieldpress.fields.mlp import FieldModel, Network
-from fieldpress.fields.presets import ModelPlan
+from fieldpress.fields.presets import ModelPlan, plan_model
 
 if TYPE_CHECKING:
     from fieldpress.engine.budget import BudgetPlan
+    from fieldpress.fields.pipeline import FitHooks, ImageOptions, SourceImage
 
 __all__ = [
     "FitImageResult",
@@ -37,9 +40,10 @@ __all__ = [
     "PixelSource",
     "build_model",
     "codec_state",
+    "FieldFit",
     "encode_image",
+    "fit_field",
     "fit_image",
-    "image_psnr",
     "load_codec_state",
     "pixel_coords",
     "render",
@@ -166,19 +170,6 @@ def render(model: nn.Module, info: RasterInfo, device: torch.device | str | None
     values = torch.round(out.clamp(0.0, 1.0) * info.max_value)
     dtype = np.uint16 if info.bit_depth == 16 else np.uint8
     return values.numpy().astype(dtype).reshape(info.height, info.width, info.channels)
-
-
-def image_psnr(ref: np.ndarray, test: np.ndarray, bit_depth: int) -> float:
-    """PSNR in dB over every stored channel, peak 2^bits - 1 (MSE pooled over all samples)."""
-    try:
-        from fieldpress.metrics import psnr
-    except ImportError:  # the core metrics module; same pooled formula
-        psnr = None
-    peak = float((1 << bit_depth) - 1)
-    if psnr is not None:
-        return float(psnr(ref, test, max_val=peak))
-    mse = float(np.mean((ref.astype(np.float64) - test.astype(np.float64)) ** 2))
-    return math.inf if mse == 0 else 10.0 * math.log10(peak * peak / mse)
 
 
 # ----------------------------------------------------------------------------- fitting
@@ -314,8 +305,10 @@ def encode_image(
     bits: int,
     seed: int,
     extra: Mapping[str, Any] | None = None,
-) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    """Quantize and pack the model: (streams, header) for ``write_container(path, "image", ...)``."""
+) -> Encoded:
+    """Quantize and pack the model: the header and streams of an ``image/field`` file (the codec
+    registry stamps ``codec``/``codec_version`` when it writes them; ``format`` stays for readers
+    older than the registry)."""
     from fieldpress.codec.quant import compress_state_dict
 
     state = codec_state(model)
@@ -332,7 +325,7 @@ def encode_image(
         "quant": meta,
         **dict(extra or {}),
     }
-    return streams, header
+    return Encoded(header, streams)
 
 
 def _check_plan(plan: Mapping[str, Any]) -> None:
@@ -402,10 +395,53 @@ class ImageDecoder:
 
 
 class ImageCodecImpl:
-    """The heavy half of the image field codec (fieldpress.fields.codecs): decode a container."""
+    """The heavy half of the image field codec (fieldpress.fields.codecs): encode a fitted field,
+    decode a container."""
+
+    def encode(self, model: FieldModel, plan: ModelPlan, info: RasterInfo, *, bits: int, seed: int,
+               extra: Mapping[str, Any] | None = None) -> Encoded:
+        return encode_image(model, plan, info, bits=bits, seed=seed, extra=extra)
 
     def decode(self, container: Any) -> ImageDecoder:
         return ImageDecoder(container)
 
 
 FIELD_CODEC = ImageCodecImpl()
+
+
+# ----------------------------------------------------------------------------- the pipeline's method
+@dataclasses.dataclass
+class FieldFit:
+    """A fitted image field (the pipeline's ``FittedImage`` for the ``field`` codec)."""
+
+    model: FieldModel
+    plan: ModelPlan
+    info: RasterInfo
+    seed: int
+    steps: int
+    seconds: float
+    interrupted: bool = False
+    _preview: np.ndarray | None = dataclasses.field(default=None, repr=False)
+
+    def facts(self) -> dict[str, Any]:
+        return {"model": self.plan.name, "params": self.plan.n_params}
+
+    def preview(self) -> np.ndarray:
+        if self._preview is None:
+            self._preview = render(self.model, self.info)
+        return self._preview
+
+    def encode(self, options: ImageOptions) -> Encoded:
+        return FIELD_CODEC.encode(self.model, self.plan, self.info, bits=options.bits, seed=self.seed)
+
+
+def fit_field(image: SourceImage, options: ImageOptions, device: torch.device, hooks: FitHooks) -> FieldFit:
+    """The ``field`` method of ``fieldpress.fields.pipeline``: size ``options.model`` to the budget
+    ``options.params`` for this image and fit it (``fit_image``)."""
+    info = image.info
+    plan = plan_model(options.model, options.params, info.width, info.height, info.channels)
+    torch.manual_seed(options.seed)
+    fit = fit_image(image.pixels, info, plan, steps=options.steps, minutes=options.minutes, seed=options.seed,
+                    device=device, show_progress=hooks.progress, evaluate=hooks.evaluate,
+                    eval_every=hooks.eval_every, started=hooks.started)
+    return FieldFit(fit.model, plan, info, options.seed, fit.steps, fit.seconds, fit.interrupted)

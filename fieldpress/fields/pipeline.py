@@ -1,0 +1,306 @@
+"""The image pipeline: ``compress(input, options, device) -> Result`` and ``decode(path, device)``.
+
+One shape for every image codec. ``compress`` reads the image, hands it to the *method* registered
+for ``options.model`` (a codec name plus the function that fits and encodes; ``METHODS``), turns the
+encoded result into the file's bytes through the codec registry (so the header names ``codec`` and
+``codec_version``), decodes exactly those bytes back on the CPU and measures them: ``psnr``
+(= ``psnr_frame_mean``: one frame), ``ms_ssim`` and ``bpp`` beside the codec's facts. The commands
+(`fit-image`, `decode-image`) and ``bench/image_fields.py`` call these functions.
+
+A second image codec (an overfitted latent grid, say) is a new method: a codec registered by entry
+point under ``image/<name>`` and a ``fit(image, options, device, hooks) -> FittedImage`` function,
+added with ``register_method(model_name, ImageMethod(codec, "module:function"))``. Options that
+only it reads become fields of ``ImageOptions`` (defaulting to "unset"), refused by methods that
+do not read them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+import numpy as np
+
+from fieldpress.codec.registry import Codec, Encoded, Result, encode_file, get_codec
+from fieldpress.errors import InputError
+from fieldpress.fields.image_io import RasterInfo, read_image
+from fieldpress.fields.presets import MODELS
+from fieldpress.runtime import cpu_threads, torch_threads
+
+if TYPE_CHECKING:
+    import torch
+
+__all__ = [
+    "METHODS",
+    "DecodedImage",
+    "FitHooks",
+    "FittedImage",
+    "ImageMethod",
+    "ImageOptions",
+    "SourceImage",
+    "code",
+    "compress",
+    "compress_image",
+    "decode",
+    "decoded_pixels",
+    "fit",
+    "image_ms_ssim",
+    "image_psnr",
+    "load_image",
+    "method_for",
+    "model_names",
+    "register_method",
+]
+
+KIND = "image"
+
+
+# ----------------------------------------------------------------------------- options and inputs
+@dataclasses.dataclass(frozen=True)
+class ImageOptions:
+    """The fit-image flags: architecture (``model``) and its learned-parameter budget, the fit length
+    (``steps``, or a wall-time budget ``minutes``; both: the steps, capped by the time), weight bits,
+    seed and CPU threads (None: the image thread policy, ``runtime.cpu_threads(small_batches=True)``)."""
+
+    model: str = "cam-ffn"
+    params: int = 60_000
+    steps: int | None = None
+    minutes: float | None = None
+    bits: int = 6
+    seed: int = 0
+    threads: int | None = None
+
+    def __post_init__(self) -> None:
+        if not 2 <= self.bits <= 16:
+            raise InputError(f"--bits must be in 2..16, got {self.bits}")
+        if self.steps is not None and self.steps < 1:
+            raise InputError(f"--steps must be positive, got {self.steps}")
+        if self.minutes is not None and not self.minutes > 0:
+            raise InputError(f"--minutes must be positive, got {self.minutes}")
+        if self.params < 1:
+            raise InputError(f"--params must be positive, got {self.params}")
+
+
+@dataclasses.dataclass(frozen=True)
+class SourceImage:
+    """The pixels to code, (H, W, C) uint8 or uint16 in their own mode, with their layout."""
+
+    pixels: np.ndarray
+    info: RasterInfo
+    path: str | None = None
+
+
+def load_image(path: str | Path) -> SourceImage:
+    """Read an image file (InputError, exit 2, when it is not a readable image)."""
+    pixels, info = read_image(path)
+    return SourceImage(pixels, info, str(path))
+
+
+@dataclasses.dataclass(frozen=True)
+class FitHooks:
+    """How a fit runs besides its options: a progress bar, the ``time.perf_counter()`` the time budget
+    counts from (default: when the fit starts), and the Fitter's ``evaluate(model)`` every
+    ``eval_every`` steps (benchmarks draw PSNR curves with it)."""
+
+    progress: bool = False
+    started: float | None = None
+    evaluate: Callable[[Any], dict[str, float]] | None = None
+    eval_every: int | None = None
+
+
+class FittedImage(Protocol):
+    """What a method's fit returns: a fitted representation that encodes at any options' bits."""
+
+    steps: int
+    seconds: float
+
+    def facts(self) -> dict[str, Any]:
+        """The summary's description of the fit (``model``, ``params``, ...)."""
+        ...
+
+    def preview(self) -> np.ndarray:
+        """The pixels before quantization (for ``psnr_before_quant``)."""
+        ...
+
+    def encode(self, options: ImageOptions) -> Encoded:
+        """The codec's header and streams at ``options`` (bits, ...)."""
+        ...
+
+
+# ----------------------------------------------------------------------------- methods
+@dataclasses.dataclass(frozen=True)
+class ImageMethod:
+    """One way to code an image: the registered ``codec`` (kind image) that writes and reads the file,
+    and ``fit``, a function taking ``(image, options, device, hooks)`` and returning a
+    ``FittedImage``, or its "module:function" name, imported on first use (keeps torch unloaded)."""
+
+    codec: str
+    fit: str | Callable[[SourceImage, ImageOptions, Any, FitHooks], FittedImage]
+    description: str = ""
+
+    def codec_object(self) -> Codec:
+        return get_codec(KIND, self.codec)
+
+    def run_fit(self, image: SourceImage, options: ImageOptions, device: Any, hooks: FitHooks) -> FittedImage:
+        function = self.fit
+        if isinstance(function, str):
+            module, _, attr = function.partition(":")
+            function = getattr(importlib.import_module(module), attr)
+        return function(image, options, device, hooks)
+
+
+FIELD_METHOD = ImageMethod("field", "fieldpress.fields.image:fit_field",
+                           "a coordinate field (SIREN, Fourier features, hash grid, CAM), quantized weights")
+METHODS: dict[str, ImageMethod] = {name: FIELD_METHOD for name in MODELS}
+
+
+def register_method(model: str, method: ImageMethod) -> ImageMethod:
+    """Make ``fit-image --model MODEL`` (and ``compress``) use ``method``."""
+    METHODS[model] = method
+    return method
+
+
+def model_names() -> list[str]:
+    return list(METHODS)
+
+
+def method_for(model: str) -> ImageMethod:
+    try:
+        return METHODS[model]
+    except KeyError:
+        raise InputError(f"unknown model {model!r}: choose from {', '.join(METHODS)}") from None
+
+
+# ----------------------------------------------------------------------------- measuring
+def image_psnr(ref: np.ndarray, test: np.ndarray, bit_depth: int) -> float:
+    """PSNR in dB over every stored channel, peak 2^bits - 1 (MSE pooled over all samples)."""
+    from fieldpress.metrics import psnr
+
+    return float(psnr(ref, test, max_val=float((1 << bit_depth) - 1)))
+
+
+def image_ms_ssim(ref: np.ndarray, test: np.ndarray, bit_depth: int) -> float:
+    """MS-SSIM over every stored channel (fieldpress.metrics' window rule); 16-bit values are scaled
+    to the 0..255 range it measures on."""
+    from fieldpress.metrics import ms_ssim
+
+    if bit_depth != 8:
+        scale = 255.0 / float((1 << bit_depth) - 1)
+        ref, test = ref.astype(np.float64) * scale, test.astype(np.float64) * scale
+    return float(ms_ssim(ref, test))
+
+
+@dataclasses.dataclass(frozen=True)
+class DecodedImage:
+    """A decoded file: its pixels in the original size, mode and bit depth, and what wrote it."""
+
+    pixels: np.ndarray
+    info: RasterInfo
+    codec: str
+    header: dict[str, Any]
+
+
+def decode(path: str | Path, device: Any = "cpu") -> DecodedImage:
+    """Decode an image file with the codec its header names (or that claims it, for old files)."""
+    from fieldpress.codec.container import open_container
+
+    container = open_container(path)
+    if container.kind != KIND:
+        kind = container.kind
+        raise InputError(f"{path}: a {kind} container, not an image (use the {kind} decoder)")
+    decoder = container.decoder()
+    return DecodedImage(decoder.image(device), decoder.info, container.codec().name, dict(container.header))
+
+
+def decoded_pixels(data: bytes) -> np.ndarray:
+    """The pixels a decoder reproduces from a file's bytes (decoded on the CPU)."""
+    with tempfile.TemporaryDirectory(prefix="fieldpress-image-") as tmp:
+        path = Path(tmp) / "check.fpi"
+        path.write_bytes(data)
+        return decode(path, "cpu").pixels
+
+
+# ----------------------------------------------------------------------------- the pipeline
+@contextmanager
+def _thread_policy(options: ImageOptions, device: Any) -> Iterator[None]:
+    """CPU fits run with the image thread policy (small batches: one thread unless told otherwise)."""
+    on_cpu = getattr(device, "type", str(device)) == "cpu"
+    with torch_threads(cpu_threads(options.threads, small_batches=True)) if on_cpu else nullcontext():
+        yield
+
+
+def fit(image: SourceImage, options: ImageOptions, device: torch.device,
+        hooks: FitHooks | None = None) -> FittedImage:
+    """Fit ``image`` with the method of ``options.model`` (no coding yet)."""
+    hooks = hooks or FitHooks()
+    if hooks.started is None:
+        hooks = dataclasses.replace(hooks, started=time.perf_counter())
+    with _thread_policy(options, device):
+        return method_for(options.model).run_fit(image, options, device, hooks)
+
+
+def _measure(image: SourceImage, decoded: np.ndarray, fitted: FittedImage) -> dict[str, Any]:
+    info = image.info
+    psnr = image_psnr(image.pixels, decoded, info.bit_depth)
+    return {
+        "psnr": psnr,
+        "psnr_frame_mean": psnr,  # one frame
+        "ms_ssim": image_ms_ssim(image.pixels, decoded, info.bit_depth),
+        "psnr_before_quant": image_psnr(image.pixels, fitted.preview(), info.bit_depth),
+    }
+
+
+def code(fitted: FittedImage, image: SourceImage, options: ImageOptions, device: Any = "cpu",
+         started: float | None = None, codec: Codec | None = None) -> Result:
+    """Encode a fit at ``options`` into file bytes, decode those bytes and measure them.
+
+    The header gains the measured ``psnr`` (and ``psnr_channels``, ``steps``) for `fieldpress info`;
+    the streams, hence the decoded pixels, are the ones measured."""
+    started = time.perf_counter() if started is None else started
+    codec = codec or method_for(options.model).codec_object()
+    encoded = fitted.encode(options)
+    measured = _measure(image, decoded_pixels(encode_file(codec, encoded)), fitted)
+    info = image.info
+    header = {**encoded.header, "psnr": round(measured["psnr"], 4),
+              "psnr_channels": f"{info.mode} at {info.bit_depth} bits", "steps": fitted.steps}
+    data = encode_file(codec, dataclasses.replace(encoded, header=header))
+    metrics = {
+        "psnr": round(measured["psnr"], 3),
+        "psnr_frame_mean": round(measured["psnr_frame_mean"], 3),
+        "ms_ssim": round(measured["ms_ssim"], 5),
+        "psnr_before_quant": round(measured["psnr_before_quant"], 3),
+        "psnr_channels": info.mode,
+        "psnr_bit_depth": info.bit_depth,
+        "bpp": round(len(data) * 8.0 / (info.width * info.height), 4),
+        **fitted.facts(),
+        "steps": fitted.steps,
+        "fit_seconds": round(fitted.seconds, 2),
+        "size": f"{info.width}x{info.height}",
+    }
+    return Result(codec, data, metrics, input=image.path, seconds=time.perf_counter() - started,
+                  device=str(device))
+
+
+def compress_image(image: SourceImage, options: ImageOptions, device: torch.device,
+                   hooks: FitHooks | None = None) -> Result:
+    """Fit, encode, decode and measure pixels already in memory (``compress`` without the reading)."""
+    hooks = hooks or FitHooks()
+    started = time.perf_counter() if hooks.started is None else hooks.started
+    codec = method_for(options.model).codec_object()
+    with _thread_policy(options, device):  # the final renders and measures too
+        fitted = fit(image, options, device, dataclasses.replace(hooks, started=started))
+        return code(fitted, image, options, device, started, codec)
+
+
+def compress(input_path: str | Path, options: ImageOptions, device: torch.device, *,
+             progress: bool = False) -> Result:
+    """Code the image at ``input_path``: the file's bytes (``result.write(path)``) and its measures."""
+    started = time.perf_counter()
+    image = load_image(input_path)
+    return compress_image(image, options, device, FitHooks(progress=progress, started=started))
