@@ -406,3 +406,18 @@ def test_golden_files_v1_decode_to_the_expected_values() -> None:
         assert str(t.dtype).removeprefix("torch.") == exp["dtype"] and list(t.shape) == exp["shape"]
         values = [float.fromhex(v) for v in exp["values"]]
         assert t.reshape(-1).double().tolist() == values, name
+
+
+def test_a_container_opens_from_its_bytes_in_memory(tmp_path: Path) -> None:
+    streams = {"a": np.arange(50, dtype=np.int16), "b": np.linspace(0, 1, 7, dtype=np.float32)}
+    data = encode_container("image", {"k": 1}, streams)
+    path = tmp_path / "m.fpi"
+    path.write_bytes(data)
+    from_bytes, from_file = open_container(data), open_container(path)
+    assert from_bytes.header == from_file.header and from_bytes.file_bytes == len(data)
+    for name in streams:
+        assert np.array_equal(from_bytes.array(name), from_file.array(name))
+    damaged = bytearray(data)
+    damaged[-1] ^= 0xFF
+    with pytest.raises(FormatError):
+        open_container(bytes(damaged)).array("b")

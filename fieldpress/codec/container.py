@@ -9,6 +9,7 @@ Payloads are decoded lazily; `read_info` never decodes them (it only checks thei
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import struct
@@ -311,7 +312,23 @@ def _check_stream(fh: Any, s: StreamInfo, where: str) -> None:
         raise FormatError(f"{where}: damaged stream {s.name!r} (CRC mismatch)")
 
 
-def _load_index(path: str | os.PathLike[str]) -> tuple[_Index, Any]:
+Source = str | os.PathLike[str] | bytes
+"""A container file's path, or its bytes in memory (e.g. a pipeline measuring what it will write)."""
+
+
+def _open_source(source: Source) -> tuple[Any, int]:
+    """(a binary file object, its size) for a path or for bytes."""
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        data = bytes(source)
+        return io.BytesIO(data), len(data)
+    fh = open(source, "rb")  # noqa: SIM115 - returned to the caller, who closes it
+    return fh, os.fstat(fh.fileno()).st_size
+
+
+def _load_index(path: Source) -> tuple[_Index, Any]:
+    if isinstance(path, (bytes, bytearray, memoryview)):
+        fh, size = _open_source(path)
+        return _parse_index(fh, size, "<bytes>"), fh
     p = Path(path)
     try:
         fh = open(p, "rb")  # noqa: SIM115 - returned to the caller, who closes it
@@ -361,10 +378,12 @@ def read_info(path: str | os.PathLike[str], verify: bool = True) -> ContainerInf
 class Container:
     """An opened container: kind, header and stream table now; payloads decoded on demand."""
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(self, path: Source) -> None:
         index, fh = _load_index(path)
         fh.close()
-        self.path = Path(path)
+        in_memory = isinstance(path, (bytes, bytearray, memoryview))
+        self._source: Source = bytes(path) if in_memory else path
+        self.path = Path("<bytes>") if in_memory else Path(path)
         self.kind: str = index.kind
         self.version: int = index.version
         self.header: dict[str, Any] = index.header
@@ -391,8 +410,9 @@ class Container:
     def payload(self, name: str) -> bytes:
         """The CRC-checked payload bytes of one stream (still encoded)."""
         s = self._stream(name)
-        with open(self.path, "rb") as fh:
-            if os.fstat(fh.fileno()).st_size != self.file_bytes:
+        fh, size = _open_source(self._source)
+        with fh:
+            if size != self.file_bytes:
                 raise FormatError(f"{self.path}: file changed size since it was opened")
             data = _read_exact(fh, s.offset, s.length)
         if zlib.crc32(data) != s.crc32:
@@ -433,6 +453,7 @@ class Container:
         return self.codec().decode(self, **options)
 
 
-def open_container(path: str | os.PathLike[str]) -> Container:
-    """Open a container: validates the preamble, index CRC and stream table; payloads stay lazy."""
+def open_container(path: Source) -> Container:
+    """Open a container (a path, or the file's bytes): validates the preamble, index CRC and stream
+    table; payloads stay lazy."""
     return Container(path)
