@@ -10,7 +10,7 @@ Streams (all in Morton order of the quantized positions):
   extra/<name>           other per-Gaussian properties, losslessly
 Integer streams go through the container's "auto" codec (ANS when it is smallest). Quantized
 attributes are `QTensor`s (`fieldpress.codec.qtensor`, per column: axis 1) whose symbols are the stream
-and whose scale / zero point sit in the JSON header (docs/formats/scenes.md).
+and whose scale / zero point sit in the JSON header (docs/formats/scene.md).
 
 The header names the codec "lightgaussian" (files written before the codec registry say
 "lightgaussian-vectree"; both decode the same way).
