@@ -60,7 +60,7 @@ def _row(method: str, path: Path, n_in: int, enc_s: float, dec_s: float, referen
 
 def bench_scene(path: Path, args: argparse.Namespace, work: Path) -> dict[str, Any]:
     from fieldpress.scenes.formats import formats, load_scene, save_scene
-    from fieldpress.scenes.lightgaussian.codec import read_fpg, write_fpg
+    from fieldpress.scenes.lightgaussian.codec import read_fpg
     from fieldpress.scenes.lightgaussian.pipeline import CompressOptions, compress, eval_cameras, render_views
 
     scene = load_scene(path)
@@ -88,16 +88,17 @@ def bench_scene(path: Path, args: argparse.Namespace, work: Path) -> dict[str, A
     for preset in args.presets:
         options = CompressOptions(preset=preset, seed=0, significance_views=args.sig_views,
                                   significance_width=args.sig_width, train_width=args.train_width,
-                                  finetune_steps=args.finetune_steps if preset == "max" else None)
+                                  finetune_steps=args.finetune_steps if preset == "max" else None,
+                                  evaluate=False)  # evaluated below, on the same views as the peers
         out = work / f"{path.stem}.{preset}.fpg"
         t = time.perf_counter()
         result = compress(scene, options, source={"name": path.name, "bytes": path.stat().st_size})
-        write_fpg(out, result.encoded)
+        result.write(out)
         enc = time.perf_counter() - t
         t = time.perf_counter()
         decoded = read_fpg(out)
         dec = time.perf_counter() - t
-        extra = {"prune": result.prune, "stage_seconds": result.stages,
+        extra = {"prune": result.metrics["prune"], "stage_seconds": result.metrics["stage_seconds"],
                  "options": {k: v for k, v in dataclasses.asdict(options).items() if v is not None}}
         rows.append(_row(f"fieldpress-{preset}", out, scene.n, enc, dec, reference, decoded, cams, extra))
     return {"scene": path.name, "input_bytes": path.stat().st_size, "gaussians": scene.n,
@@ -148,8 +149,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.replot:
         plot(json.loads(args.replot.read_text())["scenes"], args.replot.with_suffix(".png"))
         return 0
-    import fieldpress.scenes.lightgaussian  # noqa: F401 - registers the fpg format
-
     results = []
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:

@@ -1,6 +1,7 @@
 """Gaussian scene file formats: INRIA PLY, PlayCanvas compressed PLY, Niantic SPZ, antimatter15 .splat,
-and whatever other parts register (the fieldpress `.fpg` container). `load_scene` / `save_scene` are the
-entry points; `register_format` extends them."""
+and whatever else an entry point in `fieldpress.scene_formats` names (the fieldpress `.fpg` container,
+from the LightGaussian package). `load_scene` / `save_scene` are the way in; `register_format` adds a
+format in this process."""
 
 from __future__ import annotations
 

@@ -21,7 +21,7 @@ from fieldpress.scenes.formats.quat_pack import (
     normalized_quats,
     sigmoid,
 )
-from fieldpress.scenes.formats.registry import SceneFormat, register_format
+from fieldpress.scenes.formats.registry import SceneFormat
 from fieldpress.scenes.scene import SH_C0, GaussianScene, sh_degree_of
 
 CHUNK = 256
@@ -212,6 +212,7 @@ def pack_rotation(quats: np.ndarray) -> np.ndarray:
     return out
 
 
-register_format(SceneFormat(
+# the scene-format registry loads this by entry point (group fieldpress.scene_formats)
+FORMAT = SceneFormat(
     name="compressed-ply", suffixes=(".compressed.ply",), read=read, write=write, sniff=sniff, priority=10,
-    description="PlayCanvas/SuperSplat compressed PLY (chunks of 256, 16 B/G + 1 B per SH coefficient)"))
+    description="PlayCanvas/SuperSplat compressed PLY (chunks of 256, 16 B/G + 1 B per SH coefficient)")

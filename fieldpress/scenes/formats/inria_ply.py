@@ -15,7 +15,7 @@ import numpy as np
 
 from fieldpress.errors import FormatError
 from fieldpress.scenes.formats.ply_header import PLY_NAMES, looks_like_ply, parse_header, read_ply, write_ply
-from fieldpress.scenes.formats.registry import SceneFormat, register_format
+from fieldpress.scenes.formats.registry import SceneFormat
 from fieldpress.scenes.scene import GaussianScene, sh_degree_of
 
 POSITION = ("x", "y", "z")
@@ -161,6 +161,7 @@ def write(scene: GaussianScene, path: Path, format: str | None = None, normals: 
     write_ply(str(path), [("vertex", table)], fmt=fmt, comments=comments or ply_meta.get("comments", []))
 
 
-register_format(SceneFormat(
+# the scene-format registry loads this by entry point (group fieldpress.scene_formats)
+FORMAT = SceneFormat(
     name="ply", suffixes=(".ply",), read=read, write=write, sniff=sniff, priority=0,
-    description="INRIA 3DGS PLY (binary or ASCII, SH 0-3, extra properties kept)"))
+    description="INRIA 3DGS PLY (binary or ASCII, SH 0-3, extra properties kept)")

@@ -1,7 +1,9 @@
 """The scene format registry: readers recognised by content (or suffix), writers chosen by suffix or name.
 
-Other parts of fieldpress add their own formats with `register_format` (the LightGaussian `.fpg`
-container registers its reader here), so `load_scene`, `render-splat` and `convert` handle them too.
+Formats are found by entry point, group ``fieldpress.scene_formats`` (name -> "module:FORMAT", a
+`SceneFormat`), loaded on first use, so `import fieldpress.scenes` stays cheap and a package adds a
+format with one entry point (the LightGaussian package provides `fpg`). `register_format` adds one in
+this process (tests, scripts).
 """
 
 from __future__ import annotations
@@ -10,22 +12,14 @@ import dataclasses
 import importlib
 import warnings
 from collections.abc import Callable
+from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
 from fieldpress.errors import FormatError, InputError
 
 SNIFF_BYTES = 4096
-# Modules holding the built-in formats; imported on first use so `import fieldpress.scenes` stays cheap.
-BUILTIN_MODULES = (
-    "fieldpress.scenes.formats.inria_ply",
-    "fieldpress.scenes.formats.compressed_ply",
-    "fieldpress.scenes.formats.spz",
-    "fieldpress.scenes.formats.splat",
-    "fieldpress.scenes.formats.container",
-)
-# Other parts that register scene formats when imported (the `.fpg` codec replaces the read-only entry).
-PLUGIN_MODULES = ("fieldpress.scenes.lightgaussian",)
+ENTRY_POINT_GROUP = "fieldpress.scene_formats"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,23 +46,53 @@ def register_format(fmt: SceneFormat, replace: bool = False) -> None:
     _FORMATS[fmt.name] = fmt
 
 
-def _ensure_builtin() -> None:
+def load_format(spec: str) -> SceneFormat:
+    """The `SceneFormat` an entry point value names ("module:attribute")."""
+    module, _, attr = spec.partition(":")
+    fmt = getattr(importlib.import_module(module), attr)
+    if not isinstance(fmt, SceneFormat):
+        raise TypeError(f"{spec} is not a SceneFormat")
+    return fmt
+
+
+def format_specs() -> dict[str, str]:
+    """name -> "module:attribute" of every installed scene format. When the installed metadata predates
+    the group (a source checkout not reinstalled since), the checkout's own pyproject.toml says."""
+    specs = {ep.name: ep.value for ep in entry_points(group=ENTRY_POINT_GROUP)}
+    return specs or _checkout_specs()
+
+
+def _checkout_specs() -> dict[str, str]:
+    import tomllib
+
+    pyproject = Path(__file__).resolve().parents[3] / "pyproject.toml"
+    try:
+        project = tomllib.loads(pyproject.read_text(encoding="utf-8")).get("project", {})
+    except (OSError, ValueError):
+        return {}
+    if project.get("name") != "fieldpress":
+        return {}
+    return dict(project.get("entry-points", {}).get(ENTRY_POINT_GROUP, {}))
+
+
+def _ensure_loaded() -> None:
     global _loaded
-    if not _loaded:
-        _loaded = True
-        for module in BUILTIN_MODULES:
-            importlib.import_module(module)
-        for module in PLUGIN_MODULES:
-            try:
-                importlib.import_module(module)
-            except Exception as exc:  # noqa: BLE001 - a broken plugin must not take the built-in formats down
-                warnings.warn(f"scene formats from {module} are unavailable: {type(exc).__name__}: {exc}",
-                              stacklevel=2)
+    if _loaded:
+        return
+    _loaded = True
+    for name, spec in format_specs().items():
+        if name in _FORMATS:
+            continue  # registered in this process first: that one wins
+        try:
+            register_format(load_format(spec))
+        except Exception as exc:  # noqa: BLE001 - a broken plugin must not take the other formats down
+            warnings.warn(f"scene format {name!r} ({spec}) is unavailable: {type(exc).__name__}: {exc}",
+                          stacklevel=3)
 
 
 def formats() -> dict[str, SceneFormat]:
     """Every registered format by name."""
-    _ensure_builtin()
+    _ensure_loaded()
     return dict(_FORMATS)
 
 

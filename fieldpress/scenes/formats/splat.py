@@ -10,7 +10,7 @@ import numpy as np
 
 from fieldpress.errors import FormatError
 from fieldpress.scenes.formats.quat_pack import logit_u8, normalized_quats, sigmoid
-from fieldpress.scenes.formats.registry import SceneFormat, register_format
+from fieldpress.scenes.formats.registry import SceneFormat
 from fieldpress.scenes.scene import SH_C0, GaussianScene
 
 RECORD = np.dtype([("position", "<f4", 3), ("scale", "<f4", 3), ("rgba", "u1", 4), ("rot", "u1", 4)])
@@ -44,6 +44,7 @@ def write(scene: GaussianScene, path: Path) -> None:
     Path(path).write_bytes(rec.tobytes())
 
 
-register_format(SceneFormat(
+# the scene-format registry loads this by entry point (group fieldpress.scene_formats)
+FORMAT = SceneFormat(
     name="splat", suffixes=(".splat",), read=read, write=write, sniff=None, priority=0,
-    description="antimatter15 .splat (32 B/G, no SH)"))
+    description="antimatter15 .splat (32 B/G, no SH)")

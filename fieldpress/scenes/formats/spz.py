@@ -22,7 +22,7 @@ import numpy as np
 
 from fieldpress.errors import FormatError, InputError
 from fieldpress.scenes.formats.quat_pack import logit_u8, normalized_quats, sigmoid
-from fieldpress.scenes.formats.registry import SceneFormat, register_format
+from fieldpress.scenes.formats.registry import SceneFormat
 from fieldpress.scenes.scene import GaussianScene
 
 MAGIC = 0x5053474E  # "NGSP" little-endian
@@ -292,6 +292,7 @@ def write(scene: GaussianScene, path: Path, version: int = 3, sh1_bits: int = 5,
     Path(path).write_bytes(header + toc + b"".join(c for c, _ in streams))
 
 
-register_format(SceneFormat(
+# the scene-format registry loads this by entry point (group fieldpress.scene_formats)
+FORMAT = SceneFormat(
     name="spz", suffixes=(".spz",), read=read, write=write, sniff=sniff, priority=20,
-    description="Niantic SPZ v1-4 (writes v3 by default; v2/v4 with --spz-version)"))
+    description="Niantic SPZ v1-4 (writes v3 by default; v2/v4 with --spz-version)")

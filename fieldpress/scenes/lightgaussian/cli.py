@@ -80,68 +80,45 @@ def build_parser() -> Any:
     return p
 
 
-def compress_splat_command(argv: Sequence[str] | None = None) -> int:
-    """compress-splat IN [-o OUT.fpg] [--preset fast|balanced|max] ...: write a .fpg scene."""
-    from fieldpress.scenes.formats import load_scene
-    from fieldpress.scenes.lightgaussian.codec import write_fpg
-    from fieldpress.scenes.lightgaussian.pipeline import (
-        CompressOptions,
-        compress,
-        eval_cameras,
-        evaluate,
-        render_views,
-    )
+def compress_options(args: Any) -> Any:
+    """The pipeline's CompressOptions from compress-splat's parsed arguments."""
+    from fieldpress.scenes.lightgaussian.pipeline import CompressOptions
 
-    args = build_parser().parse_args(argv)
-    started = time.perf_counter()
+    return CompressOptions(preset=args.preset, prune=args.prune, sh_degree=args.sh_degree,
+                           codebook=args.codebook, kept_bits=args.kept_bits,
+                           finetune_steps=args.finetune_steps, target_bytes=args.target_size, seed=args.seed,
+                           evaluate=args.evaluate, eval_views=args.eval_views, eval_width=args.eval_width)
+
+
+def output_path(args: Any) -> tuple[Path, Path]:
+    """(input, output .fpg) of compress-splat, checked: a .fpg that does not overwrite the input."""
     path = input_file(args.input)
     output = Path(args.output) if args.output else path.with_name(_stem(path) + ".fpg")
     if output.suffix.lower() != ".fpg":
         raise InputError(f"{output}: compress-splat writes .fpg files")
     if output.resolve() == path.resolve():
         raise InputError(f"{output}: the output would overwrite the input")
-    if args.eval_views < 1 or args.eval_width < 16:
-        raise InputError("--eval-views must be >= 1 and --eval-width >= 16")
+    return path, output
+
+
+def compress_splat_command(argv: Sequence[str] | None = None) -> int:
+    """compress-splat IN [-o OUT.fpg] [--preset fast|balanced|max] ...: write a .fpg scene."""
+    from fieldpress.scenes.lightgaussian.pipeline import compress
+
+    args = build_parser().parse_args(argv)
+    started = time.perf_counter()
+    path, output = output_path(args)
+    options = compress_options(args)
+    options.resolved()  # bad option values fail before any work
     device = resolve_device(args.device)
     show = progress_enabled(args.json)
-    log = _logger(show)
-
-    t = time.perf_counter()
-    scene = load_scene(path)
-    stages = {"load": round(time.perf_counter() - t, 3)}
     cameras = load_cameras(args.cameras) if args.cameras else None
-    options = CompressOptions(preset=args.preset, prune=args.prune, sh_degree=args.sh_degree,
-                              codebook=args.codebook, kept_bits=args.kept_bits,
-                              finetune_steps=args.finetune_steps,
-                              target_bytes=args.target_size, seed=args.seed)
-    source = {"name": path.name, "bytes": path.stat().st_size, "format": scene.meta.get("source_format")}
-    result = compress(scene, options, cameras, device=device, progress=log, source=source, show_progress=show)
-    stages.update(result.stages)
+    result = compress(path, options, device, cameras=cameras, progress=_logger(show), show_progress=show)
     t = time.perf_counter()
-    out_bytes = write_fpg(output, result.encoded)
-    stages["write"] = round(time.perf_counter() - t, 3)
-
-    metrics: dict[str, Any] = {
-        "preset": args.preset, "input_bytes": source["bytes"], "output_bytes": out_bytes,
-        "ratio": round(source["bytes"] / max(out_bytes, 1), 3),
-        "gaussians_in": result.gaussians_in, "gaussians_out": result.gaussians_out,
-        "bytes_per_gaussian": round(out_bytes / max(result.gaussians_in, 1), 3),
-        "sh_degree_in": result.sh_degree_in, "sh_degree_out": result.sh_degree_out, "prune": result.prune,
-    }
-    if args.evaluate:
-        log("evaluation")
-        t = time.perf_counter()
-        cams = eval_cameras(scene, cameras, args.eval_views, args.eval_width)
-        reference = render_views(scene, cams, device)
-        metrics.update(evaluate(reference, result.encoded.decoded, cams, device))
-        metrics["eval_views"] = len(cams)
-        stages["eval"] = round(time.perf_counter() - t, 3)
-    metrics["stage_seconds"] = stages
-    for key in ("recover", "distill", "search"):
-        if key in result.reports:
-            metrics[key] = result.reports[key]
-    RunSummary("compress-splat", str(path), str(output), out_bytes, time.perf_counter() - started,
-               str(device), metrics).emit(args.json)
+    result.write(output)
+    result.metrics["stage_seconds"]["write"] = round(time.perf_counter() - t, 3)
+    result.seconds = time.perf_counter() - started
+    RunSummary.from_result("compress-splat", result, output).emit(args.json)
     return 0
 
 

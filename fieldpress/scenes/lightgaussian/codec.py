@@ -8,8 +8,12 @@ Streams (all in Morton order of the quantized positions):
   dc                     SH DC, per-channel quantized (or inside the VecTree features when vq_dc)
   sh/keep, sh/kept, sh/index, sh/codebook   VecTree code of SH rest (and DC when vq_dc)
   extra/<name>           other per-Gaussian properties, losslessly
-Integer streams go through the container's "auto" codec (ANS when it is smallest). Quantization is
-the core formula (`fieldpress.codec.quant.quant_params`), parameters in the JSON header.
+Integer streams go through the container's "auto" codec (ANS when it is smallest). Quantized
+attributes are `QTensor`s (`fieldpress.codec.qtensor`, per column: axis 1) whose symbols are the stream
+and whose scale / zero point sit in the JSON header (docs/formats/scene.md).
+
+The header names the codec "lightgaussian" (files written before the codec registry say
+"lightgaussian-vectree"; both decode the same way).
 """
 
 from __future__ import annotations
@@ -22,13 +26,16 @@ from typing import Any
 import numpy as np
 import torch
 
+from fieldpress.codec.registry import Encoded, write_file
 from fieldpress.errors import FormatError, InputError
+from fieldpress.scenes.codecs import LIGHTGAUSSIAN
 from fieldpress.scenes.lightgaussian.position import PositionGrid, decode_positions, encode_positions
 from fieldpress.scenes.lightgaussian.vectree import VecTreeConfig, vectree_decode, vectree_encode
 
-KIND = "scene"
-CODEC_NAME = "lightgaussian-vectree"
-CODEC_VERSION = 1
+KIND = LIGHTGAUSSIAN.kind
+CODEC_NAME = LIGHTGAUSSIAN.name
+CODEC_NAMES = (LIGHTGAUSSIAN.name, *LIGHTGAUSSIAN.aliases)  # what headers may say
+CODEC_VERSION = LIGHTGAUSSIAN.version
 _MAX_GAUSSIANS = 1 << 28
 
 
@@ -57,38 +64,32 @@ class CodecConfig:
 
 # ----------------------------------------------------------------------------- quantization
 def _quantize(x: np.ndarray, bits: int) -> tuple[np.ndarray, dict[str, Any]]:
-    """Per-column asymmetric quantization of (N, C) float data with the core formula."""
-    from fieldpress.codec.quant import quant_params
+    """Per-column asymmetric quantization of (N, C) float data: the symbols and the header meta."""
+    from fieldpress.codec.quant import quantize
 
-    t = torch.as_tensor(np.ascontiguousarray(x, dtype=np.float32))
-    if t.shape[0] == 0:
-        return np.zeros(t.shape, np.uint16), {"bits": bits, "scale": [1.0] * t.shape[1],
-                                               "zero_point": [0.0] * t.shape[1]}
-    scale, zero_point, qmin, qmax = quant_params(t, bits, axis=1)
-    scale = scale.reshape(1, -1).to(torch.float32).expand(1, t.shape[1])
-    zero_point = zero_point.reshape(1, -1).to(torch.float32).expand(1, t.shape[1])
-    q = torch.clamp(torch.round(t / scale) + zero_point, qmin, qmax)
-    dtype = np.uint8 if bits <= 8 else np.uint16
-    meta = {"bits": bits, "scale": [float(v) for v in scale.flatten()],
-            "zero_point": [float(v) for v in zero_point.flatten()]}
-    return q.numpy().astype(dtype), meta
+    qt = quantize(torch.as_tensor(np.ascontiguousarray(x, dtype=np.float32)), bits, axis=1)
+    meta = {"bits": bits, "scale": [float(v) for v in qt.scale.flatten()],
+            "zero_point": [float(v) for v in qt.zero_point.flatten()]}
+    return qt.symbols(), meta
 
 
 def _dequantize(q: np.ndarray, meta: dict[str, Any], columns: int) -> np.ndarray:
-    try:
-        scale = np.asarray(meta["scale"], dtype=np.float32).reshape(1, -1)
-        zero_point = np.asarray(meta["zero_point"], dtype=np.float32).reshape(1, -1)
-        bits = int(meta["bits"])
-    except (KeyError, TypeError, ValueError):
-        raise FormatError("bad quantization parameters in header") from None
-    if scale.shape[1] != columns or zero_point.shape[1] != columns or not np.isfinite(scale).all():
-        raise FormatError("bad quantization parameters in header")
+    """The (N, columns) float32 values of a stream `_quantize` wrote (FormatError on damage)."""
+    from fieldpress.codec.qtensor import from_parts
+
     q = np.asarray(q)
     if q.ndim != 2 or q.shape[1] != columns:
         raise FormatError(f"quantized stream has shape {q.shape}, expected (N, {columns})")
-    if q.size and int(q.max()) >= (1 << bits):
-        raise FormatError("quantized value outside its bit range")
-    return ((q.astype(np.float32) - zero_point) * scale).astype(np.float32)
+    try:
+        scale = np.asarray(meta["scale"], dtype=np.float32)
+        zero_point = np.asarray(meta["zero_point"], dtype=np.float32)
+        bits = int(meta["bits"])
+    except (KeyError, TypeError, ValueError):
+        raise FormatError("bad quantization parameters in header") from None
+    if scale.shape != (columns,) or zero_point.shape != (columns,):
+        raise FormatError("bad quantization parameters in header")
+    qt = from_parts(q, scale, zero_point, bits=bits, axis=1, shape=tuple(q.shape))
+    return qt.dequantize().numpy()
 
 
 # ----------------------------------------------------------------------------- attribute transforms
@@ -135,18 +136,10 @@ def from_smallest_three(axis: np.ndarray, rest: np.ndarray) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------- encode
-@dataclass
-class EncodedScene:
-    """What `write_container` takes, plus the decoded scene the encoder already knows."""
-
-    header: dict[str, Any]
-    streams: dict[str, np.ndarray]
-    decoded: Any  # GaussianScene: exactly what the decoder will rebuild
-
-
 def encode_scene(scene: Any, significance: np.ndarray, config: CodecConfig,
-                 device: torch.device | str = "cpu", source: dict[str, Any] | None = None) -> EncodedScene:
-    """Quantize and code `scene` (a GaussianScene); `significance` (N,) ranks Gaussians for VecTree."""
+                 device: torch.device | str = "cpu", source: dict[str, Any] | None = None) -> Encoded:
+    """Quantize and code `scene` (a GaussianScene); `significance` (N,) ranks Gaussians for VecTree.
+    The header gets the codec's name and version when written (`encode_file` / `write_fpg`)."""
     config.validate()
     scene = scene.detach().to("cpu")
     n = scene.n
@@ -163,7 +156,7 @@ def encode_scene(scene: Any, significance: np.ndarray, config: CodecConfig,
     sig = significance[order]
     streams: dict[str, np.ndarray] = {"pos/len": pos.lengths, "pos/bits": pos.mantissa}
     header: dict[str, Any] = {
-        "codec": CODEC_NAME, "codec_version": CODEC_VERSION, "gaussians": n, "sh_degree": s.sh_degree,
+        "gaussians": n, "sh_degree": s.sh_degree,
         "antialiased": bool(s.antialiased), "config": config.to_dict(), "position": pos.grid.to_header(),
         "source": dict(source or {}),
     }
@@ -196,8 +189,7 @@ def encode_scene(scene: Any, significance: np.ndarray, config: CodecConfig,
         header["extras"][name] = str(value.dtype)
     if s.meta:
         header["scene_meta"] = _json_safe(s.meta)
-    decoded = decode_streams(header, streams)
-    return EncodedScene(header, streams, decoded)
+    return Encoded(header, streams)
 
 
 def _json_safe(meta: dict[str, Any]) -> dict[str, Any]:
@@ -217,10 +209,11 @@ def _json_safe(meta: dict[str, Any]) -> dict[str, Any]:
 
 # ----------------------------------------------------------------------------- decode
 def decode_streams(header: dict[str, Any], streams: Any) -> Any:
-    """Rebuild the GaussianScene from the header and a mapping of stream name -> array (lazy ok)."""
+    """Rebuild the GaussianScene from the header and a mapping of stream name -> array (lazy ok).
+    A header without codec keys is one `encode_scene` made and not yet written."""
     from fieldpress.scenes.scene import REST_COUNTS, GaussianScene
 
-    if header.get("codec") != CODEC_NAME:
+    if header.get("codec", CODEC_NAME) not in CODEC_NAMES:
         raise FormatError(f"unsupported scene codec {header.get('codec')!r}")
     if int(header.get("codec_version", -1)) > CODEC_VERSION:
         raise FormatError(f"scene codec version {header.get('codec_version')} is newer than this reader")
@@ -286,15 +279,13 @@ def decode_streams(header: dict[str, Any], streams: Any) -> Any:
 
 
 # ----------------------------------------------------------------------------- files
-def write_fpg(path: str | Path, encoded: EncodedScene) -> int:
-    """Write the container atomically; returns its size in bytes."""
-    from fieldpress.codec.container import write_container
-
-    return int(write_container(path, KIND, encoded.header, encoded.streams))
+def write_fpg(path: str | Path, encoded: Encoded) -> int:
+    """Write the container atomically, its header stamped with the codec; returns its size in bytes."""
+    return write_file(path, LIGHTGAUSSIAN, encoded)
 
 
 class SceneDecoder:
-    """The decoder `Container.decoder()` returns for kind "scene"."""
+    """The decoder `Container.decoder()` returns for a LightGaussian scene file."""
 
     def __init__(self, container: Any) -> None:
         self.container = container
@@ -325,9 +316,13 @@ class _LazyStreams:
 
 
 class LightGaussianCodecImpl:
-    """The heavy half of the LightGaussian codec (fieldpress.scenes.lightgaussian.codecs)."""
+    """The heavy half of the LightGaussian codec (its light half: `fieldpress.scenes.codecs`)."""
 
-    def decode(self, container: Any) -> SceneDecoder:
+    def encode(self, scene: Any, significance: np.ndarray, config: CodecConfig,
+               device: torch.device | str = "cpu", source: dict[str, Any] | None = None) -> Encoded:
+        return encode_scene(scene, significance, config, device=device, source=source)
+
+    def decode(self, container: Any, **options: Any) -> SceneDecoder:
         return SceneDecoder(container)
 
 
@@ -335,38 +330,11 @@ LIGHTGAUSSIAN_CODEC = LightGaussianCodecImpl()
 
 
 def read_fpg(path: str | Path) -> Any:
-    """Open and decode a `.fpg` file into a GaussianScene (FormatError on damage)."""
+    """Open and decode a `.fpg` file into a GaussianScene with the scene codec its header names
+    (FormatError on damage)."""
     from fieldpress.codec.container import open_container
 
     container = open_container(path)
     if container.kind != KIND:
         raise FormatError(f"{path}: a fieldpress {container.kind!r} container, not a scene (.fpg)")
-    return SceneDecoder(container).scene()
-
-
-def sniff(head: bytes, path: Path) -> bool:
-    """A fieldpress container of kind "scene" (magic, then version (2 bytes), then the kind id)."""
-    from fieldpress.codec.container import KINDS, MAGIC
-
-    return head.startswith(MAGIC) and len(head) > 6 and head[6] == KINDS[KIND]
-
-
-def write_fpg_format(scene: Any, path: Path, **options: Any) -> None:
-    """`save_scene(scene, "x.fpg")`: the render-free `fast` coding (proxy significance, no pruning)."""
-    from fieldpress.scenes.lightgaussian.pipeline import PRESETS
-    from fieldpress.scenes.lightgaussian.significance import proxy_significance
-
-    config = options.get("config") or PRESETS["fast"].codec
-    write_fpg(path, encode_scene(scene, proxy_significance(scene), config))
-
-
-def register() -> None:
-    """Register kind "scene" with the container (decoder + info summary) and the `fpg` scene format
-    (read and write) with the scene-format registry, replacing the read-only built-in entry."""
-    from fieldpress.scenes.formats import SceneFormat, formats, register_format
-
-    formats()  # load the built-in formats first, so ours replaces theirs and not the other way round
-    register_format(SceneFormat(
-        name="fpg", suffixes=(".fpg",), read=read_fpg, write=write_fpg_format, sniff=sniff, priority=100,
-        description="fieldpress compressed scene (LightGaussian VecTree coding; written by compress-splat)"),
-        replace=True)
+    return container.decoder().scene()

@@ -2,21 +2,29 @@
 target-size search, VecTree coding, and evaluation of the decoded scene against the input.
 
 Order (LightGaussian): significance -> prune -> recovery fine-tune -> SH distillation -> VecTree.
+`compress(input, options, device) -> Result` runs it all: the file's bytes, and metrics measured on
+the scene those very bytes decode to (`result.write(path)` writes them).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
+import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from fieldpress.codec.registry import Encoded, Result, encode_file
 from fieldpress.errors import InputError
-from fieldpress.scenes.lightgaussian.codec import CodecConfig, EncodedScene, encode_scene
+from fieldpress.scenes.codecs import LIGHTGAUSSIAN
+from fieldpress.scenes.lightgaussian.codec import CodecConfig, encode_scene
 from fieldpress.scenes.lightgaussian.distill import TeacherFitConfig, distill_sh
 from fieldpress.scenes.lightgaussian.prune import prune_scene, recover
 from fieldpress.scenes.lightgaussian.significance import proxy_significance, significance
@@ -62,6 +70,9 @@ class CompressOptions:
     significance_views: int = 16
     significance_width: int = 256
     train_width: int = 256
+    evaluate: bool = True  # render input and decoded scene on the evaluation views
+    eval_views: int = 16
+    eval_width: int = 512
 
     def resolved(self) -> Preset:
         if self.preset not in PRESETS:
@@ -85,14 +96,16 @@ class CompressOptions:
             raise InputError(f"--sh-degree must be 0-3, got {self.sh_degree}")
         if self.codebook is not None and self.codebook < 1:
             raise InputError(f"--codebook must be >= 1, got {self.codebook}")
+        if self.eval_views < 1 or self.eval_width < 16:
+            raise InputError("--eval-views must be >= 1 and --eval-width >= 16")
         return dataclasses.replace(p, prune=prune, finetune_steps=steps, codec=codec)
 
 
 @dataclass
-class CompressResult:
-    """The encoded scene and what happened on the way."""
+class Encoding:
+    """The encoded scene (not yet a file) and what happened on the way."""
 
-    encoded: EncodedScene
+    encoded: Encoded
     gaussians_in: int
     gaussians_out: int
     sh_degree_in: int
@@ -110,6 +123,21 @@ def _noop(_: str) -> None:
     return None
 
 
+class _Stages(dict):
+    """Seconds per stage: `with stages("prune"): ...`."""
+
+    @contextmanager
+    def __call__(self, name: str) -> Iterator[None]:
+        t = time.perf_counter()
+        try:
+            yield
+        finally:
+            self[name] = time.perf_counter() - t
+
+    def rounded(self) -> dict[str, float]:
+        return {k: round(v, 3) for k, v in self.items()}
+
+
 def significance_cameras(scene: Any, cameras: Sequence[Any] | None, options: CompressOptions) -> list[Any]:
     """The user's cameras (scaled to the significance width) or orbit views."""
     from fieldpress.scenes.cameras import orbit
@@ -119,11 +147,9 @@ def significance_cameras(scene: Any, cameras: Sequence[Any] | None, options: Com
     return orbit(scene, options.significance_views, width=options.significance_width)
 
 
-def encoded_size(encoded: EncodedScene) -> int:
-    """Bytes the container would have, without writing it."""
-    from fieldpress.codec.container import encode_container
-
-    return len(encode_container("scene", encoded.header, encoded.streams))
+def encoded_size(encoded: Encoded) -> int:
+    """Bytes the file would have (header stamped with the codec), without writing it."""
+    return len(encode_file(LIGHTGAUSSIAN, encoded))
 
 
 def search_target(scene: Any, scores: np.ndarray, degree: int, target_bytes: int, codec: CodecConfig,
@@ -164,93 +190,180 @@ def search_target(scene: Any, scores: np.ndarray, degree: int, target_bytes: int
     return round(best[0], 4), best[1]
 
 
-def compress(scene: Any, options: CompressOptions, cameras: Sequence[Any] | None = None,
-             device: Any = "cpu", progress: Progress = _noop, source: dict[str, Any] | None = None,
-             show_progress: bool = False) -> CompressResult:
-    """Run the pipeline on a loaded GaussianScene and return the encoded file contents."""
-    preset = options.resolved()
-    torch.manual_seed(options.seed)
-    stages: dict[str, float] = {}
-    reports: dict[str, Any] = {}
-    scene = scene.detach().to("cpu")
-    teacher = scene
+def _kept_degree(scene: Any, options: CompressOptions, preset: Preset) -> int:
+    """The SH degree the file keeps: --sh-degree, else the preset's drop, never above the input's."""
     degree = scene.sh_degree if options.sh_degree is None else options.sh_degree
     if options.sh_degree is None and preset.sh_drop:
         degree = max(0, scene.sh_degree - preset.sh_drop)
-    degree = min(degree, scene.sh_degree)
-    renders = preset.render
+    return min(degree, scene.sh_degree)
 
-    t = time.perf_counter()
-    if renders:
-        progress("significance")
-        sig_cams = significance_cameras(scene, cameras, options)
-        scores = significance(scene.to(device), sig_cams)
-        reports["significance"] = {"views": len(sig_cams), "width": options.significance_width,
-                                   "kind": "rendered"}
-    else:
-        scores = proxy_significance(scene)
-        reports["significance"] = {"kind": "proxy (render-free)"}
-    stages["significance"] = time.perf_counter() - t
 
-    prune, codec = preset.prune, preset.codec
-    if options.target_bytes is not None:
-        t = time.perf_counter()
-        progress("target-size search")
-        prune, k = search_target(scene, scores, degree, options.target_bytes - HEADER_MARGIN, codec,
-                                 preset.prune if options.prune is None else prune, device)
-        codec = dataclasses.replace(codec, vectree=dataclasses.replace(codec.vectree, codebook_size=k))
-        reports["search"] = {"prune": prune, "codebook": k}
-        stages["search"] = time.perf_counter() - t
+def _scores(scene: Any, cameras: Sequence[Any] | None, options: CompressOptions, preset: Preset,
+            device: Any, progress: Progress) -> tuple[np.ndarray, dict[str, Any]]:
+    """Per-Gaussian significance (rendered, or the render-free proxy) and its report."""
+    if not preset.render:
+        return proxy_significance(scene), {"kind": "proxy (render-free)"}
+    progress("significance")
+    sig_cams = significance_cameras(scene, cameras, options)
+    scores = significance(scene.to(device), sig_cams)
+    return scores, {"views": len(sig_cams), "width": options.significance_width, "kind": "rendered"}
 
-    t = time.perf_counter()
-    pruned, keep = prune_scene(scene, scores, prune)
-    scores = scores[keep]
-    stages["prune"] = time.perf_counter() - t
 
+@dataclass
+class _Run:
+    """One pipeline run's settings and state, passed between its stages."""
+
+    scene: Any  # the input (the teacher of the fine-tunes)
+    options: CompressOptions
+    preset: Preset
+    cameras: Sequence[Any] | None
+    device: Any
+    progress: Progress
+    show_progress: bool
+    degree: int
+    stages: _Stages = field(default_factory=_Stages)
+    reports: dict[str, Any] = field(default_factory=dict)
+
+
+def _fine_tune(run: _Run, pruned: Any, prune: float) -> Any:
+    """Recovery fine-tune after pruning, then SH distillation (or plain truncation) to the kept degree."""
+    preset, options = run.preset, run.options
     train_cams = None
     fit_cfg = TeacherFitConfig(steps=preset.finetune_steps, width=options.train_width, seed=options.seed)
     if preset.finetune_steps and prune > 0 and preset.render:
-        t = time.perf_counter()
-        progress("recovery fine-tune")
-        train_cams = _train_cameras(scene, cameras, options)
-        pruned, reports["recover"] = recover(pruned, teacher, train_cams, fit_cfg, device, show_progress)
-        stages["recover"] = time.perf_counter() - t
-    if degree < pruned.sh_degree:
-        t = time.perf_counter()
-        if preset.finetune_steps and preset.render:
-            progress("SH distillation")
-            train_cams = train_cams or _train_cameras(scene, cameras, options)
-            pruned, reports["distill"] = distill_sh(pruned, teacher, degree, train_cams, fit_cfg, device,
-                                                    show_progress)
-        else:
-            pruned = pruned.with_sh_degree(degree)
-            reports["distill"] = {"steps": 0, "note": "truncated without distillation"}
-        stages["distill"] = time.perf_counter() - t
+        with run.stages("recover"):
+            run.progress("recovery fine-tune")
+            train_cams = _train_cameras(run.scene, run.cameras, options)
+            pruned, run.reports["recover"] = recover(pruned, run.scene, train_cams, fit_cfg, run.device,
+                                                     run.show_progress)
+    if run.degree < pruned.sh_degree:
+        with run.stages("distill"):
+            if preset.finetune_steps and preset.render:
+                run.progress("SH distillation")
+                train_cams = train_cams or _train_cameras(run.scene, run.cameras, options)
+                pruned, run.reports["distill"] = distill_sh(pruned, run.scene, run.degree, train_cams,
+                                                            fit_cfg, run.device, run.show_progress)
+            else:
+                pruned = pruned.with_sh_degree(run.degree)
+                run.reports["distill"] = {"steps": 0, "note": "truncated without distillation"}
+    return pruned
 
-    t = time.perf_counter()
-    progress("VecTree + entropy coding")
-    src = dict(source or {})
-    src.update({"gaussians": scene.n, "sh_degree": scene.sh_degree})
 
-    def encode(current: Any, current_scores: np.ndarray, ratio: float) -> EncodedScene:
-        enc = encode_scene(current, current_scores, codec, device=device, source=src)
-        enc.header["pipeline"] = {"preset": preset.name, "prune": ratio, "sh_degree": degree,
-                                  "finetune_steps": preset.finetune_steps, "seed": options.seed,
-                                  "significance": reports["significance"]["kind"]}
+def _encode_to_fit(run: _Run, pruned: Any, scores: np.ndarray, prune: float, codec: CodecConfig,
+                   source: dict[str, Any] | None) -> tuple[Encoded, Any, float]:
+    """VecTree + entropy coding; under --target-size, 1% more pruned at a time until the file fits
+    (header bytes and fine-tuned values move the size a little). Returns (encoded, scene coded, prune)."""
+    options, scene = run.options, run.scene
+    src = {**(source or {}), "gaussians": scene.n, "sh_degree": scene.sh_degree}
+
+    def encode(current: Any, current_scores: np.ndarray, ratio: float) -> Encoded:
+        enc = encode_scene(current, current_scores, codec, device=run.device, source=src)
+        enc.header["pipeline"] = {"preset": run.preset.name, "prune": ratio, "sh_degree": run.degree,
+                                  "finetune_steps": run.preset.finetune_steps, "seed": options.seed,
+                                  "significance": run.reports["significance"]["kind"]}
         return enc
 
     encoded = encode(pruned, scores, prune)
     while options.target_bytes is not None and encoded_size(encoded) > options.target_bytes:
-        # header bytes and fine-tuned values move the size a little: drop 1% more until it fits
         if pruned.n <= 1:
             raise InputError(f"cannot reach {options.target_bytes:,} bytes")
         pruned, keep = prune_scene(pruned, scores, 0.01 if pruned.n >= 100 else 1.0 / pruned.n)
         scores = scores[keep]
         prune = round(1.0 - pruned.n / scene.n, 4)
         encoded = encode(pruned, scores, prune)
-    stages["encode"] = time.perf_counter() - t
-    return CompressResult(encoded, scene.n, pruned.n, scene.sh_degree, degree, prune,
-                          {k: round(v, 3) for k, v in stages.items()}, reports)
+    return encoded, pruned, prune
+
+
+def encode_pipeline(scene: Any, options: CompressOptions, cameras: Sequence[Any] | None = None,
+                    device: Any = "cpu", progress: Progress = _noop, source: dict[str, Any] | None = None,
+                    show_progress: bool = False) -> Encoding:
+    """Run the stages on a loaded GaussianScene and return the encoded file contents (not yet bytes)."""
+    preset = options.resolved()
+    torch.manual_seed(options.seed)
+    scene = scene.detach().to("cpu")
+    run = _Run(scene, options, preset, cameras, device, progress, show_progress,
+               _kept_degree(scene, options, preset))
+    with run.stages("significance"):
+        scores, run.reports["significance"] = _scores(scene, cameras, options, preset, device, progress)
+    prune, codec = preset.prune, preset.codec
+    if options.target_bytes is not None:
+        with run.stages("search"):
+            progress("target-size search")
+            prune, k = search_target(scene, scores, run.degree, options.target_bytes - HEADER_MARGIN, codec,
+                                     preset.prune if options.prune is None else prune, device)
+            codec = dataclasses.replace(codec, vectree=dataclasses.replace(codec.vectree, codebook_size=k))
+            run.reports["search"] = {"prune": prune, "codebook": k}
+    with run.stages("prune"):
+        pruned, keep = prune_scene(scene, scores, prune)
+        scores = scores[keep]
+    pruned = _fine_tune(run, pruned, prune)
+    with run.stages("encode"):
+        progress("VecTree + entropy coding")
+        encoded, pruned, prune = _encode_to_fit(run, pruned, scores, prune, codec, source)
+    return Encoding(encoded, scene.n, pruned.n, scene.sh_degree, run.degree, prune, run.stages.rounded(),
+                    run.reports)
+
+
+def _load(input: Any) -> tuple[Any, dict[str, Any], str | None, float]:
+    """(scene, source facts for the header, input path or None, seconds to load) of a path or a scene."""
+    from fieldpress.scenes.formats import load_scene
+
+    if not isinstance(input, (str, os.PathLike)):
+        return input, {}, None, 0.0
+    t = time.perf_counter()
+    path = Path(input)
+    scene = load_scene(path)
+    source = {"name": path.name, "bytes": path.stat().st_size, "format": scene.meta.get("source_format")}
+    return scene, source, str(path), time.perf_counter() - t
+
+
+def decode_bytes(data: bytes) -> Any:
+    """The GaussianScene a `.fpg` file with these bytes decodes to (through a temporary file)."""
+    from fieldpress.scenes.lightgaussian.codec import read_fpg
+
+    with tempfile.TemporaryDirectory(prefix="fieldpress-") as tmp:
+        path = Path(tmp) / "decoded.fpg"
+        path.write_bytes(data)
+        return read_fpg(path)
+
+
+def _file_metrics(options: CompressOptions, run: Encoding, source: dict[str, Any],
+                  size: int) -> dict[str, Any]:
+    """What compress-splat reports about the file (the DESIGN names among them)."""
+    input_bytes = source.get("bytes")
+    return {"preset": options.preset, "input_bytes": input_bytes, "output_bytes": size,
+            "ratio": round(input_bytes / max(size, 1), 3) if input_bytes else None,
+            "gaussians_in": run.gaussians_in, "gaussians_out": run.gaussians_out,
+            "bytes_per_gaussian": round(size / max(run.gaussians_in, 1), 3),
+            "sh_degree_in": run.sh_degree_in, "sh_degree_out": run.sh_degree_out, "prune": run.prune}
+
+
+def compress(input: Any, options: CompressOptions, device: Any = "cpu", *,
+             cameras: Sequence[Any] | None = None, progress: Progress = _noop,
+             source: dict[str, Any] | None = None, show_progress: bool = False) -> Result:
+    """Compress a scene file (path) or a loaded GaussianScene into `.fpg` bytes: `Result.data` is the
+    file, and its metrics (gaussians_in/out, bytes_per_gaussian, render_psnr, ...) are measured on the
+    scene decoded from those bytes. `source` adds header facts for a scene given without a path."""
+    started = time.perf_counter()
+    scene, loaded_from, path, load_s = _load(input)
+    source = {**loaded_from, **(source or {})}
+    run = encode_pipeline(scene, options, cameras, device, progress, source, show_progress)
+    data = encode_file(LIGHTGAUSSIAN, run.encoded)
+    metrics = _file_metrics(options, run, source, len(data))
+    stages = {"load": round(load_s, 3), **run.stages} if path else dict(run.stages)
+    metrics["render_psnr"] = None  # unless evaluated
+    if options.evaluate:
+        progress("evaluation")
+        t = time.perf_counter()
+        cams = eval_cameras(scene, cameras, options.eval_views, options.eval_width)
+        reference = render_views(scene, cams, device)
+        metrics.update(evaluate(reference, decode_bytes(data), cams, device))
+        metrics["eval_views"] = len(cams)
+        stages["eval"] = round(time.perf_counter() - t, 3)
+    metrics["stage_seconds"] = stages
+    metrics.update({k: run.reports[k] for k in ("recover", "distill", "search") if k in run.reports})
+    return Result(LIGHTGAUSSIAN, data, metrics, input=path, seconds=time.perf_counter() - started,
+                  device=str(device))
 
 
 def _train_cameras(scene: Any, cameras: Sequence[Any] | None, options: CompressOptions) -> list[Any]:
