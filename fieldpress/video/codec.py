@@ -33,8 +33,8 @@ from fieldpress.video.models.hnerv import EMBED_CHUNK
 
 KIND = "video"
 FORMAT = "fieldpress-video/1"
-__all__ = ["EMBED_CHUNK", "KIND", "FORMAT", "StoredSide", "quantize_side", "VideoDecoder", "open_video",
-           "VIDEO_CODEC"]
+__all__ = ["EMBED_CHUNK", "FORMAT", "KIND", "VIDEO_CODEC", "ChunkedView", "StoredSide", "VideoDecoder",
+           "open_video", "quantize_side", "read_side_info"]
 
 
 # ----------------------------------------------------------------------------- side information
@@ -111,8 +111,10 @@ class ChunkedView:
         return self._cache[c].select(self.chunk_axis, index - c * self.chunk)
 
 
-def _side_views(container: Any, header: Mapping[str, Any]) -> tuple[dict[str, ChunkedView], tuple[str, ...]]:
-    """The stored side information as lazy views, and the stream prefixes it owns."""
+def read_side_info(container: Any) -> tuple[dict[str, ChunkedView], tuple[str, ...]]:
+    """A container's side information as lazy views (name -> `ChunkedView`), and the stream prefixes
+    it owns (every other stream holds weights)."""
+    header = container.header
     if "embed" in header and "side_info" not in header:  # codec version 1: HNeRV's embeddings
         meta = header["embed"]
         view = ChunkedView(container, {**meta, "axis": None}, lambda i: f"e/{i:06d}",
@@ -164,7 +166,7 @@ class VideoDecoder:
     def _load_model(self, weight_meta: dict) -> VideoINR:
         from fieldpress.codec.quant import decompress_state_dict
 
-        views, side_prefixes = _side_views(self.container, self.header)
+        views, side_prefixes = read_side_info(self.container)
         names = [n for n in self.container.names if not n.startswith(side_prefixes)]
         state = decompress_state_dict({n: self.container.array(n) for n in names}, weight_meta)
         model = build_model(self.name, self.config)
