@@ -66,7 +66,10 @@ class Quantized:
 
 # ----------------------------------------------------------------------------- steps
 def build_model_for(clip: VideoClip, opts: FitOptions) -> VideoINR:
-    """The model `opts` asks for, sized for the clip (``--size`` or ``--target-bpp``)."""
+    """The model `opts` asks for, sized for the clip (``--size`` or ``--target-bpp``), its initial
+    weights drawn from ``--seed`` (so the seed fixes the file)."""
+    from fieldpress.engine.rng import seed_everything
+
     size = opts.size
     if opts.target_bpp is not None:
         size = size_for_bpp(opts.target_bpp, clip.count, clip.width, clip.height, opts.bits)
@@ -75,6 +78,7 @@ def build_model_for(clip: VideoClip, opts: FitOptions) -> VideoINR:
     mod = ModulationSpec("cam", opts.cam_grid) if opts.cam else ModulationSpec()
     config = config_for(opts.model, clip.height, clip.width, clip.count, size, strides=opts.strides,
                         modulation=mod)
+    seed_everything(opts.seed)
     return build_model(opts.model, config)
 
 
