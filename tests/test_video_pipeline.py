@@ -42,3 +42,10 @@ def test_compress_measures_the_bytes_it_returns(tmp_path: Path, model: str) -> N
     decoded = open_video(out).decode()
     assert quality(clip.frames, decoded)["psnr"] == result.metrics["psnr"]
     assert np.array_equal(decoded[1:3], open_video(out).decode(1, 3))
+
+
+def test_the_same_seed_gives_the_same_bytes() -> None:
+    clip = VideoClip(tiny_clip(3, 32, 48), fps=10.0, source={})
+    opts = FitOptions(model="nerv", size=40_000, epochs=1, seed=3)
+    first, again = (compress(clip, opts, torch.device("cpu"), show_progress=False) for _ in range(2))
+    assert first.data == again.data
