@@ -26,6 +26,7 @@ from fieldpress.video.codec import (
 )
 from fieldpress.video.models import MODELS, ModelRecipe
 from fieldpress.video.models.base import SideInfo, SideView, VideoINR, VideoModelConfig, frame_time
+from tests.helpers.reads import record_reads
 
 GOLDEN_V1 = Path(__file__).resolve().parent / "golden" / "codecs" / "v1"
 
@@ -109,14 +110,7 @@ def test_each_side_tensor_is_stored_in_its_own_chunks(toy_file) -> None:  # noqa
 def test_random_access_reads_only_the_touched_chunks(toy_file) -> None:  # noqa: ANN001
     path, _, side = toy_file
     container = open_container(path)
-    read: list[str] = []
-    original = container.array
-
-    def spy(name: str) -> np.ndarray:
-        read.append(name)
-        return original(name)
-
-    container.array = spy  # type: ignore[method-assign]
+    read = record_reads(container)
     views, prefixes = read_side_info(container)
     assert sorted(prefixes) == ["gain/", "grid/"]
     read.clear()
