@@ -24,13 +24,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 PAPER_PSNR = 35.57
 
 
-def main(argv: list[str] | None = None) -> int:
-    import torch
-
-    from fieldpress.video.data import ClipSource, to_uint8
-    from fieldpress.video.fit import FitOptions, fit_clip
-    from fieldpress.video.io import read_video
-
+def _args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("clip")
     ap.add_argument("--epochs", type=int, default=300)
@@ -41,37 +35,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--frames", default=None, help="START:END subset (for a quick check)")
     ap.add_argument("--allow-cpu", action="store_true")
     ap.add_argument("--out", default=str(RESULTS / "hnerv_bunny.json"))
-    args = ap.parse_args(argv)
+    return ap.parse_args(argv)
 
-    from fieldpress.cli import parse_count, parse_frames
-    from fieldpress.io import atomic_write_text
 
-    device = torch.device(args.device)
-    if device.type != "cuda" and not args.allow_cpu:
-        print("no CUDA device asked for: this reproduction is meant for a GPU (use --allow-cpu to force)")
-        return 2
-    if device.type == "cuda" and not torch.cuda.is_available():
-        print("CUDA is not available here; not run")
-        return 2
-    out_json = Path(args.out)
-    clip = read_video(
-        args.clip, frames=parse_frames(args.frames) if args.frames else None, crop=(1280, 640, None, None)
-    )
+def _skeleton(args: argparse.Namespace, frames: int, device) -> dict:  # noqa: ANN001
+    import torch
+
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
-    result: dict = {
+    return {
         "setting": {
-            "model": "hnerv",
-            "size": args.size,
-            "epochs": args.epochs,
-            "crop": "1280x640 centre",
-            "frames": clip.count,
-            "precision": args.precision,
-            "batch_size": 2,
-            "lr": 1e-3,
-            "loss": "L2",
-            "strides": [5, 4, 4, 2, 2],
-            "weight_bits": 8,
-            "embed_bits": 6,
+            "model": "hnerv", "size": args.size, "epochs": args.epochs, "crop": "1280x640 centre",
+            "frames": frames, "precision": args.precision, "batch_size": 2, "lr": 1e-3, "loss": "L2",
+            "strides": [5, 4, 4, 2, 2], "weight_bits": 8, "embed_bits": 6,
         },
         "device": name,
         "torch": torch.__version__,
@@ -81,11 +56,14 @@ def main(argv: list[str] | None = None) -> int:
         "status": "running",
     }
 
-    def save() -> None:
-        atomic_write_text(out_json, json.dumps(result, indent=1))
+
+def _evaluator(clip, device, args: argparse.Namespace, result: dict, save, t_start: float):  # noqa: ANN001, ANN202
+    """The Fitter's `evaluate`: PSNR (both protocols) of the float model, appended to the JSON."""
+    import torch
+
+    from fieldpress.video.data import ClipSource, to_uint8
 
     source = ClipSource(clip.frames)
-    t_start = time.perf_counter()
     state = {"epoch": 0}
 
     @torch.no_grad()
@@ -111,39 +89,47 @@ def main(argv: list[str] | None = None) -> int:
         save()
         return {"psnr_u8": entry["psnr"], "psnr_frame_mean": entry["psnr_frame_mean"]}
 
+    return evaluate
+
+
+def main(argv: list[str] | None = None) -> int:
+    import torch
+
+    from fieldpress.cli import parse_count, parse_frames
+    from fieldpress.io import atomic_write_text
+    from fieldpress.video.fit import FitOptions
+    from fieldpress.video.io import read_video
+    from fieldpress.video.pipeline import compress, write
+
+    args = _args(argv)
+    device = torch.device(args.device)
+    if device.type != "cuda" and not args.allow_cpu:
+        print("no CUDA device asked for: this reproduction is meant for a GPU (use --allow-cpu to force)")
+        return 2
+    if device.type == "cuda" and not torch.cuda.is_available():
+        print("CUDA is not available here; not run")
+        return 2
+    out_json = Path(args.out)
+    frames = parse_frames(args.frames) if args.frames else None
+    clip = read_video(args.clip, frames=frames, crop=(1280, 640, None, None))
+    result = _skeleton(args, clip.count, device)
+
+    def save() -> None:
+        atomic_write_text(out_json, json.dumps(result, indent=1))
+
     save()
-    opts = FitOptions(
-        model="hnerv",
-        size=parse_count(args.size),
-        epochs=args.epochs,
-        precision=args.precision,
-        strides=(5, 4, 4, 2, 2),
-        batch_size=2,
-        lr=1e-3,
-    )
-    outcome = fit_clip(
-        clip,
-        out_json.with_suffix(".fpv"),
-        opts,
-        device,
-        show_progress=True,
-        evaluate=evaluate,
-        eval_every=args.eval_every,
-    )
-    m = outcome.metrics
-    result["final"] = {
-        "psnr_before_quant": m["psnr_before_quant"],
-        "psnr_frame_mean_before_quant": m["psnr_frame_mean_before_quant"],
-        "psnr": m["psnr"],
-        "psnr_frame_mean": m["psnr_frame_mean"],
-        "ms_ssim": m["ms_ssim"],
-        "bytes": outcome.bytes,
-        "bpp": m["bpp"],
-        "params": m["params"],
-        "fit_seconds": m["fit_seconds"],
-        "wall_seconds": round(time.perf_counter() - t_start, 1),
-        "epochs_done": m["epochs_done"],
-    }
+    t_start = time.perf_counter()
+    opts = FitOptions(model="hnerv", size=parse_count(args.size), epochs=args.epochs,
+                      precision=args.precision, strides=(5, 4, 4, 2, 2), batch_size=2, lr=1e-3)
+    output = out_json.with_suffix(".fpv")
+    evaluate = _evaluator(clip, device, args, result, save, t_start)
+    res = compress(clip, opts, device, output=output, evaluate=evaluate, eval_every=args.eval_every)
+    write(res, output)
+    m = res.metrics
+    keep = ("psnr_before_quant", "psnr_frame_mean_before_quant", "psnr", "psnr_frame_mean", "ms_ssim")
+    wall = round(time.perf_counter() - t_start, 1)
+    result["final"] = {**{k: m[k] for k in keep}, "bytes": res.bytes, "bpp": m["bpp"], "params": m["params"],
+                       "fit_seconds": m["fit_seconds"], "wall_seconds": wall, "epochs_done": m["epochs_done"]}
     result["status"] = "done"
     save()
     print(json.dumps(result["final"], indent=1))

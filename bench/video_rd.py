@@ -2,11 +2,11 @@
 
     python bench/video_rd.py ../shared/data/video/carphone.mp4 --models hnerv --sizes 40k 80k 160k 320k
 
-Every codec sees the same frames (``--frames``). fieldpress points are real ``.fpv`` files fitted by
-``fieldpress.video.fit.fit_clip``; the baselines are encoded by the ffmpeg inside imageio-ffmpeg from
-the clip's rgb24 frames (piped raw) at quality ladders that bracket the same bpp range, and decoded
-back to rgb24 by the same binary. bpp = file bytes x 8 / (frames x W x H); PSNR (pooled and mean
-per frame) and MS-SSIM by ``fieldpress.metrics`` for everyone. Writes
+Every codec sees the same frames (``--frames``). fieldpress points are real ``.fpv`` files made by
+``fieldpress.video.pipeline.compress`` (the fit-video pipeline); the baselines are encoded by the ffmpeg
+inside imageio-ffmpeg from the clip's rgb24 frames (piped raw) at quality ladders that bracket the same
+bpp range, and decoded back to rgb24 by the same binary. bpp = file bytes x 8 / (frames x W x H);
+PSNR (pooled and mean per frame) and MS-SSIM by ``fieldpress.metrics`` for everyone. Writes
 ``bench/results/video_rd_<clip>.json`` as it goes (so a cut-short run still reports) and a PNG plot,
 and prints each model's BD-rate against x265 (negative = fewer bits than x265 at equal PSNR).
 """
@@ -193,14 +193,7 @@ def plot(result: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def main(argv: list[str] | None = None) -> int:
-    from fieldpress.cli import parse_count, parse_frames
-    from fieldpress.metrics import bpp as bpp_of
-    from fieldpress.runtime import cpu_threads
-    from fieldpress.video.codec import open_video
-    from fieldpress.video.fit import FitOptions, fit_clip, quality
-    from fieldpress.video.io import read_video
-
+def _args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("clip")
     ap.add_argument("--models", nargs="*", default=["hnerv"])
@@ -211,25 +204,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--codecs", nargs="+", default=list(BASELINES))
     ap.add_argument("--out", default=None, help="JSON path (default bench/results/video_rd_<clip>.json)")
     ap.add_argument("--note", default="", help="free text stored in the JSON (e.g. what was cut)")
-    args = ap.parse_args(argv)
+    return ap.parse_args(argv)
 
-    import torch
 
-    clip_path = Path(args.clip)
-    clip = read_video(clip_path, frames=parse_frames(args.frames) if args.frames else None)
-    stem = clip_path.stem
-    out_json = Path(args.out) if args.out else RESULTS / f"video_rd_{stem}.json"
-    out_json.parent.mkdir(parents=True, exist_ok=True)
+def _skeleton(args: argparse.Namespace, clip, clip_path: Path) -> dict:  # noqa: ANN001
+    """The JSON's fixed part: clip, machine, protocol, settings; points filled as the run goes."""
     t_frames, h, w = clip.count, clip.height, clip.width
-    result: dict = {
-        "clip": {
-            "file": clip_path.name,
-            "frames": t_frames,
-            "width": w,
-            "height": h,
-            "fps": clip.fps,
-            "frame_range": args.frames or f"0:{t_frames}",
-        },
+    return {
+        "clip": {"file": clip_path.name, "frames": t_frames, "width": w, "height": h, "fps": clip.fps,
+                 "frame_range": args.frames or f"0:{t_frames}"},
         "machine": machine(),
         "protocol": {
             "bpp": "file bytes * 8 / (frames * W * H)",
@@ -240,15 +223,9 @@ def main(argv: list[str] | None = None) -> int:
             "model load excluded; baselines: ffmpeg subprocess to rgb24 incl. start-up",
         },
         "settings": {
-            "models": args.models,
-            "sizes": args.sizes,
-            "epochs": args.epochs,
-            "minutes": args.minutes,
-            "baselines": {
-                k: {"args": v[0], "quality_flag": v[1], "ladder": v[2]}
-                for k, v in BASELINES.items()
-                if k in args.codecs
-            },
+            "models": args.models, "sizes": args.sizes, "epochs": args.epochs, "minutes": args.minutes,
+            "baselines": {k: {"args": v[0], "quality_flag": v[1], "ladder": v[2]}
+                          for k, v in BASELINES.items() if k in args.codecs},
         },
         "note": args.note,
         "points": [],
@@ -256,19 +233,14 @@ def main(argv: list[str] | None = None) -> int:
         "skipped": {},
     }
 
-    from fieldpress.io import atomic_write_text
-    from fieldpress.video.models import config_for
 
-    def save() -> None:
-        atomic_write_text(out_json, json.dumps(result, indent=1))
-
-    for model in args.models:  # fail before spending time on the baselines
-        for size_text in args.sizes:
-            config_for(model, h, w, t_frames, parse_count(size_text))
+def _baseline_points(args: argparse.Namespace, clip, result: dict, save, work: Path) -> None:  # noqa: ANN001
+    """Encode and decode the clip with each available ffmpeg codec over its quality ladder."""
+    from fieldpress.metrics import bpp as bpp_of
+    from fieldpress.video.fit import quality
 
     exe = ffmpeg_exe()
     available = encoders(exe)
-    work = Path(tempfile.mkdtemp(prefix="video_rd_"))
     for name in args.codecs:
         enc_args, qflag, ladder, ext = BASELINES[name]
         encoder = enc_args[enc_args.index("-c:v") + 1]
@@ -286,71 +258,81 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{name} {q}: failed {exc}", flush=True)
                 continue
             nbytes = path.stat().st_size
-            point = {
-                "codec": name,
-                "quality": q,
-                "bytes": nbytes,
-                "bpp": bpp_of(nbytes, t_frames, w, h),
-                **quality(clip.frames, dec),
-                "encode_seconds": round(enc_s, 3),
-                "decode_fps": round(t_frames / dec_s, 1),
-            }
+            point = {"codec": name, "quality": q, "bytes": nbytes,
+                     "bpp": bpp_of(nbytes, clip.count, clip.width, clip.height), **quality(clip.frames, dec),
+                     "encode_seconds": round(enc_s, 3), "decode_fps": round(clip.count / dec_s, 1)}
             result["points"].append(point)
-            print(
-                f"{name:8s} q={q:3d} bpp={point['bpp']:.4f} psnr={point['psnr']:.2f} "
-                f"ms-ssim={point['ms_ssim']:.4f} enc={enc_s:.1f}s",
-                flush=True,
-            )
+            print(f"{name:8s} q={q:3d} bpp={point['bpp']:.4f} psnr={point['psnr']:.2f} "
+                  f"ms-ssim={point['ms_ssim']:.4f} enc={enc_s:.1f}s", flush=True)
             save()
 
-    for model in args.models:
-        for size_text in args.sizes:
-            size = parse_count(size_text)
-            out = work / f"{model}_{size}.fpv"
-            opts = FitOptions(model=model, size=size, epochs=args.epochs, minutes=args.minutes)
-            outcome = fit_clip(clip, out, opts, torch.device("cpu"), show_progress=False)
-            dec = open_video(out)
-            torch.set_num_threads(cpu_threads())
-            t0 = time.perf_counter()
-            dec.decode()
-            dec_s = time.perf_counter() - t0
-            m = outcome.metrics
-            point = {
-                "codec": f"fieldpress-{model}",
-                "size": size,
-                "params": m["params"],
-                "bytes": outcome.bytes,
-                "bpp": m["bpp"],
-                "psnr": m["psnr"],
-                "psnr_frame_mean": m["psnr_frame_mean"],
-                "ms_ssim": m["ms_ssim"],
-                "psnr_before_quant": m["psnr_before_quant"],
-                "fit_seconds": m["fit_seconds"],
-                "epochs_done": m["epochs_done"],
-                "decode_fps": round(t_frames / dec_s, 1),
-                "strides": m["strides"],
-            }
-            result["points"].append(point)
-            print(
-                f"fieldpress-{model} {size_text}: bpp={point['bpp']:.4f} psnr={point['psnr']:.2f} "
-                f"ms-ssim={point['ms_ssim']:.4f} fit={point['fit_seconds']:.0f}s "
-                f"epochs={point['epochs_done']}",
-                flush=True,
-            )
-            save()
 
+def _fieldpress_point(clip, model: str, size: int, args: argparse.Namespace, work: Path) -> dict:  # noqa: ANN001
+    """One fieldpress point: the fit-video pipeline (compress, write), then a timed decode of the file."""
+    import torch
+
+    from fieldpress.runtime import cpu_threads, torch_threads
+    from fieldpress.video.codec import open_video
+    from fieldpress.video.fit import FitOptions
+    from fieldpress.video.pipeline import compress, write
+
+    out = work / f"{model}_{size}.fpv"
+    opts = FitOptions(model=model, size=size, epochs=args.epochs, minutes=args.minutes)
+    res = compress(clip, opts, torch.device("cpu"), output=out, show_progress=False)
+    write(res, out)
+    with torch_threads(cpu_threads()):
+        dec = open_video(out)
+        t0 = time.perf_counter()
+        dec.decode()
+        dec_s = time.perf_counter() - t0
+    m = res.metrics
+    keep = ("bpp", "psnr", "psnr_frame_mean", "ms_ssim", "psnr_before_quant", "fit_seconds", "epochs_done")
+    return {"codec": f"fieldpress-{model}", "size": size, "params": m["params"], "bytes": res.bytes,
+            **{k: m[k] for k in keep},
+            "decode_fps": round(clip.count / dec_s, 1), "strides": m["strides"]}
+
+
+def _bd_rates(result: dict) -> None:
     ref = [p for p in result["points"] if p["codec"] == "x265"]
     for codec in sorted({p["codec"] for p in result["points"]} - {"x265"}):
         pts = [p for p in result["points"] if p["codec"] == codec]
-        value = bd_rate(
-            [p["bpp"] for p in ref],
-            [p["psnr"] for p in ref],
-            [p["bpp"] for p in pts],
-            [p["psnr"] for p in pts],
-        )
+        value = bd_rate([p["bpp"] for p in ref], [p["psnr"] for p in ref], [p["bpp"] for p in pts],
+                        [p["psnr"] for p in pts])
         result["bd_rate_vs_x265"][codec] = None if value is None else round(value, 2)
         shown = "n/a (needs 4 points each and overlapping PSNR)" if value is None else f"{value:+.1f}%"
         print(f"BD-rate vs x265 (PSNR): {codec}: {shown}", flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from fieldpress.cli import parse_count, parse_frames
+    from fieldpress.io import atomic_write_text
+    from fieldpress.video.io import read_video
+    from fieldpress.video.models import config_for
+
+    args = _args(argv)
+    clip_path = Path(args.clip)
+    clip = read_video(clip_path, frames=parse_frames(args.frames) if args.frames else None)
+    out_json = Path(args.out) if args.out else RESULTS / f"video_rd_{clip_path.stem}.json"
+    out_json.parent.mkdir(parents=True, exist_ok=True)
+    result = _skeleton(args, clip, clip_path)
+
+    def save() -> None:
+        atomic_write_text(out_json, json.dumps(result, indent=1))
+
+    for model in args.models:  # fail before spending time on the baselines
+        for size_text in args.sizes:
+            config_for(model, clip.height, clip.width, clip.count, parse_count(size_text))
+    work = Path(tempfile.mkdtemp(prefix="video_rd_"))
+    _baseline_points(args, clip, result, save, work)
+    for model in args.models:
+        for size_text in args.sizes:
+            point = _fieldpress_point(clip, model, parse_count(size_text), args, work)
+            result["points"].append(point)
+            print(f"fieldpress-{model} {size_text}: bpp={point['bpp']:.4f} psnr={point['psnr']:.2f} "
+                  f"ms-ssim={point['ms_ssim']:.4f} fit={point['fit_seconds']:.0f}s "
+                  f"epochs={point['epochs_done']}", flush=True)
+            save()
+    _bd_rates(result)
     save()
     plot(result, out_json.with_suffix(".png"))
     print(f"wrote {out_json} and {out_json.with_suffix('.png')}", flush=True)

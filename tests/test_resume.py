@@ -256,8 +256,9 @@ def test_video_minutes_plan_is_kept_in_the_checkpoint_not_a_sidecar(tmp_path: Pa
     """fit_clip --minutes: the planned epochs live in the checkpoint's meta; --resume reuses them
     without probing and rewrites the same file."""
     import fieldpress.engine.probe as probe
-    from fieldpress.video.fit import FitOptions, fit_clip
+    from fieldpress.video.fit import FitOptions
     from fieldpress.video.io import VideoClip
+    from fieldpress.video.pipeline import fit_clip
     from tests.test_video_models import tiny_clip
 
     monkeypatch.setattr(probe, "seconds_per_step", lambda *a, **k: 2.0)  # a slow machine: plan < 3 epochs

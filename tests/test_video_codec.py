@@ -18,8 +18,10 @@ from fieldpress.cli import run_command
 from fieldpress.video.cli import decode_video_command, fit_video_command
 from fieldpress.video.codec import open_video
 from fieldpress.video.data import ClipSource, to_uint8
-from fieldpress.video.fit import FitOptions, fit_clip
+from fieldpress.video.fit import FitOptions
 from fieldpress.video.io import VideoClip, read_video, write_video
+from fieldpress.video.pipeline import fit_clip
+from tests.helpers.reads import record_reads
 
 H, W, T = 37, 53, 6          # sides that are not multiples of any stride product
 
@@ -185,18 +187,11 @@ def test_hnerv_random_access_reads_only_the_needed_embedding_chunk(tmp_path: Pat
     opts = FitOptions(model="hnerv", size=40_000, epochs=1)
     fit_clip(clip, out, opts, torch.device("cpu"), show_progress=False)
     container = open_container(out)
-    read: list[str] = []
-    original = container.array
-
-    def spy(name: str) -> np.ndarray:
-        read.append(name)
-        return original(name)
-
-    container.array = spy  # type: ignore[method-assign]
+    read = record_reads(container)
     decoder = VideoDecoder(container)
     read.clear()
     frame = decoder.decode(EMBED_CHUNK + 1, EMBED_CHUNK + 2)
-    assert read == ["e/000001"]
+    assert read == ["embedding/000001"]
     assert np.array_equal(frame[0], open_video(out).decode()[EMBED_CHUNK + 1])
 
 

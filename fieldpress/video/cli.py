@@ -6,6 +6,7 @@ import argparse
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from fieldpress.cli import (
     RunSummary,
@@ -19,7 +20,7 @@ from fieldpress.cli import (
     parse_wxh,
 )
 from fieldpress.errors import InputError
-from fieldpress.runtime import cpu_threads, progress_enabled, resolve_device
+from fieldpress.runtime import cpu_threads, progress_enabled, resolve_device, torch_threads
 
 
 def _fit_parser():  # noqa: ANN202
@@ -59,14 +60,34 @@ def _fit_parser():  # noqa: ANN202
 
 def fit_video_command(argv: Sequence[str] | None = None) -> int:
     """Fit a video INR to a clip and write a .fpv."""
-    from fieldpress.video.fit import FitOptions, default_output, downscale_for, fit_clip
     from fieldpress.video.io import read_video, show_warnings_as_lines
-    from fieldpress.video.presets import preset
+    from fieldpress.video.pipeline import compress, write
 
     args = _fit_parser().parse_args(argv)
     show_warnings_as_lines()
     path = input_file(args.input)
     device = resolve_device(args.device)
+    pre, output = _fit_preset_and_output(args, path, device)
+    frames, resize, crop = _clip_selection(args, path, pre)
+    t0 = time.perf_counter()
+    clip = read_video(path, frames=frames, resize=resize, crop=crop)
+    opts = _fit_options(args, pre, clip)
+    signature = {"input": str(path.resolve()), "input_bytes": path.stat().st_size, "frames": args.frames,
+                 "resize": list(resize) if resize else None, "crop": args.crop}
+    result = compress(clip, opts, device, output=output, resume=args.resume, signature=signature,
+                      show_progress=progress_enabled(args.json), input=str(path))
+    write(result, output)
+    result.seconds = time.perf_counter() - t0
+    RunSummary.from_result("fit-video", result, output).emit(args.json)
+    return 0
+
+
+def _fit_preset_and_output(args: argparse.Namespace, path: Path, device: Any) -> tuple[Any, Path]:
+    """The preset (preview on the CPU, default elsewhere) with its --bits filled in, the checked
+    output path, and the flags' ranges checked (InputError)."""
+    from fieldpress.video.fit import default_output
+    from fieldpress.video.presets import preset
+
     pre = preset(args.preset or ("preview" if device.type == "cpu" else "default"))
     output = Path(args.output) if args.output else default_output(path)
     if output.suffix.lower() != ".fpv":
@@ -82,15 +103,26 @@ def fit_video_command(argv: Sequence[str] | None = None) -> int:
         raise InputError("--prune is a fraction in [0, 1)")
     if args.epochs is not None and args.epochs < 1:
         raise InputError("--epochs must be at least 1")
+    return pre, output
+
+
+def _clip_selection(args: argparse.Namespace, path: Path, pre: Any) -> tuple[Any, Any, Any]:
+    """(--frames, --resize, --crop) parsed; the preview preset downscales wide inputs by itself."""
+    from fieldpress.video.fit import downscale_for
+
     frames = parse_frames(args.frames) if args.frames else None
     resize = parse_wxh(args.resize) if args.resize else None
     crop = parse_crop(args.crop) if args.crop else None
     if resize is None and crop is None and pre.max_width is not None:
         resize = _preview_resize(path, pre.max_width, downscale_for)
+    return frames, resize, crop
 
-    t0 = time.perf_counter()
-    clip = read_video(path, frames=frames, resize=resize, crop=crop)
-    opts = FitOptions(
+
+def _fit_options(args: argparse.Namespace, pre: Any, clip: Any) -> Any:
+    """`FitOptions` from the flags, the preset filling what they leave open."""
+    from fieldpress.video.fit import FitOptions
+
+    return FitOptions(
         model=args.model or pre.model,
         size=parse_count(args.size) if args.size else (None if args.target_bpp else pre.size),
         target_bpp=args.target_bpp,
@@ -104,13 +136,6 @@ def fit_video_command(argv: Sequence[str] | None = None) -> int:
         precision=args.precision, seed=args.seed, batch_size=args.batch_size, lr=args.lr,
         cam=pre.cam if args.cam is None else args.cam,
     )
-    signature = {"input": str(path.resolve()), "input_bytes": path.stat().st_size, "frames": args.frames,
-                 "resize": list(resize) if resize else None, "crop": args.crop}
-    outcome = fit_clip(clip, output, opts, device, resume=args.resume, signature=signature,
-                       show_progress=progress_enabled(args.json))
-    RunSummary("fit-video", str(path), str(output), outcome.bytes, time.perf_counter() - t0, str(device),
-               metrics=outcome.metrics).emit(args.json)
-    return 0
 
 
 def _preview_resize(path: Path, max_width: int, downscale_for) -> tuple[int, int] | None:  # noqa: ANN001
@@ -133,35 +158,36 @@ def _preview_resize(path: Path, max_width: int, downscale_for) -> tuple[int, int
     return size
 
 
-def decode_video_command(argv: Sequence[str] | None = None) -> int:
-    """Decode a .fpv to an mp4 or a folder of PNG frames."""
-    from fieldpress.video.codec import open_video
-    from fieldpress.video.io import is_folder_output, write_video
-
+def _decode_parser():  # noqa: ANN202
     p = new_parser("decode-video", "Decode a fieldpress video (.fpv) to an mp4 or a folder of PNG frames.")
     p.add_argument("input", help="a .fpv file written by fit-video")
     p.add_argument("-o", "--output", required=True, help="OUT.mp4, or a folder (frame_000000.png ...)")
     p.add_argument("--frames", help="decode only frames START:END (end exclusive; random access)")
     p.add_argument("--lossless", action="store_true", help="lossless RGB mp4 (libx264rgb) instead of CRF 18")
     add_device_arg(p)
-    args = p.parse_args(argv)
+    return p
+
+
+def decode_video_command(argv: Sequence[str] | None = None) -> int:
+    """Decode a .fpv to an mp4 or a folder of PNG frames."""
+    from fieldpress.video.codec import open_video
+    from fieldpress.video.io import is_folder_output, write_video
+
+    args = _decode_parser().parse_args(argv)
     path = input_file(args.input)
     device = resolve_device(args.device)
-    if device.type == "cpu":
-        import torch
-
-        torch.set_num_threads(cpu_threads())
     t0 = time.perf_counter()
-    decoder = open_video(path, device=device)
-    start, end = parse_frames(args.frames) if args.frames else (0, None)
-    end = decoder.frames if end is None else end
-    if end > decoder.frames or start >= decoder.frames:
-        raise InputError(f"--frames {start}:{end} is outside the file's {decoder.frames} frames")
-    t1 = time.perf_counter()
-    frames = decoder.decode(start, end)
-    decode_s = time.perf_counter() - t1
-    first = decoder.frame_start + start
-    nbytes = write_video(frames, args.output, decoder.fps, lossless=args.lossless, first_index=first)
+    with torch_threads(cpu_threads() if device.type == "cpu" else 0):
+        decoder = open_video(path, device=device)
+        start, end = parse_frames(args.frames) if args.frames else (0, None)
+        end = decoder.frames if end is None else end
+        if end > decoder.frames or start >= decoder.frames:
+            raise InputError(f"--frames {start}:{end} is outside the file's {decoder.frames} frames")
+        t1 = time.perf_counter()
+        frames = decoder.decode(start, end)
+        decode_s = time.perf_counter() - t1
+    nbytes = write_video(frames, args.output, decoder.fps, lossless=args.lossless,
+                         first_index=decoder.frame_start + start)
     kind = "png folder" if is_folder_output(args.output) else "mp4"
     RunSummary("decode-video", str(path), str(args.output), nbytes, time.perf_counter() - t0, str(device),
                metrics={"frames": int(frames.shape[0]), "size": f"{decoder.width}x{decoder.height}",

@@ -1,18 +1,20 @@
 """The ``.fpv`` file: a fitted video INR, quantized and entropy-coded into one container (kind
 "video"), and the decoder that turns it back into frames with random access.
 
-Header: model name and config (which fixes the original size, strides and padding), frame count,
-first source frame, fps, source description, the weights' quantization meta, and, for HNeRV, the
-embeddings' quantization (per tensor, ``embed_bits``) and chunking. Streams: the weights
-(``w/...``, from ``compress_state_dict``) and the HNeRV embeddings in chunks of ``EMBED_CHUNK``
-frames (``e/000000`` ...), so decoding frames S:E reads and decodes only the chunks they touch.
-Frames are always decoded one at a time, so a frame decodes to the same bits alone or in a run.
+Header: the codec's name and version, model name and config (which fixes the original size, strides
+and padding), frame count, first source frame, fps, source description, the weights' quantization
+meta, and ``side_info``: per side-information tensor of the model (HNeRV: ``embedding``) its
+quantization meta and chunking. Streams: the weights (``w/...``, from ``compress_state_dict``) and per
+side-information tensor NAME the symbols of each chunk (``NAME/000000`` ...) and the shared
+``NAME/scale`` / ``NAME/zero_point``, so decoding frames S:E reads and decodes only the chunks they
+touch. Frames are always decoded one at a time, so a frame decodes to the same bits alone or in a run.
+``docs/formats/video.md`` is the full description, with codec version 1's layout (read here too).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,89 +23,118 @@ import numpy as np
 import torch
 
 from fieldpress import __version__
+from fieldpress.codec.qtensor import QTensor, from_parts, stream
+from fieldpress.codec.registry import Encoded
 from fieldpress.errors import FormatError, InputError
 from fieldpress.video.data import to_uint8
 from fieldpress.video.models import VideoINR, build_model, load_config
+from fieldpress.video.models.base import SideInfo
+from fieldpress.video.models.hnerv import EMBED_CHUNK
 
 KIND = "video"
-EMBED_CHUNK = 8
 FORMAT = "fieldpress-video/1"
+__all__ = ["EMBED_CHUNK", "FORMAT", "KIND", "VIDEO_CODEC", "ChunkedView", "StoredSide", "VideoDecoder",
+           "open_video", "quantize_side", "read_side_info"]
 
 
-# ----------------------------------------------------------------------------- embeddings
+# ----------------------------------------------------------------------------- side information
 @dataclass(frozen=True)
-class EmbedQuant:
-    """Per-tensor affine quantization of the HNeRV embeddings (the core's one formula)."""
+class StoredSide:
+    """A side-information tensor as the file holds it: quantized, and its chunking."""
 
-    bits: int
-    scale: float
-    zero_point: float
-    qmin: int
-    qmax: int
+    q: QTensor
+    chunk: int
+    chunk_axis: int = 0
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"bits": self.bits, "scale": self.scale, "zero_point": self.zero_point,
-                "qmin": self.qmin, "qmax": self.qmax}
-
-
-def quantize_embeddings(embed: torch.Tensor, bits: int) -> tuple[np.ndarray, EmbedQuant, torch.Tensor]:
-    """(integer codes, their quantization, the dequantized float32 embeddings) for (T, C, h, w)."""
-    from fieldpress.codec.quant import quant_params
-
-    x = embed.detach().float().cpu()
-    scale, zero_point, qmin, qmax = quant_params(x, bits, None)
-    scale = scale.float().reshape(())
-    zero_point = zero_point.float().reshape(())
-    q = torch.clamp(torch.round(x / scale) + zero_point, qmin, qmax)
-    dtype = np.uint8 if qmax <= 255 and qmin >= 0 else np.int32
-    meta = EmbedQuant(int(bits), float(scale), float(zero_point), int(qmin), int(qmax))
-    return q.numpy().astype(dtype), meta, dequantize_embeddings(q.numpy(), meta)
+    def to_streams(self, name: str) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        """Streams ``name/000000`` ... (the symbols of each chunk) and ``name/scale`` /
+        ``name/zero_point`` (whole tensor), and the header meta (QTensor meta + chunk, chunk_axis)."""
+        if self.q.mask is not None:
+            raise ValueError("side information is stored dense (no mask)")
+        streams, meta = self.q.to_streams(f"{name}/")
+        symbols = streams.pop(f"{name}/q")
+        n = symbols.shape[self.chunk_axis]
+        for i in range(math.ceil(n / self.chunk)):
+            part = np.take(symbols, range(i * self.chunk, min((i + 1) * self.chunk, n)), axis=self.chunk_axis)
+            streams[f"{name}/{i:06d}"] = np.ascontiguousarray(part)
+        return streams, {**meta, "chunk": self.chunk, "chunk_axis": self.chunk_axis}
 
 
-def dequantize_embeddings(q: np.ndarray, meta: EmbedQuant) -> torch.Tensor:
-    scale = torch.tensor(meta.scale, dtype=torch.float32)
-    zero_point = torch.tensor(meta.zero_point, dtype=torch.float32)
-    return (torch.from_numpy(np.asarray(q, dtype=np.float32)) - zero_point) * scale
+def quantize_side(info: SideInfo) -> StoredSide:
+    """Quantize a model's side information (`SideInfo`) for storing."""
+    from fieldpress.codec.quant import quantize
+
+    return StoredSide(quantize(info.tensor.detach().float().cpu(), info.bits, info.axis), int(info.chunk),
+                      int(info.chunk_axis))
 
 
-def _chunk_name(i: int) -> str:
-    return f"e/{i:06d}"
+class ChunkedView:
+    """A `SideView` reading a stored side-information tensor from a container chunk by chunk (the
+    last chunk read is kept). `chunk_name(i)` names chunk i's symbol stream; `scale` / `zero_point`
+    are the whole tensor's (one value, or one per channel along the quantization axis)."""
+
+    def __init__(self, container: Any, meta: Mapping[str, Any], chunk_name: Any, scale: np.ndarray,
+                 zero_point: np.ndarray | None) -> None:
+        try:
+            self.shape = tuple(int(d) for d in meta["shape"])
+            self.bits, self.chunk = int(meta["bits"]), int(meta["chunk"])
+            self.chunk_axis = int(meta.get("chunk_axis", 0))
+            self.axis = None if meta.get("axis") is None else int(meta["axis"])
+            self.symmetric = bool(meta.get("symmetric", False))
+        except (KeyError, TypeError, ValueError):
+            raise FormatError("malformed side-information meta in the header") from None
+        if self.chunk < 1 or not 0 <= self.chunk_axis < len(self.shape):
+            raise FormatError(f"bad side-information chunking {self.chunk} along axis {self.chunk_axis}")
+        self.container, self.chunk_name = container, chunk_name
+        self.scale, self.zero_point = scale, zero_point
+        self._cache: dict[int, torch.Tensor] = {}
+
+    def _load(self, c: int) -> torch.Tensor:
+        name = self.chunk_name(c)
+        if name not in self.container:
+            raise FormatError(f"side-information stream {name} is missing")
+        lo, hi = c * self.chunk, min((c + 1) * self.chunk, self.shape[self.chunk_axis])
+        shape = list(self.shape)
+        shape[self.chunk_axis] = hi - lo
+        scale, zp = self.scale, self.zero_point
+        if self.axis == self.chunk_axis:  # per-entry scales: this chunk's
+            scale, zp = scale.reshape(-1)[lo:hi], None if zp is None else zp.reshape(-1)[lo:hi]
+        return from_parts(self.container.array(name), scale, zp, bits=self.bits, axis=self.axis,
+                          shape=tuple(shape), symmetric=self.symmetric).dequantize()
+
+    def entry(self, index: int) -> torch.Tensor:
+        if not 0 <= index < self.shape[self.chunk_axis]:
+            raise InputError(f"side information has no entry {index}")
+        c = index // self.chunk
+        if c not in self._cache:
+            self._cache = {c: self._load(c)}
+        return self._cache[c].select(self.chunk_axis, index - c * self.chunk)
 
 
-# ----------------------------------------------------------------------------- writing
-def write_fpv(path: str | Path, model: VideoINR, weight_streams: dict[str, np.ndarray], weight_meta: dict,
-              *, fps: float, frame_start: int, source: dict, embed_codes: np.ndarray | None = None,
-              embed_quant: EmbedQuant | None = None, extra: dict | None = None) -> int:
-    """Write the container; returns its size in bytes."""
-    from fieldpress.codec.container import write_container
-
-    cfg = model.config
-    header: dict[str, Any] = {
-        "format": FORMAT,
-        "model": model.name,
-        "config": cfg.to_dict(),
-        "width": cfg.width, "height": cfg.height, "frames": cfg.frames,
-        "frame_start": int(frame_start), "fps": float(fps),
-        "colour": "rgb24 (sRGB, full range)",
-        "source": source,
-        "weights": weight_meta,
-        "library": f"fieldpress {__version__}",
-    }
-    streams: dict[str, np.ndarray] = dict(weight_streams)
-    if embed_codes is not None and embed_quant is not None:
-        header["embed"] = {**embed_quant.to_dict(), "chunk": EMBED_CHUNK, "shape": list(embed_codes.shape)}
-        for i in range(math.ceil(embed_codes.shape[0] / EMBED_CHUNK)):
-            streams[_chunk_name(i)] = np.ascontiguousarray(embed_codes[i * EMBED_CHUNK:(i + 1) * EMBED_CHUNK])
-    if extra:
-        header.update(extra)
-    return int(write_container(path, KIND, header, streams))
+def read_side_info(container: Any) -> tuple[dict[str, ChunkedView], tuple[str, ...]]:
+    """A container's side information as lazy views (name -> `ChunkedView`), and the stream prefixes
+    it owns (every other stream holds weights)."""
+    header = container.header
+    if "embed" in header and "side_info" not in header:  # codec version 1: HNeRV's embeddings
+        meta = header["embed"]
+        view = ChunkedView(container, {**meta, "axis": None}, lambda i: f"e/{i:06d}",
+                           np.array([meta.get("scale")], np.float32),
+                           np.array([meta.get("zero_point")], np.float32))
+        return {"embedding": view}, ("e/",)
+    views = {}
+    for name, meta in dict(header.get("side_info") or {}).items():
+        symmetric = bool(meta.get("symmetric", False))
+        views[name] = ChunkedView(container, meta, lambda i, n=name: f"{n}/{i:06d}",
+                                  stream(container, f"{name}/scale"),
+                                  None if symmetric else stream(container, f"{name}/zero_point"))
+    return views, tuple(f"{n}/" for n in views)
 
 
 # ----------------------------------------------------------------------------- reading
 class VideoDecoder:
     """Decodes frames of an opened ``.fpv`` container: ``decode(start, end)`` -> uint8 (N, H, W, 3).
 
-    Only the weights and the embedding chunks that the asked frames touch are read and decoded.
+    Only the weights and the side-information chunks that the asked frames touch are read and decoded.
     """
 
     def __init__(self, container: Any, device: str | torch.device = "cpu") -> None:
@@ -123,8 +154,6 @@ class VideoDecoder:
         self.header = header
         self.device = torch.device(device)
         self.model = self._load_model(weight_meta)
-        self._embed_meta = header.get("embed")
-        self._embed_cache: dict[int, torch.Tensor] = {}
 
     @property
     def width(self) -> int:
@@ -137,40 +166,24 @@ class VideoDecoder:
     def _load_model(self, weight_meta: dict) -> VideoINR:
         from fieldpress.codec.quant import decompress_state_dict
 
-        names = [n for n in self.container.names if not n.startswith("e/")]
-        streams = {n: self.container.array(n) for n in names}
-        state = decompress_state_dict(streams, weight_meta)
+        views, side_prefixes = read_side_info(self.container)
+        names = [n for n in self.container.names if not n.startswith(side_prefixes)]
+        state = decompress_state_dict({n: self.container.array(n) for n in names}, weight_meta)
         model = build_model(self.name, self.config)
-        if hasattr(model, "encoder"):
-            model.encoder = None
+        try:
+            model.attach_side_info(views)
+        except ValueError as exc:
+            raise FormatError(str(exc)) from None
         missing, unexpected = model.load_state_dict(state, strict=False)
         if missing or unexpected:
             raise FormatError(f"weights do not match the {self.name} model in the header "
                               f"(missing {list(missing)[:3]}, unexpected {list(unexpected)[:3]})")
         return model.to(self.device).eval()
 
-    def _embedding(self, index: int) -> torch.Tensor:
-        meta = self._embed_meta
-        if meta is None:
-            raise FormatError("an HNeRV file without embeddings")
-        chunk = int(meta["chunk"])
-        c = index // chunk
-        if c not in self._embed_cache:
-            name = _chunk_name(c)
-            if name not in self.container.names:
-                raise FormatError(f"embedding stream {name} is missing")
-            q = self.container.array(name)
-            quant = EmbedQuant(int(meta["bits"]), float(meta["scale"]), float(meta["zero_point"]),
-                        int(meta["qmin"]), int(meta["qmax"]))
-            self._embed_cache = {c: dequantize_embeddings(q, quant)}   # keep one chunk
-        return self._embed_cache[c][index - c * chunk]
-
     def _batch(self, index: int) -> dict[str, torch.Tensor]:
         idx = torch.tensor([index], dtype=torch.int64)
         batch = {"index": idx.to(self.device), "t": (idx.float() / float(self.config.frames)).to(self.device)}
-        if self._embed_meta is not None:
-            batch["embed"] = self._embedding(index)[None].to(self.device)
-        return batch
+        return {**batch, **self.model.decode_inputs(index)}
 
     @torch.no_grad()
     def iter_frames(self, start: int = 0, end: int | None = None) -> Iterator[np.ndarray]:
@@ -194,8 +207,39 @@ def open_video(path: str | Path, device: str | torch.device = "cpu") -> VideoDec
     return VideoDecoder(open_container(path), device=device)
 
 
+# ----------------------------------------------------------------------------- the codec
 class VideoCodecImpl:
-    """The heavy half of the video codecs (fieldpress.video.codecs): decode a container to frames."""
+    """The heavy half of the video codecs (fieldpress.video.codecs): encode a quantized model to a
+    header and streams, decode a container to frames."""
+
+    def encode(self, model: VideoINR, weight_streams: Mapping[str, np.ndarray], weight_meta: dict, *,
+               fps: float, frame_start: int, source: dict, side: Mapping[str, StoredSide] | None = None,
+               extra: dict | None = None) -> Encoded:
+        """The header and streams of a fitted model whose weights are already quantized
+        (`compress_state_dict`) and whose side information is `side` (name -> `StoredSide`)."""
+        cfg = model.config
+        header: dict[str, Any] = {
+            "format": FORMAT,
+            "model": model.name,
+            "config": cfg.to_dict(),
+            "width": cfg.width, "height": cfg.height, "frames": cfg.frames,
+            "frame_start": int(frame_start), "fps": float(fps),
+            "colour": "rgb24 (sRGB, full range)",
+            "source": source,
+            "weights": weight_meta,
+            "library": f"fieldpress {__version__}",
+        }
+        streams: dict[str, np.ndarray] = dict(weight_streams)
+        if side:
+            header["side_info"] = {}
+            for name, stored in side.items():
+                if not name or "/" in name or name == "w":
+                    raise ValueError(f"bad side-information name {name!r}")
+                parts, header["side_info"][name] = stored.to_streams(name)
+                streams.update(parts)
+        if extra:
+            header.update(extra)
+        return Encoded(header, streams)
 
     def decode(self, container: Any, device: str | torch.device = "cpu") -> VideoDecoder:
         return VideoDecoder(container, device=device)

@@ -1,5 +1,6 @@
 """The video codecs as the codec registry sees them: names, versions and header summaries, without
-torch (so `fieldpress info` stays light). Decoding lives in `fieldpress.video.codec`."""
+torch (so `fieldpress info` stays light). Encoding and decoding live in `fieldpress.video.codec`; the
+file format is described in docs/formats/video.md."""
 
 from __future__ import annotations
 
@@ -36,9 +37,10 @@ def summarize(header: Mapping[str, Any]) -> dict[str, Any]:
         "pruned": fit.get("prune"),
         "epochs": fit.get("epochs"),
     }
-    if "embed" in header:
-        out["embedding bits"] = header["embed"].get("bits")
-        out["embedding shape"] = header["embed"].get("shape")
+    side = header.get("side_info") or ({"embedding": header["embed"]} if "embed" in header else {})
+    for name, meta in side.items():  # HNeRV: "embedding bits", "embedding shape"
+        out[f"{name} bits"] = meta.get("bits")
+        out[f"{name} shape"] = meta.get("shape")
     return {k: v for k, v in out.items() if v is not None}
 
 
@@ -47,8 +49,13 @@ def _legacy(model: str) -> Any:
     return lambda header: header.get("format") == LEGACY_FORMAT and header.get("model") == model
 
 
+VERSION = 2
+"""Version 2 (this release): side information as chunked quantized streams (``side_info`` in the header);
+version 1 (and files naming no codec): HNeRV's embeddings under ``embed`` / ``e/000000`` ... Both read."""
+
+
 def _codec(name: str, description: str) -> LazyCodec:
-    return LazyCodec("video", name, 1, "fieldpress.video.codec:VIDEO_CODEC", summarize, _legacy(name),
+    return LazyCodec("video", name, VERSION, "fieldpress.video.codec:VIDEO_CODEC", summarize, _legacy(name),
                      description)
 
 

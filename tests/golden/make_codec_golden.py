@@ -6,7 +6,10 @@ Golden files are kept forever: every later fieldpress must decode each one to th
 it pins files of the previous release. This script refuses to overwrite; run it with a new NAME when a
 codec gets a new version:
 
-    python tests/golden/make_codec_golden.py [--set v1]
+    python tests/golden/make_codec_golden.py [--set v1] [--family video --family image ...]
+
+``--family`` writes only that family's files (all three when not given), for a set made when one
+family's codecs get a new version (e.g. ``--set v2-video --family video``).
 
 Inputs are made here from integer formulas (no data files): a 4-frame 32x24 clip, a 24x16 image and a
 300-Gaussian synthetic scene.
@@ -25,6 +28,7 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 OUT = HERE / "codecs"
+FAMILIES = ("video", "image", "scene")
 
 
 def clip_frames(n: int = 4, w: int = 32, h: int = 24) -> np.ndarray:
@@ -75,7 +79,9 @@ def main() -> None:
     torch.set_num_threads(1)
     parser = argparse.ArgumentParser()
     parser.add_argument("--set", default="v1")
+    parser.add_argument("--family", action="append", choices=FAMILIES, help="only this family (repeatable)")
     args = parser.parse_args()
+    families = args.family or list(FAMILIES)
     out = OUT / args.set
     if out.exists():
         raise SystemExit(f"{out} exists: golden files are never rewritten")
@@ -102,17 +108,21 @@ def main() -> None:
     save_scene(synthetic_scene(300, sh_degree=1, seed=3), scene)
 
     expected: dict[str, dict[str, str]] = {}
-    for model in ("hnerv", "nerv", "nervpp"):
-        path = out / f"{model}.fpv"
-        _run("fit-video", str(clip), "-o", str(path), "--model", model, "--size", "0.04M", "--epochs", "2",
-             "--seed", "1")
-        expected[path.name] = {"codec": model, "sha256": sha256(decoded_video(path))}
-    path = out / "field.fpi"
-    _run("fit-image", str(image), "-o", str(path), "--params", "9k", "--steps", "20", "--seed", "1")
-    expected[path.name] = {"codec": "field", "sha256": sha256(decoded_image(path))}
-    path = out / "lightgaussian.fpg"
-    _run("compress-splat", str(scene), "-o", str(path), "--preset", "fast", "--codebook", "16", "--no-eval")
-    expected[path.name] = {"codec": "lightgaussian", "sha256": sha256(decoded_scene(path))}
+    if "video" in families:
+        for model in ("hnerv", "nerv", "nervpp"):
+            path = out / f"{model}.fpv"
+            _run("fit-video", str(clip), "-o", str(path), "--model", model, "--size", "0.04M",
+                 "--epochs", "2", "--seed", "1")
+            expected[path.name] = {"codec": model, "sha256": sha256(decoded_video(path))}
+    if "image" in families:
+        path = out / "field.fpi"
+        _run("fit-image", str(image), "-o", str(path), "--params", "9k", "--steps", "20", "--seed", "1")
+        expected[path.name] = {"codec": "field", "sha256": sha256(decoded_image(path))}
+    if "scene" in families:
+        path = out / "lightgaussian.fpg"
+        _run("compress-splat", str(scene), "-o", str(path), "--preset", "fast", "--codebook", "16",
+             "--no-eval")
+        expected[path.name] = {"codec": "lightgaussian", "sha256": sha256(decoded_scene(path))}
     for f in [*work.iterdir(), *out.glob("*.log.jsonl")]:
         f.unlink()
     work.rmdir()

@@ -1,14 +1,22 @@
 """What every video INR shares: the config base (serialised into the .fpv header), the model
-interface the fitting and decoding code uses, the sin/cos time embedding, and the solver that
-picks a width so the stored parameter count lands on ``--size``."""
+interface the fitting and decoding code uses (including the side-information hooks), the sin/cos time
+embedding, and the solver that picks a width so the stored parameter count lands on ``--size``.
+
+Side information is what a model stores besides its weights (HNeRV's per-frame embeddings; per-group
+grids or weights for later models). A model declares it with ``side_info`` (name -> `SideInfo`: the
+tensor, its bits, its chunking), receives the stored values back with ``attach_side_info`` (a
+`SideView` per name: the dequantized tensor in memory, or the file's chunks read on demand), and says
+what one frame needs from it with ``decode_inputs``. The codec stores each entry as chunked quantized
+streams, so decoding frames S:E reads only the chunks they touch; no code outside the model module
+needs to know which model it holds."""
 
 from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, Protocol, TypeVar
 
 import torch
 from torch import nn
@@ -61,20 +69,71 @@ class VideoModelConfig:
         return cls(**kwargs)
 
 
+@dataclass(frozen=True)
+class SideInfo:
+    """A tensor a model stores besides its weights: quantized to `bits` (one scale, or one per channel
+    along `axis`) and cut into chunks of `chunk` entries along `chunk_axis`, each its own stream."""
+
+    tensor: torch.Tensor
+    bits: int
+    chunk: int
+    chunk_axis: int = 0
+    axis: int | None = None
+
+
+class SideView(Protocol):
+    """Stored side information as a model reads it: `entry(i)` is the slice at index i of the chunk
+    axis (float32, dequantized)."""
+
+    def entry(self, index: int) -> torch.Tensor: ...
+
+
+class TensorView:
+    """A `SideView` over a tensor held in memory (the fit's dequantized side information)."""
+
+    def __init__(self, tensor: torch.Tensor, axis: int = 0) -> None:
+        self.tensor = tensor
+        self.axis = axis
+
+    def entry(self, index: int) -> torch.Tensor:
+        return self.tensor.select(self.axis, index)
+
+
 class VideoINR(nn.Module):
     """Interface of a frame-wise video INR.
 
     ``forward(batch)`` maps a batch ``{"index": (B,) int64, "t": (B,) float, "frames": uint8 (B,3,H,W)}``
     to frames (B, 3, H, W) in [0, 1] at the original size. ``stored_state()`` is what goes into the
-    file (HNeRV drops its encoder there); ``stored_params()`` counts it (``--size``).
+    file (without the submodules named in ``unstored_prefixes``, used only while fitting);
+    ``stored_params()`` counts it (``--size``). The side-information hooks are described in the
+    module docstring; by default a model stores none.
     """
 
     name: ClassVar[str]
     config: VideoModelConfig
     loss_name: ClassVar[str] = "fusion6"
+    #: submodules used only while fitting: not stored, not pruned or quantized, dropped for decoding
+    unstored_prefixes: tuple[str, ...] = ()
 
     def stored_state(self) -> dict[str, torch.Tensor]:
-        return dict(self.state_dict())
+        unstored = tuple(f"{p}." for p in self.unstored_prefixes)
+        return {k: v for k, v in self.state_dict().items() if not (unstored and k.startswith(unstored))}
+
+    def side_info(self, source: Any, device: torch.device, bits: int) -> dict[str, SideInfo]:
+        """What this fitted model stores besides its weights (`source`: the clip's frames, as the fit
+        saw them; `bits`: the side-information bits asked for). None by default."""
+        return {}
+
+    def attach_side_info(self, side: Mapping[str, SideView]) -> None:
+        """Decode from now on with the stored side information (as the file holds it) and drop the
+        submodules used only for fitting."""
+        self.side_views = dict(side)
+        for prefix in self.unstored_prefixes:
+            setattr(self, prefix, None)
+
+    def decode_inputs(self, index: int) -> dict[str, torch.Tensor]:
+        """What the decoder adds to frame `index`'s batch (besides index and t), with a batch axis of 1."""
+        return {}
 
     def stored_params(self) -> int:
         return sum(int(v.numel()) for v in self.stored_state().values() if v.is_floating_point())

@@ -1,7 +1,9 @@
 """HNeRV (Chen et al., CVPR 2023): a ConvNeXt encoder turns each frame into a tiny embedding
 (``embed_dim`` x H/P x W/P); a NeRV-style decoder turns the embedding back into the frame.
 
-Only the decoder and the per-frame embeddings are stored; the encoder is dropped after fitting.
+Only the decoder and the per-frame embeddings are stored; the encoder is dropped after fitting. The
+embeddings are the model's side information ``embedding`` (frames, embed_dim, gh, gw), stored at
+``--embed-bits`` (one scale) in chunks of ``EMBED_CHUNK`` frames.
 Decoder: 1x1 conv (embed_dim -> fc_dim) + GELU, then blocks with kernels min(1 + 2i, 5) = 1,3,5,5,5,
 widths ``max(round(C / 1.2), 12)`` from the first block on, a 3x3 head and (tanh + 1) / 2. ``fc_dim`` is
 solved so that decoder + embeddings hit ``--size`` (the paper's parameter balancing). Trained with
@@ -17,13 +19,15 @@ the ConvNeXt blocks have no drop-path.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
 from torch.nn import functional as F  # noqa: N812
 
-from fieldpress.video.models.base import VideoINR, VideoModelConfig, frame_time
+from fieldpress.video.models.base import SideInfo, SideView, VideoINR, VideoModelConfig, frame_time
 from fieldpress.video.models.blocks import (
     DecoderBlock,
     activation,
@@ -31,6 +35,9 @@ from fieldpress.video.models.blocks import (
     output_head,
     pad_to_multiple,
 )
+
+EMBED_CHUNK = 8
+"""Frames per stored embedding chunk (the unit of random access)."""
 
 
 @dataclass(frozen=True)
@@ -122,8 +129,6 @@ class HNeRV(VideoINR):
             c = width
         self.blocks = nn.ModuleList(blocks)
         self.head = nn.Conv2d(c, 3, 3, padding=1)
-        # After fitting: the per-frame embeddings (frames, embed_dim, gh, gw); the encoder is dropped.
-        self.register_buffer("embeddings", torch.empty(0), persistent=False)
 
     # -- encoder side (fitting)
     def encode(self, frames_uint8: torch.Tensor) -> torch.Tensor:
@@ -133,10 +138,24 @@ class HNeRV(VideoINR):
         x = pad_to_multiple(frames_uint8.float() / 255.0, self.config.stride_product)
         return self.encoder(x)
 
-    def freeze_embeddings(self, embeddings: torch.Tensor) -> None:
-        """Switch to decoding: keep these embeddings (all frames) and drop the encoder."""
-        self.embeddings = embeddings.detach().clone()
-        self.encoder = None
+    # -- side information: the per-frame embeddings
+    @torch.no_grad()
+    def side_info(self, source: Any, device: torch.device, bits: int) -> dict[str, SideInfo]:
+        """The encoder's embedding of every frame of `source`, one frame at a time."""
+        out = []
+        for i in range(len(source)):
+            frames = source.batch(torch.tensor([i]))["frames"].to(device)
+            out.append(self.encode(frames).float().cpu())
+        return {"embedding": SideInfo(torch.cat(out), bits, EMBED_CHUNK)}
+
+    def attach_side_info(self, side: Mapping[str, SideView]) -> None:
+        if "embedding" not in side:
+            raise ValueError("an HNeRV decodes from its stored 'embedding' side information")
+        super().attach_side_info(side)
+
+    def decode_inputs(self, index: int) -> dict[str, torch.Tensor]:
+        embed = self.side_views["embedding"].entry(index)
+        return {"embed": embed[None].to(self.head.weight.device)}
 
     # -- decoder side
     def decode_embedding(self, embed: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -152,11 +171,8 @@ class HNeRV(VideoINR):
         elif self.encoder is not None:
             embed = self.encode(batch["frames"])
         else:
-            embed = self.embeddings[batch["index"].to(self.embeddings.device)]
+            embed = torch.cat([self.decode_inputs(int(i))["embed"] for i in batch["index"]])
         return self.decode_embedding(embed.to(self.head.weight.dtype), t)
-
-    def stored_state(self) -> dict[str, torch.Tensor]:
-        return {k: v for k, v in self.state_dict().items() if not k.startswith("encoder.")}
 
     def stored_params(self) -> int:
         embed = self.config.frames * self.config.embed_dim * self.config.grid[0] * self.config.grid[1]

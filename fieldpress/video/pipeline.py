@@ -1,0 +1,237 @@
+"""Clip -> ``.fpv`` bytes and their measurements: the one pipeline behind ``fit-video``, the benches and
+the library.
+
+``compress(clip, options, device)`` runs the steps in order and returns a `VideoResult` (a
+`fieldpress.codec.registry.Result`): build the model for the clip (`build_model_for`), fit it through
+the Fitter's stages (`fit_model`), quantize the weights and the model's side information and make the
+in-memory model decode exactly as the file will (`quantize_model`), encode the container bytes through
+the video codec (`encode_bytes`), and decode those very bytes back to measure them (`measure`).
+``result.write(path)`` writes them; `write(result, path)` also removes the fit's checkpoint;
+`fit_clip` does all of it.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from fieldpress.codec.registry import Result, encode_file, get_codec
+from fieldpress.errors import InputError
+from fieldpress.runtime import Stopwatch, cpu_threads, torch_threads
+from fieldpress.video.data import ClipSource, make_loss, to_uint8
+from fieldpress.video.fit import BUDGET_MARGIN, FitOptions, plan_epochs, quality, size_for_bpp, stages_for
+from fieldpress.video.io import VideoClip
+from fieldpress.video.models import ModulationSpec, VideoINR, build_model, config_for, recipe
+from fieldpress.video.models.base import TensorView
+
+
+@dataclass
+class VideoResult(Result):
+    """A video `Result`, plus the fitted model as decoded from the file (weights and side information
+    quantized) and whether the fit was interrupted."""
+
+    model: torch.nn.Module | None = None
+    interrupted: bool = False
+
+
+@dataclass
+class FitOutcome:
+    """What `fit_clip` produced: the file, its measurements and the fitted (quantized) model."""
+
+    output: Path
+    bytes: int
+    metrics: dict[str, Any]
+    model: torch.nn.Module
+    interrupted: bool
+
+
+@dataclass
+class Quantized:
+    """The quantized weights (`compress_state_dict` streams and meta), side information and the float
+    model's frames (for the PSNR before quantization)."""
+
+    weight_streams: dict[str, np.ndarray]
+    weight_meta: dict[str, Any]
+    side: dict[str, Any]
+    float_frames: np.ndarray
+
+
+# ----------------------------------------------------------------------------- steps
+def build_model_for(clip: VideoClip, opts: FitOptions) -> VideoINR:
+    """The model `opts` asks for, sized for the clip (``--size`` or ``--target-bpp``), its initial
+    weights drawn from ``--seed`` (so the seed fixes the file)."""
+    from fieldpress.engine.rng import seed_everything
+
+    size = opts.size
+    if opts.target_bpp is not None:
+        size = size_for_bpp(opts.target_bpp, clip.count, clip.width, clip.height, opts.bits)
+    if size is None:
+        raise InputError("give --size or --target-bpp")
+    mod = ModulationSpec("cam", opts.cam_grid) if opts.cam else ModulationSpec()
+    config = config_for(opts.model, clip.height, clip.width, clip.count, size, strides=opts.strides,
+                        modulation=mod)
+    seed_everything(opts.seed)
+    return build_model(opts.model, config)
+
+
+Evaluate = Callable[[torch.nn.Module], dict[str, float]]
+
+
+def fit_model(model: VideoINR, source: ClipSource, opts: FitOptions, device: torch.device, *,
+              output: Path | None, resume: bool = False, signature: dict | None = None,
+              show_progress: bool = True, evaluate: Evaluate | None = None,
+              eval_every: int | None = None) -> tuple[Any, dict[str, int]]:
+    """Run the Fitter's stages (fit, prune, QAT) with checkpoints at ``<output>.ckpt/``; returns the
+    Fitter's result and the epochs planned per stage (``--minutes`` plans them once; resume reuses it)."""
+    from fieldpress.engine.budget import plan_budget
+    from fieldpress.engine.config import FitConfig
+    from fieldpress.engine.fitter import Fitter
+    from fieldpress.engine.probe import seconds_per_step
+
+    r = recipe(opts.model)
+    lr = opts.lr or r.lr
+    param_groups = None
+    if opts.cam:
+        from fieldpress.fields.cam import cam_param_groups
+
+        param_groups = cam_param_groups
+    fit_config = FitConfig(batch_size=min(opts.batch_size or r.batch_size, len(source)), seed=opts.seed,
+                           device=str(device), precision=opts.precision, minutes=opts.minutes, betas=r.betas,
+                           description=f"fit {opts.model}", eval_every=eval_every)
+    sig = {"options": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(opts).items()},
+           **(signature or {})}
+    loss_fn = make_loss(r.loss)
+    plan, budget = plan_epochs(opts), None
+    if opts.minutes is not None:  # scaled so the schedule ends in time; a --resume reuses the stored plan
+        budget = plan_budget(
+            opts.minutes,
+            lambda: seconds_per_step(model, source, loss_fn, fit_config.batch_size, device, lr=lr,
+                                     param_groups=param_groups),
+            epochs=plan, steps_per_epoch=math.ceil(len(source) / fit_config.batch_size), margin=BUDGET_MARGIN,
+            resume_from=output if resume else None)
+        plan = budget.epochs
+    fitter = Fitter(model, source, loss_fn, fit_config, stages_for(opts, plan, lr, r.warmup), output=output,
+                    signature=sig, param_groups=param_groups, evaluate=evaluate, show_progress=show_progress,
+                    budget=budget)
+    return fitter.run(resume=resume), plan
+
+
+@torch.no_grad()
+def render_all(model: torch.nn.Module, source: ClipSource, device: torch.device) -> np.ndarray:
+    """The model's frames (uint8 (T, H, W, 3)), one at a time."""
+    frames = []
+    for i in range(len(source)):
+        batch = {k: v.to(device) for k, v in source.batch(torch.tensor([i])).items()}
+        frames.append(to_uint8(model(batch)[0]).permute(1, 2, 0).cpu().numpy())
+    return np.stack(frames)
+
+
+def quantize_model(model: VideoINR, masks: dict | None, source: ClipSource, opts: FitOptions,
+                   device: torch.device) -> Quantized:
+    """Quantize the fitted model's side information (``--embed-bits``) and weights (``--bits``, per
+    output channel; 1-D tensors per tensor; pruned entries stored sparse), and load both back into
+    `model`, which then decodes exactly as the file will."""
+    from fieldpress.codec.quant import compress_state_dict, decompress_state_dict
+    from fieldpress.video.codec import quantize_side
+
+    float_frames = render_all(model, source, device)
+    side_info = model.side_info(source, device, opts.embed_bits)
+    side = {name: quantize_side(info) for name, info in side_info.items()}
+    model.attach_side_info({name: TensorView(s.q.dequantize(), s.chunk_axis) for name, s in side.items()})
+    state = {k: v.detach().float().cpu() for k, v in model.stored_state().items()}
+    masks = {k: v.cpu() for k, v in masks.items() if k in state} if masks else None
+    axes = {k: (0 if v.dim() >= 2 else None) for k, v in state.items()}
+    streams, meta = compress_state_dict(state, bits=opts.bits, masks=masks, axis=None, axes=axes)
+    model.load_state_dict(decompress_state_dict(streams, meta), strict=False)
+    return Quantized(streams, meta, side, float_frames)
+
+
+def encode_bytes(model: VideoINR, q: Quantized, clip: VideoClip,
+                 fit_facts: dict[str, Any]) -> tuple[Any, bytes]:
+    """(codec, container bytes) of the quantized model: the codec named after the model (video/hnerv,
+    video/nerv, video/nervpp) builds header and streams; the registry stamps codec and version."""
+    codec = get_codec("video", model.name)
+    encoded = codec.encode(model, q.weight_streams, q.weight_meta, fps=clip.fps, frame_start=clip.frame_start,
+                           source=clip.source, side=q.side, extra={"fit": fit_facts})
+    return codec, encode_file(codec, encoded)
+
+
+def measure(data: bytes, clip: VideoClip, device: torch.device) -> dict[str, Any]:
+    """bpp, PSNR (pooled, per-frame mean) and MS-SSIM of the file `data`, decoded back from its bytes."""
+    from fieldpress.metrics import bpp
+    from fieldpress.video.codec import open_video
+
+    with tempfile.TemporaryDirectory(prefix="fieldpress-measure-") as tmp:
+        path = Path(tmp) / "measure.fpv"
+        path.write_bytes(data)
+        decoded = open_video(path, device=device).decode()
+    return {"bpp": round(bpp(len(data), clip.count, clip.width, clip.height), 6),
+            **quality(clip.frames, decoded)}
+
+
+def _epochs_done(stages: list[dict]) -> Any:
+    done = [s.get("epochs_done", s.get("epochs")) for s in stages if isinstance(s, dict)]
+    if not done:
+        return None
+    return done[0] if len(done) == 1 else done
+
+
+# ----------------------------------------------------------------------------- the pipeline
+def compress(clip: VideoClip, options: FitOptions, device: torch.device, *, output: Path | None = None,
+             resume: bool = False, signature: dict | None = None, show_progress: bool = True,
+             evaluate: Evaluate | None = None, eval_every: int | None = None,
+             input: str | None = None) -> VideoResult:
+    """Fit `clip` and return the ``.fpv`` bytes with their measurements (nothing written but the
+    checkpoint at ``<output>.ckpt/`` when `output` is given; `resume` continues from it).
+    `evaluate` / `eval_every` (epochs) are handed to the Fitter (e.g. to log PSNR as a fit goes)."""
+    threads = cpu_threads() if device.type == "cpu" else 0
+    with Stopwatch() as sw, torch_threads(threads):
+        model = build_model_for(clip, options)
+        stored_params = model.stored_params()
+        source = ClipSource(clip.frames)
+        fitted, plan = fit_model(model, source, options, device, output=output, resume=resume,
+                                 signature=signature, show_progress=show_progress, evaluate=evaluate,
+                                 eval_every=eval_every)
+        model = fitted.model.eval()
+        q = quantize_model(model, fitted.masks, source, options, device)
+        facts = {"epochs": plan, "stored_params": stored_params, "prune": options.prune,
+                 "qat_epochs": options.qat_epochs, "bits": options.bits}
+        if q.side:
+            facts["embed_bits"] = options.embed_bits
+        codec, data = encode_bytes(model, q, clip, facts)
+        metrics = {"model": options.model, "params": stored_params, **measure(data, clip, device)}
+        before = quality(clip.frames, q.float_frames)
+    metrics.update({
+        "psnr_before_quant": before["psnr"], "psnr_frame_mean_before_quant": before["psnr_frame_mean"],
+        "frames": clip.count, "size": f"{clip.width}x{clip.height}", "strides": list(model.config.strides),
+        "fit_seconds": round(fitted.seconds, 2), "steps": fitted.steps, "epochs_planned": plan,
+        "epochs_done": _epochs_done(fitted.stages), "interrupted": fitted.interrupted,
+    })
+    return VideoResult(codec, data, metrics, input=input, seconds=sw.seconds, device=str(device), model=model,
+                       interrupted=fitted.interrupted)
+
+
+def write(result: Result, output: Path, *, keep_checkpoint: bool = False) -> int:
+    """Write the file atomically and, unless `keep_checkpoint`, remove the fit's ``<output>.ckpt/``."""
+    nbytes = result.write(output)
+    if not keep_checkpoint:
+        shutil.rmtree(f"{output}.ckpt", ignore_errors=True)
+    return nbytes
+
+
+def fit_clip(clip: VideoClip, output: Path, opts: FitOptions, device: torch.device, *, resume: bool = False,
+             signature: dict | None = None, show_progress: bool = True, keep_checkpoint: bool = False,
+             evaluate: Evaluate | None = None, eval_every: int | None = None) -> FitOutcome:
+    """`compress`, then write `output` and (unless `keep_checkpoint`) remove its checkpoint."""
+    result = compress(clip, opts, device, output=output, resume=resume, signature=signature,
+                      show_progress=show_progress, evaluate=evaluate, eval_every=eval_every)
+    nbytes = write(result, output, keep_checkpoint=keep_checkpoint)
+    return FitOutcome(Path(output), nbytes, result.metrics, result.model, result.interrupted)
