@@ -56,23 +56,8 @@ def load_format(spec: str) -> SceneFormat:
 
 
 def format_specs() -> dict[str, str]:
-    """name -> "module:attribute" of every installed scene format. When the installed metadata predates
-    the group (a source checkout not reinstalled since), the checkout's own pyproject.toml says."""
-    specs = {ep.name: ep.value for ep in entry_points(group=ENTRY_POINT_GROUP)}
-    return specs or _checkout_specs()
-
-
-def _checkout_specs() -> dict[str, str]:
-    import tomllib
-
-    pyproject = Path(__file__).resolve().parents[3] / "pyproject.toml"
-    try:
-        project = tomllib.loads(pyproject.read_text(encoding="utf-8")).get("project", {})
-    except (OSError, ValueError):
-        return {}
-    if project.get("name") != "fieldpress":
-        return {}
-    return dict(project.get("entry-points", {}).get(ENTRY_POINT_GROUP, {}))
+    """name -> "module:attribute" of every installed scene format (the entry points)."""
+    return {ep.name: ep.value for ep in entry_points(group=ENTRY_POINT_GROUP)}
 
 
 def _ensure_loaded() -> None:
