@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
@@ -206,8 +205,9 @@ class DecodedImage:
     header: dict[str, Any]
 
 
-def decode(path: str | Path, device: Any = "cpu") -> DecodedImage:
-    """Decode an image file with the codec its header names (or that claims it, for old files)."""
+def decode(path: str | Path | bytes, device: Any = "cpu") -> DecodedImage:
+    """Decode an image file (a path or its bytes) with the codec its header names (or that claims
+    it, for old files)."""
     from fieldpress.codec.container import open_container
 
     container = open_container(path)
@@ -220,10 +220,7 @@ def decode(path: str | Path, device: Any = "cpu") -> DecodedImage:
 
 def decoded_pixels(data: bytes) -> np.ndarray:
     """The pixels a decoder reproduces from a file's bytes (decoded on the CPU)."""
-    with tempfile.TemporaryDirectory(prefix="fieldpress-image-") as tmp:
-        path = Path(tmp) / "check.fpi"
-        path.write_bytes(data)
-        return decode(path, "cpu").pixels
+    return decode(data, "cpu").pixels
 
 
 # ----------------------------------------------------------------------------- the pipeline

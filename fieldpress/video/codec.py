@@ -200,8 +200,9 @@ class VideoDecoder:
         return np.stack(list(self.iter_frames(start, end)))
 
 
-def open_video(path: str | Path, device: str | torch.device = "cpu") -> VideoDecoder:
-    """Open a ``.fpv`` file for decoding (FormatError when it is not a fieldpress video)."""
+def open_video(path: str | Path | bytes, device: str | torch.device = "cpu") -> VideoDecoder:
+    """Open a ``.fpv`` file (a path or its bytes) for decoding (FormatError when it is not a
+    fieldpress video)."""
     from fieldpress.codec.container import open_container
 
     return VideoDecoder(open_container(path), device=device)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import math
 import shutil
-import tempfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -169,10 +168,7 @@ def measure(data: bytes, clip: VideoClip, device: torch.device) -> dict[str, Any
     from fieldpress.metrics import bpp
     from fieldpress.video.codec import open_video
 
-    with tempfile.TemporaryDirectory(prefix="fieldpress-measure-") as tmp:
-        path = Path(tmp) / "measure.fpv"
-        path.write_bytes(data)
-        decoded = open_video(path, device=device).decode()
+    decoded = open_video(data, device=device).decode()
     return {"bpp": round(bpp(len(data), clip.count, clip.width, clip.height), 6),
             **quality(clip.frames, decoded)}
 

@@ -329,9 +329,9 @@ class LightGaussianCodecImpl:
 LIGHTGAUSSIAN_CODEC = LightGaussianCodecImpl()
 
 
-def read_fpg(path: str | Path) -> Any:
-    """Open and decode a `.fpg` file into a GaussianScene with the scene codec its header names
-    (FormatError on damage)."""
+def read_fpg(path: str | Path | bytes) -> Any:
+    """Open and decode a `.fpg` file (a path or its bytes) into a GaussianScene with the scene codec
+    its header names (FormatError on damage)."""
     from fieldpress.codec.container import open_container
 
     container = open_container(path)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -318,13 +317,10 @@ def _load(input: Any) -> tuple[Any, dict[str, Any], str | None, float]:
 
 
 def decode_bytes(data: bytes) -> Any:
-    """The GaussianScene a `.fpg` file with these bytes decodes to (through a temporary file)."""
+    """The GaussianScene a `.fpg` file with these bytes decodes to."""
     from fieldpress.scenes.lightgaussian.codec import read_fpg
 
-    with tempfile.TemporaryDirectory(prefix="fieldpress-") as tmp:
-        path = Path(tmp) / "decoded.fpg"
-        path.write_bytes(data)
-        return read_fpg(path)
+    return read_fpg(data)
 
 
 def _file_metrics(options: CompressOptions, run: Encoding, source: dict[str, Any],
