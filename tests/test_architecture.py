@@ -31,6 +31,7 @@ ALLOWED: dict[str, set[str]] = {
     "fields": CORE | {"cuda"},
     "video": CORE | {"cuda", "fields"},
     "scenes": CORE | {"cuda", "fields"},
+    "batch": BASE | {"cli", "codec"},  # `fieldpress batch`: families only through their BATCH entries
 }
 
 

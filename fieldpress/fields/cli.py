@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from fieldpress.cli import RunSummary, add_device_arg, entry, input_file, new_parser, parse_count
+from fieldpress.cli import BatchCommand, RunSummary, add_device_arg, entry, input_file, new_parser, parse_count
 from fieldpress.errors import InputError
 from fieldpress.runtime import progress_enabled, resolve_device
 
@@ -71,17 +71,32 @@ def _image_options(args: argparse.Namespace) -> ImageOptions:
 
 def fit_image_command(argv: Sequence[str] | None = None) -> int:
     """fit-image IN [-o OUT.fpi] [--model ...] [--params N] [--steps N] [--minutes M] [--bits B]."""
+    args = _fit_parser().parse_args(argv)
+    run_fit_image(args).emit(args.json)
+    return 0
+
+
+def run_fit_image(args: argparse.Namespace) -> RunSummary:
+    """fit-image's work on parsed flags: fit, write the .fpi atomically, return the summary."""
     from fieldpress.fields.pipeline import compress
 
-    args = _fit_parser().parse_args(argv)
     src = input_file(args.input)
     output = _fpi_output(src, args.output)
     options = _image_options(args)
     device = resolve_device(args.device)
     result = compress(src, options, device, progress=progress_enabled(args.json))
     result.write(output)
-    RunSummary.from_result("fit-image", result, output).emit(args.json)
-    return 0
+    return RunSummary.from_result("fit-image", result, output)
+
+
+def _fpi_name(path: Path) -> str:
+    """fit-image's default output name: photo.png -> photo.fpi."""
+    return path.with_suffix(".fpi").name
+
+
+def _parse_fit(argv: Sequence[str]) -> argparse.Namespace:
+    """fit-image's flags parsed (for `fieldpress batch`)."""
+    return _fit_parser().parse_args(argv)
 
 
 def _decode_parser():
@@ -120,6 +135,10 @@ def decode_image_command(argv: Sequence[str] | None = None) -> int:
                metrics=metrics).emit(args.json)
     return 0
 
+
+# `fieldpress batch --command fit-image`: the same parser and body, over many images
+BATCH = BatchCommand("fit-image", (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"),
+                     _fpi_name, _parse_fit, run_fit_image)
 
 fit_image_main = entry(fit_image_command)
 decode_image_main = entry(decode_image_command)
