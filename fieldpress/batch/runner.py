@@ -115,25 +115,52 @@ def _init_local_worker(env: dict[str, str]) -> None:
 
 
 # ----------------------------------------------------------------------------- local process pool
-def _run_local(jobs: Sequence[Job], workers: int, on_record: OnRecord) -> None:
-    """Run on `workers` spawned processes, each with cores / workers threads."""
+DIED = "worker process died (killed, crashed or out of memory); run the batch again to retry"
+
+
+def _pool_pass(jobs: Sequence[Job], workers: int, on_record: OnRecord) -> tuple[list[Job], list[Job]]:
+    """Run `jobs` on one pool of spawned processes, at most `workers` at a time. If a worker dies the
+    pool is broken: returns (the jobs that were in flight, those not started); else ([], [])."""
     import multiprocessing
     from concurrent.futures.process import BrokenProcessPool
 
     threads = max(1, (os.cpu_count() or 1) // workers)
-    ctx = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_local_worker,
-                             initargs=(_worker_env(threads),)) as pool:
-        pending: dict[Future[Record], Job] = {pool.submit(run_job, job): job for job in jobs}
-        while pending:
-            done, _ = wait(pending, return_when=FIRST_COMPLETED)
+    todo = list(jobs)
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                             initializer=_init_local_worker, initargs=(_worker_env(threads),)) as pool:
+        running: dict[Future[Record], Job] = {}
+        while todo or running:
+            while todo and len(running) < workers:
+                try:
+                    running[pool.submit(run_job, todo[0])] = todo[0]
+                except BrokenProcessPool:
+                    return list(running.values()), todo
+                todo.pop(0)
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            broken = []
             for fut in done:
-                job = pending.pop(fut)
+                job = running.pop(fut)
                 try:
                     on_record(fut.result())
                 except BrokenProcessPool:
-                    on_record(failed(job, "worker process died (killed or out of memory); run the batch "
-                                          "again to retry"))
+                    broken.append(job)
+            if broken:
+                return broken + list(running.values()), todo
+    return [], []
+
+
+def _run_local(jobs: Sequence[Job], workers: int, on_record: OnRecord) -> None:
+    """Run on `workers` spawned processes (cores / workers threads each). When a worker dies, the jobs
+    that were in flight run again one at a time, so only the file that kills its worker fails."""
+    todo, suspects = list(jobs), []
+    while todo or suspects:
+        for job in suspects:
+            broken, _ = _pool_pass([job], 1, on_record)
+            for lost in broken:
+                on_record(failed(lost, DIED))
+        suspects = []
+        if todo:
+            suspects, todo = _pool_pass(todo, workers, on_record)
 
 
 # ----------------------------------------------------------------------------- Ray
@@ -149,7 +176,7 @@ def _ray_init(options: PoolOptions, workers: int) -> Any:
     root = str(Path(__file__).resolve().parents[2])
     path = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH", "")) if p)
     return ray.init(num_cpus=workers, runtime_env={"env_vars": {**env, "PYTHONPATH": path}},
-                    include_dashboard=False, log_to_driver=True)
+                    log_to_driver=True)  # the dashboard starts where ray[default] is installed
 
 
 def _gpus_per_job(options: PoolOptions, jobs: Sequence[Job]) -> float:
