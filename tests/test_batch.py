@@ -61,14 +61,16 @@ def _bar(tmp_path: Path, backend: str, capsys: pytest.CaptureFixture[str]) -> No
     assert "\n" not in by_name["damaged.ply"]["error"]
     for path in scenes:
         assert by_name[path.name]["status"] == "done"
-        assert (out / f"{path.stem}.fpg").read_bytes() == (tmp_path / "single" / f"{path.stem}.fpg").read_bytes()
+        single = tmp_path / "single" / f"{path.stem}.fpg"
+        assert (out / f"{path.stem}.fpg").read_bytes() == single.read_bytes()
     assert not (out / "damaged.fpg").exists()
     assert (summary["done"], summary["failed"], summary["backend"]) == (3, 1, backend)
     assert summary["failures"][0]["input"].endswith("damaged.ply")
 
     code, records, summary = _batch(argv, capsys)
     assert code == 2
-    assert sorted(Path(r["input"]).name for r in records if r["status"] == "skipped") == [p.name for p in scenes]
+    skipped = sorted(Path(r["input"]).name for r in records if r["status"] == "skipped")
+    assert skipped == [p.name for p in scenes]
     assert (summary["skipped"], summary["done"], summary["failed"]) == (3, 0, 1)
 
 
@@ -135,7 +137,7 @@ def test_bad_usage_exits_2_before_any_work(tmp_path: Path, capsys) -> None:
         assert run_command(batch_command, argv) == 2, argv
         captured = capsys.readouterr()
         assert captured.out == "" and len(captured.err.strip().splitlines()) == 1, captured.err
-    assert sorted(p.name for p in folder.iterdir()) == ["damaged.ply", "scene0.ply", "scene1.ply", "scene2.ply"]
+    assert sorted(p.name for p in folder.iterdir()) == ["damaged.ply", *(f"scene{i}.ply" for i in range(3))]
 
 
 def test_failures_never_stop_the_others(tmp_path: Path) -> None:
@@ -168,6 +170,7 @@ def test_folder_scan_and_exit_codes(tmp_path: Path, fake: None) -> None:
     assert len(plan_batch(tmp_path, "fake", [], recursive=True).jobs) == 3
     assert exit_code([{"status": "done"}, {"status": "skipped"}]) == 0
     assert exit_code([{"status": "failed", "error_kind": "input"}]) == 2
-    assert exit_code([{"status": "failed", "error_kind": "input"}, {"status": "failed", "error_kind": "internal"}]) == 1
+    both = [{"status": "failed", "error_kind": "input"}, {"status": "failed", "error_kind": "internal"}]
+    assert exit_code(both) == 1
     with pytest.raises(InputError, match="Ray is not installed|--address needs"):
         run_jobs([], PoolOptions(backend="local", address="ray://x:1"), print)

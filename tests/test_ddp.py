@@ -86,8 +86,8 @@ def test_torchrun_two_nodes_rendezvous_matches_one_process(tmp_path: Path) -> No
            "--rdzv-backend=c10d", f"--rdzv-endpoint=127.0.0.1:{_free_port()}", "--rdzv-id=fieldpress-test",
            str(REPO / "tests" / "helpers" / "tiny_fit.py"), str(out), "--epochs", "2", "--dropout", "0",
            "--batch", "6"]
-    nodes = [subprocess.Popen(cmd, env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for _ in range(2)]
+    nodes = [subprocess.Popen(cmd, env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True) for _ in range(2)]
     logs = [node.communicate(timeout=240) for node in nodes]
     assert [node.returncode for node in nodes] == [0, 0], logs[0][1][-2000:] + logs[1][1][-2000:]
     rank0 = load_file(str(out) + ".weights.safetensors")

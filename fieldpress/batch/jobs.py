@@ -134,7 +134,8 @@ def plan_batch(source: str | os.PathLike[str], command: str | None, flags: list[
     known = batch_commands()
     if src.is_dir():
         if not command:
-            raise InputError(f"{src} is a folder: say which command to run with --command ({', '.join(known)})")
+            raise InputError(f"{src} is a folder: say which command to run with --command "
+                             f"({', '.join(sorted(known))})")
         target = _target(known, command)
         suffixes = load_command(target).suffixes
         entries = [(command, p, None, list(flags), folder) for p in _folder_inputs(src, suffixes, recursive)]
@@ -161,7 +162,8 @@ def plan_batch(source: str | os.PathLike[str], command: str | None, flags: list[
 
 def _target(known: dict[str, str], command: str) -> str:
     if command not in known:
-        raise InputError(f"{command!r} cannot run in a batch; batch-able commands: {', '.join(sorted(known))}")
+        raise InputError(f"{command!r} cannot run in a batch; batch-able commands: "
+                         f"{', '.join(sorted(known))}")
     return known[command]
 
 

@@ -85,8 +85,9 @@ def run_job(job: Job) -> Record:
         return {**record, "status": "failed", "error": _one_line(exc), "error_kind": "input",
                 "seconds": round(time.perf_counter() - started, 3)}
     except Exception as exc:  # noqa: BLE001 - a worker's boundary: one file's failure, never the batch's
-        return {**record, "status": "failed", "error": f"internal error: {type(exc).__name__}: {_one_line(exc)}",
-                "error_kind": "internal", "seconds": round(time.perf_counter() - started, 3)}
+        error = f"internal error: {type(exc).__name__}: {_one_line(exc)}"
+        return {**record, "status": "failed", "error": error, "error_kind": "internal",
+                "seconds": round(time.perf_counter() - started, 3)}
     for key in ("command", "input", "output"):
         summary.pop(key, None)
     return {**record, **summary}
@@ -246,7 +247,8 @@ def summarize(records: Sequence[Record], seconds: float, backend: str) -> dict[s
         "skipped": sum(r["status"] == "skipped" for r in records),
         "failed": sum(r["status"] == "failed" for r in records),
         "resumed": sum(bool(r.get("resumed")) and r["status"] == "done" for r in records),
-        "bytes_in": sum(r.get("input_bytes") or 0 for r in ok), "bytes_out": sum(r.get("bytes") or 0 for r in ok),
+        "bytes_in": sum(r.get("input_bytes") or 0 for r in ok),
+        "bytes_out": sum(r.get("bytes") or 0 for r in ok),
         "mean_ratio": round(sum(ratios) / len(ratios), 3) if ratios else None,
         "mean_psnr": round(sum(psnrs) / len(psnrs), 3) if psnrs else None,
         "seconds": round(seconds, 3), "backend": backend,

@@ -8,7 +8,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from fieldpress.cli import BatchCommand, RunSummary, add_device_arg, entry, input_file, new_parser, parse_count
+from fieldpress.cli import (
+    BatchCommand,
+    RunSummary,
+    add_device_arg,
+    entry,
+    input_file,
+    new_parser,
+    parse_count,
+)
 from fieldpress.errors import InputError
 from fieldpress.runtime import progress_enabled, resolve_device
 

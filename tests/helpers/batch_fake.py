@@ -37,4 +37,5 @@ def _run(args: argparse.Namespace) -> RunSummary:
     return RunSummary("fake", args.input, args.output, nbytes, 0.0, "cpu", {"psnr": 40.0})
 
 
-BATCH = BatchCommand("fake", (".txt",), lambda p: p.with_suffix(".fpi").name, _parse, _run, resume_flag="--resume")
+BATCH = BatchCommand("fake", (".txt",), lambda p: p.with_suffix(".fpi").name, _parse, _run,
+                     resume_flag="--resume")
