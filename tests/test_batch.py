@@ -174,3 +174,15 @@ def test_folder_scan_and_exit_codes(tmp_path: Path, fake: None) -> None:
     assert exit_code(both) == 1
     with pytest.raises(InputError, match="Ray is not installed|--address needs"):
         run_jobs([], PoolOptions(backend="local", address="ray://x:1"), print)
+
+
+def test_lines_on_stdout_and_the_table_on_stderr(tmp_path: Path, fake: None, capsys) -> None:
+    (tmp_path / "good.txt").write_text("ok")
+    (tmp_path / "bad.txt").write_text("bad")
+    assert run_command(batch_command, [str(tmp_path), "--command", "fake", "--backend", "local",
+                                       "--workers", "1"]) == 2
+    captured = capsys.readouterr()
+    records = [json.loads(line) for line in captured.out.splitlines()]
+    assert sorted(r["status"] for r in records) == ["done", "failed"]
+    assert "local pool of 1 worker process" in captured.err and "not a fake input" in captured.err
+    assert (tmp_path / "good.fpi").is_file() and not (tmp_path / "bad.fpi").exists()

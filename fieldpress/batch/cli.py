@@ -88,5 +88,7 @@ def _print_summary(summary: dict[str, Any], as_json: bool) -> None:
         value = summary[key]
         table.add_row(key, "-" if value is None else f"{value:,}" if isinstance(value, int) else str(value))
     for failure in summary["failures"]:
-        table.add_row("[red]failed[/red]", escape(f"{failure['input']}: {failure['error']}"))
+        error = failure["error"]  # most errors already start with the input's path
+        text = error if error.startswith(failure["input"]) else f"{failure['input']}: {error}"
+        table.add_row("[red]failed[/red]", escape(text))
     Console(stderr=True).print(table)

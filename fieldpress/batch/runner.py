@@ -225,8 +225,9 @@ def run_jobs(jobs: Sequence[Job], options: PoolOptions, on_record: OnRecord,
         _run_ray(jobs, options, workers, on_record, notice)
     else:
         if options.backend == "auto":
+            n = min(workers, len(jobs))
             notice(f"Ray is not installed (pip install 'fieldpress[cluster]'): running on a local pool "
-                   f"of {min(workers, len(jobs))} processes")
+                   f"of {n} worker process{'es' if n > 1 else ''}")
         _run_local(jobs, min(workers, len(jobs)), on_record)
     return backend
 
