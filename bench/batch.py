@@ -7,7 +7,8 @@ and the outputs are compared byte for byte. Writes bench/results/batch.json (mac
 per-file seconds, wall times, speed-up).
 
     flock /tmp/fieldpress-heavy.lock python bench/batch.py                  # scenes, 2 workers
-    flock /tmp/fieldpress-heavy.lock python bench/batch.py --clips          # + the clips, short fits
+    flock /tmp/fieldpress-heavy.lock python bench/batch.py --clips --no-scenes \
+        --out bench/results/batch_clips.json                                # the clips, short fits
 """
 
 from __future__ import annotations
@@ -27,13 +28,13 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("FIELDPRESS_SHARED_DATA", REPO.parent / "shared" / "data"))
 sys.path.insert(0, str(REPO))  # this checkout's fieldpress, as the batch subprocess gets (PYTHONPATH)
 SCENE_FLAGS = ["--preset", "fast", "--eval-views", "4", "--eval-width", "256"]
-CLIP_FLAGS = ["--preset", "preview", "--frames", "0:16", "--epochs", "4", "--size", "40k"]
+CLIP_FLAGS = ["--preset", "preview", "--frames", "0:16", "--epochs", "3", "--size", "100k"]
 
 
-def jobs(clips: bool) -> list[dict[str, Any]]:
-    """(command, input, flags) of every shared scene, and with `clips` every shared clip."""
+def jobs(scenes: bool, clips: bool) -> list[dict[str, Any]]:
+    """(command, input, flags) of every shared scene and (short fits) every shared clip."""
     out = [{"command": "compress-splat", "input": str(p), "flags": SCENE_FLAGS}
-           for p in sorted((SHARED / "gaussians").glob("*.ply"))]
+           for p in sorted((SHARED / "gaussians").glob("*.ply")) if scenes]
     if clips:
         out += [{"command": "fit-video", "input": str(p), "flags": CLIP_FLAGS}
                 for p in sorted((SHARED / "video").glob("*.mp4"))]
@@ -103,9 +104,10 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--backend", default="auto", help="auto, ray or local (passed to fieldpress batch)")
     ap.add_argument("--clips", action="store_true", help="add the shared clips (fit-video, short fits)")
+    ap.add_argument("--no-scenes", action="store_true", help="leave the scenes out")
     ap.add_argument("--out", default=str(REPO / "bench" / "results" / "batch.json"))
     args = ap.parse_args()
-    entries = jobs(args.clips)
+    entries = jobs(not args.no_scenes, args.clips)
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="fp-batch-bench-") as tmp:
         loop_s, loop_records = run_loop(entries, Path(tmp) / "loop" / "out")
