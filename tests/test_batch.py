@@ -184,5 +184,5 @@ def test_lines_on_stdout_and_the_table_on_stderr(tmp_path: Path, fake: None, cap
     captured = capsys.readouterr()
     records = [json.loads(line) for line in captured.out.splitlines()]
     assert sorted(r["status"] for r in records) == ["done", "failed"]
-    assert "local pool of 1 worker process" in captured.err and "not a fake input" in captured.err
+    assert "backend     local" in captured.err and "not a fake input" in captured.err
     assert (tmp_path / "good.fpi").is_file() and not (tmp_path / "bad.fpi").exists()
