@@ -8,9 +8,7 @@ same integer table rows as the encoder on any machine; only the final synthesis 
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import torch
@@ -18,9 +16,8 @@ from torch import Tensor, nn
 
 from fieldpress.codec import entropy, entropy_models
 from fieldpress.codec.fixed_point import FRAC_BITS, IntLinear, int_mlp, quantize_linear
-from fieldpress.errors import FormatError
 from fieldpress.fields.latent import context
-from fieldpress.fields.latent.config import LATENT_MAX, LATENT_MIN, LatentConfig
+from fieldpress.fields.latent.config import LATENT_MAX, LATENT_MIN
 from fieldpress.fields.latent.model import LatentImageModel
 
 CODEC, CODEC_VERSION = "latent", 1
@@ -73,14 +70,14 @@ class IntContext:
         return cls([quantize_linear(layer, shift) for layer in model.arm_anchor.layers],
                    [quantize_linear(layer, shift) for layer in model.arm_other.layers], offsets)
 
-    def rows(self, k: int, plane: Tensor, parent: Tensor | None, anchors: bool) -> tuple[Tensor, np.ndarray, np.ndarray]:
-        """(positions, centres, table rows) of one pass; plane/parent are float64 integer planes."""
-        idx, feats = context.pass_inputs(plane, parent, anchors)
+    def rows(self, k: int, plane: Tensor, parent: Tensor | None, anchors: bool) -> tuple[np.ndarray, np.ndarray]:
+        """(centres, table rows) of one pass in coding order; plane/parent are float64 integer planes."""
+        feats = context.pass_inputs(plane, parent, anchors)
         out = int_mlp(feats, self.anchor if anchors else self.other).numpy().astype(np.int64)
         out += self.offsets[k, 0 if anchors else 1]
         mean = np.clip(out[:, 0], LATENT_MIN << FRAC_BITS, LATENT_MAX << FRAC_BITS)
         centre, table = entropy_models.param_indices(mean, out[:, 1])
-        return idx, centre, table
+        return centre, table
 
 
 def _passes(n: int):
@@ -95,8 +92,9 @@ def latent_bits(planes: list[Tensor], ctx: IntContext) -> float:
     bits = 0.0
     for k, anchors in _passes(len(planes)):
         parent = planes[k + 1] if k + 1 < len(planes) else None
-        idx, centre, table = ctx.rows(k, planes[k], parent, anchors)
-        bits += entropy_models.table_bits(planes[k].reshape(-1)[idx].numpy().astype(np.int64), centre, table)
+        centre, table = ctx.rows(k, planes[k], parent, anchors)
+        values = context.gather(planes[k], anchors).numpy().astype(np.int64)
+        bits += entropy_models.table_bits(values, centre, table)
     return bits
 
 
@@ -105,8 +103,8 @@ def encode_latents(planes: list[Tensor], ctx: IntContext) -> np.ndarray:
     enc = entropy_models.new_encoder()
     for k, anchors in _passes(len(planes)):
         parent = planes[k + 1] if k + 1 < len(planes) else None
-        idx, centre, table = ctx.rows(k, planes[k], parent, anchors)
-        values = planes[k].reshape(-1)[idx].numpy().astype(np.int64)
+        centre, table = ctx.rows(k, planes[k], parent, anchors)
+        values = context.gather(planes[k], anchors).numpy().astype(np.int64)
         entropy_models.encode_symbols(enc, values, centre, table)
     return entropy_models.finish(enc)
 
@@ -117,7 +115,7 @@ def decode_latents(words: np.ndarray, shapes: list[tuple[int, int]], ctx: IntCon
     planes = [torch.zeros(s, dtype=torch.float64) for s in shapes]
     for k, anchors in _passes(len(planes)):
         parent = planes[k + 1] if k + 1 < len(planes) else None
-        idx, centre, table = ctx.rows(k, planes[k], parent, anchors)
+        centre, table = ctx.rows(k, planes[k], parent, anchors)
         values = entropy_models.decode_symbols(dec, centre, table)
-        planes[k].view(-1)[idx] = torch.from_numpy(values.astype(np.float64))
+        context.scatter(planes[k], torch.from_numpy(values.astype(np.float64)), anchors)
     return planes

@@ -9,8 +9,6 @@ passes per level and computes exactly the features the encoder computed from the
 
 from __future__ import annotations
 
-import functools
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -28,50 +26,63 @@ def level_shapes(height: int, width: int, n_levels: int) -> list[tuple[int, int]
     return [(-(-height // 2**lv), -(-width // 2**lv)) for lv in range(n_levels)]
 
 
-@functools.lru_cache(maxsize=64)
-def _parent_index(h: int, w: int) -> tuple[Tensor, Tensor]:
-    """Padded-parent row and column indices (3, h) and (3, w): nearest, towards, away from the child."""
-    def axis(n: int) -> Tensor:
-        i = torch.arange(n)
-        p = i // 2 + 1  # +1 for the zero padding
-        toward = torch.where(i % 2 == 0, -1, 1)
-        return torch.stack([p, p + toward, p - toward])
-    return axis(h), axis(w)
+def _shifted(plane: Tensor, dr: int, dc: int, pad: int) -> Tensor:
+    """plane[i + dr, j + dc] with zeros outside (a slice of a zero-padded copy: cheap to differentiate)."""
+    h, w = plane.shape
+    padded = F.pad(plane[None, None], (pad, pad, pad, pad))[0, 0]
+    return padded[pad + dr:pad + dr + h, pad + dc:pad + dc + w]
 
 
 def parent_features(parent: Tensor | None, h: int, w: int) -> Tensor:
-    """(9, h*w) parent context for a level of size (h, w) from the coarser plane (or zeros)."""
+    """(9, h, w) parent context for a level of size (h, w) from the coarser plane (or zeros).
+
+    Feature (u, v), u, v in (0, +1, -1) meaning (same, towards the child, away from it), is the parent
+    at (i // 2 + u * t_i, j // 2 + v * t_j) with t = -1 for even and +1 for odd child coordinates.
+    """
     if parent is None:
-        return torch.zeros(PARENT_FEATURES, h * w)
-    rows, cols = _parent_index(h, w)
+        return torch.zeros(PARENT_FEATURES, h, w)
+    hp, wp = parent.shape
     padded = F.pad(parent[None, None], (1, 1, 1, 1))[0, 0]
-    feats = [padded[rows[u][:, None], cols[v][None, :]] for u in range(3) for v in range(3)]
-    return torch.stack(feats).reshape(PARENT_FEATURES, h * w)
+    shift = {(dr, dc): padded[1 + dr:1 + dr + hp, 1 + dc:1 + dc + wp] for dr in (-1, 0, 1) for dc in (-1, 0, 1)}
+    feats = []
+    for u in (0, 1, -1):
+        for v in (0, 1, -1):
+            phases = torch.stack([torch.stack([shift[(u * ti, v * tj)] for tj in (-1, 1)]) for ti in (-1, 1)])
+            # (2 row parities, 2 col parities, hp, wp) -> (2hp, 2wp): child (2a + pi, 2b + pj)
+            feats.append(phases.permute(2, 0, 3, 1).reshape(2 * hp, 2 * wp)[:h, :w])
+    return torch.stack(feats)
 
 
 def neighbour_features(plane: Tensor) -> Tensor:
-    """(12, h*w) same-level context (meaningful at non-anchors, where all 12 positions are anchors)."""
+    """(12, h, w) same-level context (meaningful at non-anchors, where all 12 positions are anchors)."""
+    return torch.stack([_shifted(plane, di, dj, 2) for di, dj in NEIGHBOUR_OFFSETS])
+
+
+ANCHOR_PHASES = ((0, 0), (1, 1))  # (row, col) parities of anchors; coding order within a pass
+OTHER_PHASES = ((0, 1), (1, 0))
+
+
+def gather(x: Tensor, anchors: bool) -> Tensor:
+    """Values of (..., h, w) at one pass's positions, flattened in coding order: (..., N)."""
+    parts = [x[..., a::2, b::2].reshape(*x.shape[:-2], -1) for a, b in (ANCHOR_PHASES if anchors else OTHER_PHASES)]
+    return torch.cat(parts, dim=-1)
+
+
+def scatter(plane: Tensor, values: Tensor, anchors: bool) -> None:
+    """Write one pass's values (coding order) into `plane` in place."""
+    pos = 0
+    for a, b in (ANCHOR_PHASES if anchors else OTHER_PHASES):
+        view = plane[a::2, b::2]
+        n = view.numel()
+        view.copy_(values[pos:pos + n].reshape(view.shape))
+        pos += n
+
+
+def pass_inputs(plane: Tensor, parent: Tensor | None, anchors: bool) -> Tensor:
+    """Features (N, C) of one pass over `plane` (anchors or non-anchors), in coding order."""
     h, w = plane.shape
-    padded = F.pad(plane[None, None], (2, 2, 2, 2))[0, 0]
-    feats = [padded[2 + di:2 + di + h, 2 + dj:2 + dj + w] for di, dj in NEIGHBOUR_OFFSETS]
-    return torch.stack(feats).reshape(NEIGHBOUR_FEATURES, h * w)
-
-
-@functools.lru_cache(maxsize=64)
-def checkerboard(h: int, w: int) -> tuple[Tensor, Tensor]:
-    """Flat indices of anchors ((i + j) even) and non-anchors of an (h, w) plane."""
-    i = torch.arange(h)[:, None]
-    j = torch.arange(w)[None, :]
-    anchor = ((i + j) % 2 == 0).reshape(-1)
-    return torch.nonzero(anchor).reshape(-1), torch.nonzero(~anchor).reshape(-1)
-
-
-def pass_inputs(plane: Tensor, parent: Tensor | None, anchors: bool) -> tuple[Tensor, Tensor]:
-    """(positions, features (N, C)) of one pass over `plane` (anchors or non-anchors)."""
-    h, w = plane.shape
-    a_idx, n_idx = checkerboard(h, w)
     par = parent_features(parent, h, w).to(plane.dtype)
     if anchors:
-        return a_idx, par[:, a_idx].T
+        return gather(par, True).T
     nb = neighbour_features(plane)
-    return n_idx, torch.cat([par[:, n_idx], nb[:, n_idx]]).T
+    return gather(torch.cat([par, nb]), False).T

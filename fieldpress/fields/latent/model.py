@@ -39,13 +39,13 @@ class ContextMLP(nn.Module):
 
 
 class Synthesis(nn.Module):
-    """Upsampled latents (1, L, H, W) -> RGB: 1x1 MLP to 3 channels, then residual 3x3 conv blocks."""
+    """Upsampled latents (H, W, L) -> RGB (1, 3, H, W): per-pixel MLP to 3 channels, then residual
+    blocks of two 3x3 convs (channels-last layout: about 3x faster than NCHW on the CPU)."""
 
     def __init__(self, channels: int, hidden: int, blocks: int) -> None:
         super().__init__()
-        self.head = nn.ModuleList([nn.Conv2d(channels, hidden, 1), nn.Conv2d(hidden, 3, 1)])
-        self.blocks = nn.ModuleList([nn.Conv2d(3, 3, 3, padding=1, padding_mode="replicate")
-                                     for _ in range(2 * blocks)])
+        self.head = nn.ModuleList([nn.Linear(channels, hidden), nn.Linear(hidden, 3)])
+        self.blocks = nn.ModuleList([nn.Conv2d(3, 3, 3, padding=1) for _ in range(2 * blocks)])
         with torch.no_grad():
             self.head[1].bias.fill_(0.5)
             for conv in self.blocks[1::2]:
@@ -53,21 +53,21 @@ class Synthesis(nn.Module):
                 conv.bias.zero_()
 
     def forward(self, z: Tensor) -> Tensor:
-        x = self.head[1](torch.relu(self.head[0](z)))
+        x = self.head[1](torch.relu(self.head[0](z)))  # (H, W, 3)
+        x = x.permute(2, 0, 1)[None]  # a channels-last (1, 3, H, W) view
         for a, b in zip(self.blocks[0::2], self.blocks[1::2]):
             x = x + b(torch.relu(a(x)))
         return x
 
 
 def upsample(planes: list[Tensor], height: int, width: int, mode: str) -> Tensor:
-    """Every plane resized to (height, width) and stacked as channels: (1, L, H, W)."""
+    """Every plane resized to (height, width) and stacked channels-last: (H, W, L)."""
     out = []
     for p in planes:
-        x = p[None, None]
         if p.shape != (height, width):
-            x = F.interpolate(x, size=(height, width), mode=mode, align_corners=False)
-        out.append(x)
-    return torch.cat(out, dim=1)
+            p = F.interpolate(p[None, None], size=(height, width), mode=mode, align_corners=False)[0, 0]
+        out.append(p)
+    return torch.stack(out, dim=-1)
 
 
 class LatentImageModel(nn.Module):
@@ -91,21 +91,21 @@ class LatentImageModel(nn.Module):
             planes.append(torch.round(p) if state is None else proxies.apply(p, state))
         return planes
 
-    def pass_params(self, k: int, plane: Tensor, parent: Tensor | None, anchors: bool) -> tuple[Tensor, Tensor]:
-        """(positions, (N, 2) mean/log-scale) of one coding pass of plane k, in float."""
-        idx, feats = context.pass_inputs(plane, parent, anchors)
+    def pass_params(self, k: int, plane: Tensor, parent: Tensor | None, anchors: bool) -> Tensor:
+        """(N, 2) mean/log-scale of one coding pass of plane k (coding order), in float."""
+        feats = context.pass_inputs(plane, parent, anchors)
         arm = self.arm_anchor if anchors else self.arm_other
-        return idx, arm(feats) + self.offsets[k, 0 if anchors else 1]
+        return arm(feats) + self.offsets[k, 0 if anchors else 1]
 
     def rate_bits(self, planes: list[Tensor]) -> Tensor:
         """Differentiable bits of all latent planes under the context model."""
         total = planes[0].new_zeros(())
         for k, plane in enumerate(planes):
             parent = planes[k + 1] if k + 1 < len(planes) else None
-            flat = plane.reshape(-1)
             for anchors in (True, False):
-                idx, params = self.pass_params(k, plane, parent, anchors)
-                total = total + laplace_bits(flat[idx], params[:, 0], params[:, 1]).sum()
+                params = self.pass_params(k, plane, parent, anchors)
+                values = context.gather(plane, anchors)
+                total = total + laplace_bits(values, params[:, 0], params[:, 1]).sum()
         return total
 
     def synthesize(self, planes: list[Tensor]) -> Tensor:
