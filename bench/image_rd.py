@@ -166,6 +166,18 @@ def plot(result: dict, path: Path) -> None:
     fig.savefig(path, dpi=110)
 
 
+def merge(paths: list[str], out: Path) -> None:
+    """Combine runs made in parallel (one image each) into one result file and plot."""
+    runs = [json.loads(Path(p).read_text()) for p in paths]
+    result = runs[0]
+    for r in runs[1:]:
+        result["images"].update(r["images"])
+    summarize(result)
+    atomic_write_text(out, json.dumps(result, indent=1))
+    plot(result, out.with_suffix(".png"))
+    print(f"mean BD-rate over images: {result['mean_bd_rate']}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--images", default=",".join(f"kodim{i:02d}" for i in range(1, 13)))
@@ -175,7 +187,11 @@ def main() -> None:
     ap.add_argument("--first-level", type=int, default=0)
     ap.add_argument("--out", default=str(OUT))
     ap.add_argument("--no-baselines", action="store_true")
+    ap.add_argument("--kodak", default=str(KODAK), help="folder of kodimNN.png")
+    ap.add_argument("--merge", nargs="+", help="merge these result JSONs into --out (and plot); no fitting")
     args = ap.parse_args()
+    if args.merge:
+        return merge(args.merge, Path(args.out))
     torch.set_num_threads(args.threads)
     out = Path(args.out)
     qualities = [int(q) for q in args.qualities.split(",")]
@@ -195,7 +211,7 @@ def main() -> None:
     print(f"CPU budget: {args.minutes} CPU-minutes per fit, {len(qualities)} fits per image", flush=True)
     save = lambda: atomic_write_text(out, json.dumps(result, indent=1))  # noqa: E731
     for name in args.images.split(","):
-        path = KODAK / f"{name}.png"
+        path = Path(args.kodak) / f"{name}.png"
         if not path.is_file():
             log(f"skip {name}: {path} not found")
             continue
