@@ -70,7 +70,8 @@ def ffmpeg_points(rgb: np.ndarray, codec: str, qps: list[int], tmp: Path) -> lis
         if subprocess.run(enc, capture_output=True).returncode != 0:
             return pts
         back = tmp / "back.png"
-        dec = [exe, "-y", "-loglevel", "error", "-i", str(out), "-frames:v", "1", "-pix_fmt", "rgb24", str(back)]
+        dec = [exe, "-y", "-loglevel", "error", "-i", str(out), "-frames:v", "1", "-pix_fmt", "rgb24",
+               str(back)]
         if subprocess.run(dec, capture_output=True).returncode != 0:
             return pts
         n = out.stat().st_size
@@ -129,11 +130,14 @@ def summarize(result: dict) -> None:
     for img in result["images"].values():
         o = img.get("ours", [])
         img["bd_rate"] = {n: bd_rate(img[n], o) for n in names if img.get(n)}
-        img["vs_jpeg_equal_bpp"] = [{"bpp": p["bpp"], "ours": p["psnr"], "jpeg": psnr_at(img["jpeg"], p["bpp"])}
-                                    for p in o]
+        img["vs_jpeg_equal_bpp"] = [
+            {"bpp": p["bpp"], "ours": p["psnr"], "jpeg": psnr_at(img.get("jpeg") or [], p["bpp"])} for p in o]
     done = [i for i in result["images"].values() if len(i.get("ours", [])) >= 4]
-    result["mean_bd_rate"] = {n: float(np.mean([i["bd_rate"][n] for i in done if i["bd_rate"].get(n) is not None]))
-                              for n in names if any(i["bd_rate"].get(n) is not None for i in done)}
+    result["mean_bd_rate"] = {}
+    for n in names:
+        vals = [i["bd_rate"][n] for i in done if i["bd_rate"].get(n) is not None]
+        if vals:
+            result["mean_bd_rate"][n] = float(np.mean(vals))
 
 
 def plot(result: dict, path: Path) -> None:
@@ -231,7 +235,8 @@ def main() -> None:
             img["ours"] = ours(rgb, qualities, args.minutes, tmp, config, log)
         summarize(result)
         save()
-        log(f"{name}: BD-rate {json.dumps({k: round(v, 1) for k, v in img['bd_rate'].items() if v is not None})}")
+        bd = {k: round(v, 1) for k, v in img["bd_rate"].items() if v is not None}
+        log(f"{name}: BD-rate {json.dumps(bd)}")
     summarize(result)
     save()
     plot(result, out.with_suffix(".png"))

@@ -55,7 +55,8 @@ def laplace_bits(x: Tensor, mean: Tensor, log_scale: Tensor) -> Tensor:
 
 # ----------------------------------------------------------------------------- integer tables
 def _laplace_cdf(x: np.ndarray, scale: float) -> np.ndarray:
-    return np.where(x < 0, 0.5 * np.exp(np.minimum(x, 0) / scale), 1.0 - 0.5 * np.exp(-np.maximum(x, 0) / scale))
+    lower = 0.5 * np.exp(np.minimum(x, 0) / scale)
+    return np.where(x < 0, lower, 1.0 - 0.5 * np.exp(-np.maximum(x, 0) / scale))
 
 
 def table_scale(scale_index: int) -> float:

@@ -44,7 +44,8 @@ class Probe:
 
 
 def search_lambda(target_bpp: float, measure: Callable[[float], float], tolerance: float = 0.03,
-                  max_probes: int = 6, lo: float = LAMBDA_MIN, hi: float = LAMBDA_MAX) -> tuple[float, list[Probe]]:
+                  max_probes: int = 6, lo: float = LAMBDA_MIN,
+                  hi: float = LAMBDA_MAX) -> tuple[float, list[Probe]]:
     """Largest-quality lambda whose measured bpp is at most `target_bpp` (within `tolerance` relative).
 
     `measure(lambda)` encodes and returns the file's bpp (which falls as lambda grows). Raises
@@ -54,7 +55,8 @@ def search_lambda(target_bpp: float, measure: Callable[[float], float], toleranc
         raise InputError(f"target bpp must be a positive number, got {target_bpp!r}")
     probes = [Probe(hi, measure(hi))]
     if probes[0].bpp > target_bpp * (1 + tolerance):
-        raise InputError(f"target {target_bpp:g} bpp is unreachable: the lowest rate gives {probes[0].bpp:.4f} bpp")
+        raise InputError(f"target {target_bpp:g} bpp is unreachable: the lowest rate gives "
+                         f"{probes[0].bpp:.4f} bpp")
     best = probes[0]
     a, b = math.log(lo), math.log(hi)  # bpp(a) > target >= bpp(b)
     for _ in range(max_probes - 1):

@@ -70,7 +70,8 @@ class IntContext:
         return cls([quantize_linear(layer, shift) for layer in model.arm_anchor.layers],
                    [quantize_linear(layer, shift) for layer in model.arm_other.layers], offsets)
 
-    def rows(self, k: int, plane: Tensor, parent: Tensor | None, anchors: bool) -> tuple[np.ndarray, np.ndarray]:
+    def rows(self, k: int, plane: Tensor, parent: Tensor | None,
+             anchors: bool) -> tuple[np.ndarray, np.ndarray]:
         """(centres, table rows) of one pass in coding order; plane/parent are float64 integer planes."""
         feats = context.pass_inputs(plane, parent, anchors)
         out = int_mlp(feats, self.anchor if anchors else self.other).numpy().astype(np.int64)

@@ -82,19 +82,22 @@ def encode(model: LatentImageModel, lambda_: float = 0.0, target: Tensor | None 
 def _split(flat: np.ndarray, model: LatentImageModel) -> tuple[list[np.ndarray], np.ndarray, dict[str, list]]:
     """Cut the weights stream into arm arrays, offsets and synthesis arrays (shapes from the model)."""
     def shapes(group: str) -> list[tuple[int, ...]]:
-        return [tuple(p.shape) for layer in bs._group_layers(model, group) for p in (layer.weight, layer.bias)]
+        layers = bs._group_layers(model, group)
+        return [tuple(p.shape) for layer in layers for p in (layer.weight, layer.bias)]
 
+    layout = [("arm", shapes("arm")), ("offsets", [tuple(model.offsets.shape)]),
+              ("head", shapes("head")), ("blocks", shapes("blocks"))]
+    expected = sum(math.prod(s) for _, shp in layout for s in shp)
+    if flat.size != expected:
+        raise FormatError(f"latent weights stream holds {flat.size} values, expected {expected}")
     parts: dict[str, list] = {}
     pos = 0
-    for group, shp in [("arm", shapes("arm")), ("offsets", [tuple(model.offsets.shape)]),
-                       ("head", shapes("head")), ("blocks", shapes("blocks"))]:
+    for group, shp in layout:
         parts[group] = []
         for s in shp:
             n = math.prod(s)
             parts[group].append(flat[pos:pos + n].astype(np.int64).reshape(s))
             pos += n
-    if pos != flat.size:
-        raise FormatError(f"latent weights stream holds {flat.size} values, expected {pos}")
     return parts["arm"], parts["offsets"][0], parts
 
 

@@ -43,7 +43,8 @@ def parent_features(parent: Tensor | None, h: int, w: int) -> Tensor:
         return torch.zeros(PARENT_FEATURES, h, w)
     hp, wp = parent.shape
     padded = F.pad(parent[None, None], (1, 1, 1, 1))[0, 0]
-    shift = {(dr, dc): padded[1 + dr:1 + dr + hp, 1 + dc:1 + dc + wp] for dr in (-1, 0, 1) for dc in (-1, 0, 1)}
+    shift = {(dr, dc): padded[1 + dr:1 + dr + hp, 1 + dc:1 + dc + wp]
+             for dr in (-1, 0, 1) for dc in (-1, 0, 1)}
     feats = []
     for u in (0, 1, -1):
         for v in (0, 1, -1):
@@ -64,7 +65,8 @@ OTHER_PHASES = ((0, 1), (1, 0))
 
 def gather(x: Tensor, anchors: bool) -> Tensor:
     """Values of (..., h, w) at one pass's positions, flattened in coding order: (..., N)."""
-    parts = [x[..., a::2, b::2].reshape(*x.shape[:-2], -1) for a, b in (ANCHOR_PHASES if anchors else OTHER_PHASES)]
+    phases = ANCHOR_PHASES if anchors else OTHER_PHASES
+    parts = [x[..., a::2, b::2].reshape(*x.shape[:-2], -1) for a, b in phases]
     return torch.cat(parts, dim=-1)
 
 

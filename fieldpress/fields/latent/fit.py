@@ -81,8 +81,9 @@ def _step(model: LatentImageModel, opt: torch.optim.Optimizer, target: Tensor, l
     if fit.grad_clip > 0:
         torch.nn.utils.clip_grad_norm_(model.parameters(), fit.grad_clip)
     opt.step()
-    return {"loss": float(loss.detach()), "mse": float(mse.detach()), "bpp": float(bits.detach()) / npix,
-            "psnr": -10 * math.log10(max(float(mse), 1e-12))}
+    mse_v = float(mse.detach())
+    return {"loss": float(loss.detach()), "mse": mse_v, "bpp": float(bits.detach()) / npix,
+            "psnr": -10 * math.log10(max(mse_v, 1e-12))}
 
 
 def fit_latent_image(image: Tensor, config: LatentConfig, lambda_: float, steps: int | None = None,

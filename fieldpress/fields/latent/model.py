@@ -23,7 +23,8 @@ class ContextMLP(nn.Module):
 
     def __init__(self, inputs: int, hidden: int) -> None:
         super().__init__()
-        self.layers = nn.ModuleList([nn.Linear(inputs, hidden), nn.Linear(hidden, hidden), nn.Linear(hidden, 2)])
+        self.layers = nn.ModuleList([nn.Linear(inputs, hidden), nn.Linear(hidden, hidden),
+                                     nn.Linear(hidden, 2)])
         with torch.no_grad():
             for layer in self.layers:
                 layer.weight.mul_(0.5)

@@ -12,7 +12,7 @@ import torch
 
 from fieldpress.codec.container import open_container, write_container
 from fieldpress.errors import InputError
-from fieldpress.fields.latent import codec
+from fieldpress.fields.latent import bitstream, codec
 from fieldpress.fields.latent.config import LatentConfig
 from fieldpress.fields.latent.fit import FitConfig, fit_latent_image
 
@@ -30,7 +30,8 @@ def to_uint8(image: torch.Tensor) -> np.ndarray:
 
 
 def compress(rgb: np.ndarray, path: str | os.PathLike[str], lambda_: float, *, steps: int | None = None,
-             seconds: float | None = None, config: LatentConfig = LatentConfig(), fit: FitConfig = FitConfig(),
+             seconds: float | None = None, config: LatentConfig = LatentConfig(),
+             fit: FitConfig = FitConfig(),
              progress: Callable[[int, int, dict[str, float]], None] | None = None) -> dict[str, Any]:
     """Fit, encode and write `path`; returns a report (bytes, bpp from the file, rate split, times)."""
     x = to_tensor(rgb)
@@ -40,9 +41,13 @@ def compress(rgb: np.ndarray, path: str | os.PathLike[str], lambda_: float, *, s
     file_bytes = write_container(path, "image", header, streams)
     encode_s = time.process_time() - t0
     npix = rgb.shape[0] * rgb.shape[1]
-    latent_bytes = int(streams["latents"].nbytes)
+    info = open_container(path).streams
+    latent_bytes, weight_bytes = info["latents"].length, info["weights"].length
+    ctx = bitstream.IntContext.from_model(result.model, header["shifts"]["arm"])
+    model_bits = bitstream.latent_bits(codec.integer_planes(result.model), ctx)
     return {"bytes": file_bytes, "bpp": file_bytes * 8 / npix, "lambda": lambda_, "steps": result.steps,
             "fit_cpu_s": result.seconds, "encode_cpu_s": encode_s, "latent_bytes": latent_bytes,
+            "latent_model_bits": model_bits, "weight_bytes": weight_bytes,
             "other_bytes": file_bytes - latent_bytes, "shifts": header["shifts"],
             "train_bpp": result.history[-1]["bpp"], "train_psnr": result.history[-1]["psnr"],
             "macs_per_pixel": result.model.macs_per_pixel(), "history": result.history}
