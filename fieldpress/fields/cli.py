@@ -51,6 +51,12 @@ def _fit_parser():
         help="weight quantization bits, 2-16 (default 6: at equal bytes a larger field at 6 bits "
         "beat a smaller one at 8 on every Kodak image and model measured)",
     )
+    rd = p.add_argument_group("rate-distortion models (--model latent)")
+    rd.add_argument("--lambda", dest="lmbda", type=float,
+                    help="loss = MSE + LAMBDA x bpp (larger: fewer bits; 0.04 .. 3e-4)")
+    rd.add_argument("--quality", type=int, help="1 (fewest bits) .. 8, a fixed lambda ladder (default 4)")
+    rd.add_argument("--target-bpp", type=float, help="search lambda for this many bits per pixel "
+                    "(short probe fits, then the full fit)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
         "--threads",
@@ -74,7 +80,8 @@ def _image_options(args: argparse.Namespace) -> ImageOptions:
     from fieldpress.fields.pipeline import ImageOptions
 
     return ImageOptions(model=args.model, params=parse_count(args.params), steps=args.steps,
-                        minutes=args.minutes, bits=args.bits, seed=args.seed, threads=args.threads)
+                        minutes=args.minutes, bits=args.bits, seed=args.seed, threads=args.threads,
+                        lmbda=args.lmbda, quality=args.quality, target_bpp=args.target_bpp)
 
 
 def fit_image_command(argv: Sequence[str] | None = None) -> int:
