@@ -43,7 +43,8 @@ def _fit_parser():
         help=f"learned-parameter budget, e.g. 60k or 0.2M (default {DEFAULT_PARAMS})",
     )
     p.add_argument("--steps", type=int, help="optimizer steps (default 2000, or what --minutes allows)")
-    p.add_argument("--minutes", type=float, help="wall-time budget for the fit")
+    p.add_argument("--minutes", type=float,
+                   help="time budget for the fit (wall time; --model latent: CPU time, default 5)")
     p.add_argument(
         "--bits",
         type=int,
