@@ -28,10 +28,11 @@ from PIL import Image, features
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from fieldpress.cli import atomic_write_text  # noqa: E402
 from fieldpress.codec.rate_control import quality_lambda  # noqa: E402
 from fieldpress.fields.latent import pipeline  # noqa: E402
 from fieldpress.fields.latent.config import LatentConfig  # noqa: E402
+from fieldpress.io import atomic_write_text  # noqa: E402
+from fieldpress.metrics import bd_rate as metrics_bd_rate  # noqa: E402
 from fieldpress.metrics import psnr  # noqa: E402
 
 KODAK = ROOT.parent / "shared" / "data" / "images" / "kodak"
@@ -82,18 +83,8 @@ def ffmpeg_points(rgb: np.ndarray, codec: str, qps: list[int], tmp: Path) -> lis
 
 def bd_rate(anchor: list[dict], test: list[dict]) -> float | None:
     """Bjontegaard delta rate (%) of `test` against `anchor` (negative: fewer bits at equal PSNR)."""
-    if len(anchor) < 4 or len(test) < 4:
-        return None
-    pa, ra = np.array([p["psnr"] for p in anchor]), np.log([p["bpp"] for p in anchor])
-    pt, rt = np.array([p["psnr"] for p in test]), np.log([p["bpp"] for p in test])
-    lo, hi = max(pa.min(), pt.min()), min(pa.max(), pt.max())
-    if hi <= lo:
-        return None
-    fa, ft = np.polyfit(pa, ra, 3), np.polyfit(pt, rt, 3)
-    ia, it = np.polyint(fa), np.polyint(ft)
-    da = (np.polyval(ia, hi) - np.polyval(ia, lo)) / (hi - lo)
-    dt = (np.polyval(it, hi) - np.polyval(it, lo)) / (hi - lo)
-    return float((np.exp(dt - da) - 1) * 100)
+    return metrics_bd_rate([p["bpp"] for p in anchor], [p["psnr"] for p in anchor],
+                           [p["bpp"] for p in test], [p["psnr"] for p in test])
 
 
 def psnr_at(points: list[dict], bpp: float) -> float | None:

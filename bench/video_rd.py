@@ -126,25 +126,6 @@ def decode_baseline(exe: str, path: Path, shape: tuple[int, ...]) -> tuple[np.nd
     return frames.reshape(t, h, w, 3), seconds
 
 
-def bd_rate(
-    rate_a: list[float], psnr_a: list[float], rate_b: list[float], psnr_b: list[float]
-) -> float | None:
-    """Bjontegaard delta rate of B against A in percent (cubic fit of log-rate over PSNR, integrated
-    over the overlapping PSNR interval). None when the curves do not overlap or have < 4 points."""
-    if len(rate_a) < 4 or len(rate_b) < 4:
-        return None
-    pa, pb = np.asarray(psnr_a, float), np.asarray(psnr_b, float)
-    la, lb = np.log(np.asarray(rate_a, float)), np.log(np.asarray(rate_b, float))
-    lo, hi = max(pa.min(), pb.min()), min(pa.max(), pb.max())
-    if hi <= lo:
-        return None
-    fa, fb = np.polyfit(pa, la, 3), np.polyfit(pb, lb, 3)
-    ia, ib = np.polyint(fa), np.polyint(fb)
-    avg_a = (np.polyval(ia, hi) - np.polyval(ia, lo)) / (hi - lo)
-    avg_b = (np.polyval(ib, hi) - np.polyval(ib, lo)) / (hi - lo)
-    return float((np.exp(avg_b - avg_a) - 1.0) * 100.0)
-
-
 def machine() -> dict:
     import av
     import torch
@@ -293,6 +274,8 @@ def _fieldpress_point(clip, model: str, size: int, args: argparse.Namespace, wor
 
 
 def _bd_rates(result: dict) -> None:
+    from fieldpress.metrics import bd_rate
+
     ref = [p for p in result["points"] if p["codec"] == "x265"]
     for codec in sorted({p["codec"] for p in result["points"]} - {"x265"}):
         pts = [p for p in result["points"] if p["codec"] == codec]

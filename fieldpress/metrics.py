@@ -180,3 +180,23 @@ def bpp(file_bytes: int, frames: int, width: int, height: int) -> float:
         raise InputError(f"bpp needs bytes >= 0 and positive frames/width/height, got "
                          f"{file_bytes}, {frames}, {width}x{height}")
     return file_bytes * 8.0 / (frames * width * height)
+
+
+def bd_rate(
+    rate_a: list[float], psnr_a: list[float], rate_b: list[float], psnr_b: list[float]
+) -> float | None:
+    """Bjontegaard delta rate of B against A in percent (negative: B needs fewer bits at equal PSNR):
+    a cubic fit of log-rate over PSNR, integrated over the overlapping PSNR interval. None when the
+    curves do not overlap or either has fewer than 4 points. The benches' one BD-rate."""
+    if len(rate_a) < 4 or len(rate_b) < 4:
+        return None
+    pa, pb = np.asarray(psnr_a, float), np.asarray(psnr_b, float)
+    la, lb = np.log(np.asarray(rate_a, float)), np.log(np.asarray(rate_b, float))
+    lo, hi = max(pa.min(), pb.min()), min(pa.max(), pb.max())
+    if hi <= lo:
+        return None
+    fa, fb = np.polyfit(pa, la, 3), np.polyfit(pb, lb, 3)
+    ia, ib = np.polyint(fa), np.polyint(fb)
+    avg_a = (np.polyval(ia, hi) - np.polyval(ia, lo)) / (hi - lo)
+    avg_b = (np.polyval(ib, hi) - np.polyval(ib, lo)) / (hi - lo)
+    return float((np.exp(avg_b - avg_a) - 1.0) * 100.0)

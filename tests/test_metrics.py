@@ -101,3 +101,12 @@ def test_shape_mismatch_is_input_error() -> None:
         M.psnr(np.zeros((2, 2)), np.zeros((2, 3)))
     with pytest.raises(InputError, match="T, H, W, C"):
         M.video_psnr(np.zeros((2, 2, 3)), np.zeros((2, 2, 3)))
+
+
+def test_bd_rate_of_a_curve_needing_a_fifth_fewer_bits_is_minus_20_percent() -> None:
+    from fieldpress.metrics import bd_rate
+
+    rates, psnrs = [0.2, 0.4, 0.8, 1.6], [28.0, 31.0, 34.0, 37.0]
+    assert bd_rate(rates, psnrs, [r * 0.8 for r in rates], psnrs) == pytest.approx(-20.0, abs=1e-6)
+    assert bd_rate(rates, psnrs, rates[:3], psnrs[:3]) is None  # fewer than 4 points
+    assert bd_rate(rates, psnrs, rates, [p + 20 for p in psnrs]) is None  # no overlap
