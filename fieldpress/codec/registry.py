@@ -75,6 +75,14 @@ class LazyCodec:
     def decode(self, container: Any, **options: Any) -> Any:
         return self._impl().decode(container, **options)
 
+    def verify(self, container: Any) -> bool:
+        """Run the heavy half's `verify(container)` (deep validation) when it has one; True if it ran."""
+        hook = getattr(self._impl(), "verify", None)
+        if hook is None:
+            return False
+        hook(container)
+        return True
+
     def summarize(self, header: Mapping[str, Any]) -> dict[str, Any]:
         return self.summary(header)
 

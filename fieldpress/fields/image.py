@@ -405,6 +405,10 @@ class ImageCodecImpl:
     def decode(self, container: Any) -> ImageDecoder:
         return ImageDecoder(container)
 
+    def verify(self, container: Any) -> None:
+        """Deep validation (`fieldpress info --verify`): load the weights into the field; render nothing."""
+        ImageDecoder(container).model()
+
 
 FIELD_CODEC = ImageCodecImpl()
 

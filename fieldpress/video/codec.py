@@ -102,6 +102,11 @@ class ChunkedView:
         return from_parts(self.container.array(name), scale, zp, bits=self.bits, axis=self.axis,
                           shape=tuple(shape), symmetric=self.symmetric).dequantize()
 
+    def check(self) -> None:
+        """Decode every chunk once (deep validation): symbols, ranges and shapes (FormatError)."""
+        for c in range(math.ceil(self.shape[self.chunk_axis] / self.chunk)):
+            self._load(c)
+
     def entry(self, index: int) -> torch.Tensor:
         if not 0 <= index < self.shape[self.chunk_axis]:
             raise InputError(f"side information has no entry {index}")
@@ -244,6 +249,13 @@ class VideoCodecImpl:
 
     def decode(self, container: Any, device: str | torch.device = "cpu") -> VideoDecoder:
         return VideoDecoder(container, device=device)
+
+    def verify(self, container: Any) -> None:
+        """Deep validation (`fieldpress info --verify`): load the weights into the network the header
+        names and decode every side-information chunk; no frame is run."""
+        VideoDecoder(container)
+        for view in read_side_info(container)[0].values():
+            view.check()
 
 
 VIDEO_CODEC = VideoCodecImpl()

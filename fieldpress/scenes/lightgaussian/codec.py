@@ -325,6 +325,12 @@ class LightGaussianCodecImpl:
     def decode(self, container: Any, **options: Any) -> SceneDecoder:
         return SceneDecoder(container)
 
+    def verify(self, container: Any) -> None:
+        """Deep validation (`fieldpress info --verify`): decode every attribute into a scene."""
+        if container.kind != KIND:
+            raise FormatError(f"a fieldpress {container.kind!r} container, not a scene (.fpg)")
+        SceneDecoder(container).scene().validate()
+
 
 LIGHTGAUSSIAN_CODEC = LightGaussianCodecImpl()
 
