@@ -136,6 +136,29 @@ def read_side_info(container: Any) -> tuple[dict[str, ChunkedView], tuple[str, .
 
 
 # ----------------------------------------------------------------------------- reading
+MAX_DECODE_PARAMS = 1 << 28  # parameters and buffers a header's model may have (1 GiB of float32)
+
+
+def _check_buildable(name: str, config: Any, state: Mapping[str, torch.Tensor]) -> None:
+    """Build the header's model on the meta device first (no memory) and compare it with the stored
+    weights: FormatError when it cannot be built, would hold more than MAX_DECODE_PARAMS values, or
+    its weights differ from the file's in name or shape, before anything real is allocated."""
+    try:
+        with torch.device("meta"):
+            probe = build_model(name, config)
+    except (ValueError, RuntimeError, TypeError, ZeroDivisionError, OverflowError, IndexError) as exc:
+        first = (str(exc).splitlines() or [type(exc).__name__])[0]
+        raise FormatError(f"the header's {name} model cannot be built ({first})") from None
+    size = sum(t.numel() for t in probe.parameters()) + sum(t.numel() for t in probe.buffers())
+    if size > MAX_DECODE_PARAMS:
+        raise FormatError(f"the header's {name} model has {size:,} values, over the {MAX_DECODE_PARAMS:,} limit")
+    expected = {k: tuple(v.shape) for k, v in probe.stored_state().items()}
+    stored = {k: tuple(v.shape) for k, v in state.items()}
+    if expected != stored:
+        wrong = sorted(set(expected) ^ set(stored)) or [k for k in expected if expected[k] != stored[k]]
+        raise FormatError(f"weights do not match the {name} model in the header (first difference: {wrong[0]})")
+
+
 class VideoDecoder:
     """Decodes frames of an opened ``.fpv`` container: ``decode(start, end)`` -> uint8 (N, H, W, 3).
 
@@ -174,6 +197,7 @@ class VideoDecoder:
         views, side_prefixes = read_side_info(self.container)
         names = [n for n in self.container.names if not n.startswith(side_prefixes)]
         state = decompress_state_dict({n: self.container.array(n) for n in names}, weight_meta)
+        _check_buildable(self.name, self.config, state)
         model = build_model(self.name, self.config)
         try:
             model.attach_side_info(views)
