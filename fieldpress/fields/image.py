@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import math
 import dataclasses
 import time
 from collections.abc import Callable, Mapping
@@ -356,6 +357,14 @@ def _check_plan(plan: Mapping[str, Any]) -> None:
         raise ValueError("network size out of range")
     if not 0 < int(enc.get("n_frequencies", 1)) <= 1 << 14:
         raise ValueError("n_frequencies out of range")
+    cam = net.get("cam")
+    if cam:
+        if not isinstance(cam, Mapping):
+            raise ValueError("cam is not an object")
+        shape = [int(v) for v in cam.get("grid_shape", (32, 32))]
+        if not (shape and all(0 < v <= 1 << 12 for v in shape) and 0 < int(cam.get("channels", 1)) <= 256
+                and math.prod(shape) * int(cam.get("channels", 1)) <= 1 << 22):
+            raise ValueError("CAM grid out of range")
     if enc.get("otype") in ("HashGrid", "DenseGrid", "TiledGrid", "Grid"):
         from fieldpress.cuda.hashgrid_ref import HashGridSpec
 
@@ -379,7 +388,7 @@ def decode_model(
     try:
         _check_plan(plan)
         model = build_model(plan, info.channels, seed)
-    except (ValueError, KeyError, TypeError) as exc:
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise FormatError(f"image header names an unusable model: {exc}") from None
     if learned_params(model) != int(plan.get("n_params", -1)):
         raise FormatError("image header's parameter count does not match its model")

@@ -122,12 +122,17 @@ def read_side_info(container: Any) -> tuple[dict[str, ChunkedView], tuple[str, .
     header = container.header
     if "embed" in header and "side_info" not in header:  # codec version 1: HNeRV's embeddings
         meta = header["embed"]
+        if not isinstance(meta, dict):
+            raise FormatError("malformed side-information meta in the header")
         view = ChunkedView(container, {**meta, "axis": None}, lambda i: f"e/{i:06d}",
                            np.array([meta.get("scale")], np.float32),
                            np.array([meta.get("zero_point")], np.float32))
         return {"embedding": view}, ("e/",)
     views = {}
-    for name, meta in dict(header.get("side_info") or {}).items():
+    side = header.get("side_info") or {}
+    if not isinstance(side, dict) or not all(isinstance(m, dict) for m in side.values()):
+        raise FormatError("malformed side-information meta in the header")
+    for name, meta in side.items():
         symmetric = bool(meta.get("symmetric", False))
         views[name] = ChunkedView(container, meta, lambda i, n=name: f"{n}/{i:06d}",
                                   stream(container, f"{name}/scale"),
