@@ -33,7 +33,8 @@ def _scene(tmp_path: Path) -> Path:
 def _run(scene: Path, out: Path, *extra: str) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(REPO), "FIELDPRESS_PROGRESS": "0", "OMP_NUM_THREADS": "1"}
     return subprocess.Popen([sys.executable, "-m", "fieldpress", "compress-splat", str(scene), "-o", str(out),
-                             *FLAGS, *extra], env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                             *FLAGS, *extra], env=env, cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
 def _step(out: Path, stage: str) -> int:
@@ -64,8 +65,8 @@ def test_sigkill_inside_the_fine_tune_then_resume_writes_the_same_file(tmp_path:
 
 
 @pytest.mark.slow  # three in-process max-preset runs: about 90 s on the shared CPU
-def test_resume_without_checkpoint_or_with_other_flags_is_refused(tmp_path: Path,
-                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+def test_resume_without_checkpoint_or_with_other_flags_is_refused(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     scene = _scene(tmp_path)
     out = tmp_path / "x.fpg"
     flags = ["--preset", "max", "--finetune-steps", "2", "--no-eval"]

@@ -35,7 +35,8 @@ def _image(path: Path, seed: int = 0) -> Path:
 def _fit(image: Path, out: Path, *extra: str) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(REPO), "FIELDPRESS_PROGRESS": "0", "OMP_NUM_THREADS": "1"}
     return subprocess.Popen([sys.executable, "-m", "fieldpress", "fit-image", str(image), "-o", str(out),
-                             *FLAGS, *extra], env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                             *FLAGS, *extra], env=env, cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
 def _step(out: Path) -> int:
@@ -67,17 +68,21 @@ def test_sigkill_then_resume_writes_the_same_file(tmp_path: Path) -> None:
     assert steps == sorted(steps) and len(steps) == len(set(steps))
 
 
-def test_resume_refuses_other_flags_and_another_image(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_resume_refuses_other_flags_and_another_image(tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
     image = _image(tmp_path / "in.png")
     out = tmp_path / "x.fpi"
-    flags = ["--model", "cam-ffn", "--params", "9k", "--steps", "20", "--checkpoint-every", "5", "--threads", "1"]
+    flags = ["--model", "cam-ffn", "--params", "9k", "--steps", "20", "--checkpoint-every", "5",
+             "--threads", "1"]
     assert run_command(fit_image_command, [str(image), "-o", str(out), *flags]) == 0
     assert run_command(fit_image_command, [str(image), "-o", str(out), *flags, "--resume"]) == 0
     capsys.readouterr()
-    assert run_command(fit_image_command, [str(image), "-o", str(out), *flags, "--bits", "8", "--resume"]) == 2
+    args = [str(image), "-o", str(out), *flags]
+    assert run_command(fit_image_command, [*args, "--bits", "8", "--resume"]) == 2
     assert "cannot resume" in capsys.readouterr().err
     _image(image, seed=1)
     assert run_command(fit_image_command, [str(image), "-o", str(out), *flags, "--resume"]) == 2
     err = capsys.readouterr().err
     assert "cannot resume" in err and "image_sha256" in err and err.count("\n") == 1
-    assert run_command(fit_image_command, [str(image), "-o", str(tmp_path / "none.fpi"), *flags, "--resume"]) == 2
+    none = tmp_path / "none.fpi"
+    assert run_command(fit_image_command, [str(image), "-o", str(none), *flags, "--resume"]) == 2

@@ -16,8 +16,12 @@ pytest.importorskip("hypothesis")
 
 from fieldpress.codec.registry import LazyCodec, codecs, register_codec, unregister_codec  # noqa: E402
 from fieldpress.errors import FormatError  # noqa: E402
-from fieldpress.fuzz import Target, all_targets, run_fuzz  # noqa: E402
-from fieldpress.fuzz import runner  # noqa: E402
+from fieldpress.fuzz import (  # noqa: E402
+    Target,
+    all_targets,
+    run_fuzz,
+    runner,  # noqa: E402
+)
 from fieldpress.fuzz.__main__ import main as fuzz_main  # noqa: E402
 
 FINDINGS = Path(__file__).parent / "fuzz_findings"
@@ -74,7 +78,8 @@ def _hog(data: bytes) -> None:
     _hog.keep[::4096] = b"x" * len(range(0, 80 << 20, 4096))  # touch every page: resident
 
 
-def test_the_harness_detects_crashes_hangs_and_memory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_harness_detects_crashes_hangs_and_memory(tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(runner, "HANG_SECONDS", 0.2)
     seeds = (b"ab", b"abc")
     report = run_fuzz([Target("buggy", seeds, _raise), Target("slow", (b"x",), _sleep),

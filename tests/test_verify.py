@@ -20,7 +20,8 @@ GOLDEN = Path(__file__).parent / "golden" / "codecs"
 FILES = sorted(p for p in GOLDEN.glob("*/*.f*") if p.suffix in (".fpv", ".fpi", ".fpg"))
 
 
-def _rewrite(src: Path, dst: Path, change: dict[str, np.ndarray], codecs: dict[str, str] | None = None) -> Path:
+def _rewrite(src: Path, dst: Path, change: dict[str, np.ndarray],
+             codecs: dict[str, str] | None = None) -> Path:
     """The same container with some streams replaced; every CRC valid (written by our writer)."""
     c = open_container(src)
     arrays = c.arrays()
@@ -114,7 +115,8 @@ def test_weights_of_the_wrong_shape_fail_verify(tmp_path: Path) -> None:
         verify_container(open_container(bad))
 
 
-def test_side_information_out_of_range_fails_verify(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_side_information_out_of_range_fails_verify(tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
     src = GOLDEN / "v2-video" / "hnerv.fpv"
     c = open_container(src)
     chunk = next(n for n in c.names if n.startswith("embedding/0"))

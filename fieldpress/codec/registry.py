@@ -115,8 +115,10 @@ def _load_entry_points() -> None:
     for ep in entry_points(group=ENTRY_POINT_GROUP):
         try:
             codec = ep.load()
-        except ImportError:
-            continue  # a codec whose optional dependencies are missing: files of it say so when read
+        except (ImportError, AttributeError):
+            # a codec whose optional dependencies are missing, or an entry point naming an object its
+            # module lacks (installed metadata newer than the code): files of it say so when read
+            continue
         if (codec.kind, codec.name) not in _REGISTERED:
             register_codec(codec)
 

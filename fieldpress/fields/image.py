@@ -12,9 +12,9 @@ Coordinates are pixel centres ``((i + 0.5) / W, (j + 0.5) / H)``; values are cha
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 import math
-import dataclasses
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path

@@ -156,12 +156,14 @@ def _check_buildable(name: str, config: Any, state: Mapping[str, torch.Tensor]) 
         raise FormatError(f"the header's {name} model cannot be built ({first})") from None
     size = sum(t.numel() for t in probe.parameters()) + sum(t.numel() for t in probe.buffers())
     if size > MAX_DECODE_PARAMS:
-        raise FormatError(f"the header's {name} model has {size:,} values, over the {MAX_DECODE_PARAMS:,} limit")
+        raise FormatError(f"the header's {name} model has {size:,} values, "
+                          f"over the {MAX_DECODE_PARAMS:,} limit")
     expected = {k: tuple(v.shape) for k, v in probe.stored_state().items()}
     stored = {k: tuple(v.shape) for k, v in state.items()}
     if expected != stored:
         wrong = sorted(set(expected) ^ set(stored)) or [k for k in expected if expected[k] != stored[k]]
-        raise FormatError(f"weights do not match the {name} model in the header (first difference: {wrong[0]})")
+        raise FormatError(f"weights do not match the {name} model in the header "
+                          f"(first difference: {wrong[0]})")
 
 
 class VideoDecoder:

@@ -235,7 +235,8 @@ def _read_ascii(data: bytes, header: PlyHeader, source: str) -> dict[str, np.nda
                 info = np.iinfo(dtype)
                 bad = ~np.isfinite(col) | (col != np.trunc(col)) | (col < info.min) | (col > info.max)
                 if bad.any():
-                    raise FormatError(f"{source}: ASCII PLY property {e.name}.{prop.name} ({PLY_NAMES[prop.dtype]}) "
+                    kind = PLY_NAMES[prop.dtype]
+                    raise FormatError(f"{source}: ASCII PLY property {e.name}.{prop.name} ({kind}) "
                                       f"holds {col[bad][0]!r}, not an integer in range")
             with np.errstate(over="ignore"):
                 table[prop.name] = col.astype(dtype)
@@ -284,7 +285,7 @@ def _element_bytes(arr: np.ndarray, fmt: str, order: str) -> bytes:
         if not len(arr) or not names:
             return b""
         table = np.stack([arr[n].astype(np.float64) for n in names], axis=1)
-        rows = [" ".join("%.18g" % v for v in row) for row in table.tolist()]
+        rows = [" ".join(f"{v:.18g}" for v in row) for row in table.tolist()]
         return ("\n".join(rows) + "\n").encode("ascii")
     packed = np.empty(len(arr), dtype=[(n, order + arr.dtype[n].str[1:]) for n in names])
     for n in names:
