@@ -160,6 +160,24 @@ def _format_value(value: Any) -> str:
     return str(value)
 
 
+# ----------------------------------------------------------------------------- batch-able commands
+@dataclasses.dataclass(frozen=True)
+class BatchCommand:
+    """A command `fieldpress batch` runs over many files through the very code the command runs.
+
+    `parse(argv)` is the command's own parser and `run(args)` its body up to the summary it would print
+    (the output written atomically), so a batch output is the single command's output. Families
+    register one per command under the `fieldpress.batch` entry-point group.
+    """
+
+    name: str
+    suffixes: tuple[str, ...]  # inputs a folder scan picks up (lower case, with the dot)
+    output_name: Callable[[Path], str]  # the command's default output file name for an input
+    parse: Callable[[Sequence[str]], argparse.Namespace]
+    run: Callable[[argparse.Namespace], RunSummary]
+    resume_flag: str | None = None  # the flag that continues from OUTPUT.ckpt/ (fit-video: --resume)
+
+
 # ----------------------------------------------------------------------------- flag values
 _WXH = re.compile(r"^\s*(\d+)\s*[xX]\s*(\d+)\s*$")
 _CROP = re.compile(r"^\s*(\d+)\s*[xX]\s*(\d+)\s*(?:\+\s*(\d+)\s*\+\s*(\d+))?\s*$")

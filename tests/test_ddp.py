@@ -73,3 +73,29 @@ def test_env_detection(monkeypatch) -> None:
                 m.setenv(key, value)
             with pytest.raises(InputError):
                 from_env()
+
+
+def test_torchrun_two_nodes_rendezvous_matches_one_process(tmp_path: Path) -> None:
+    """The multi-node form: two torchrun launchers (--nnodes=2, one process each) meet through a c10d
+    rendezvous on localhost, as two machines would on a cluster (gloo here; NCCL on GPUs)."""
+    out = tmp_path / "nodes.fpi"
+    env = {**os.environ, "PYTHONPATH": str(REPO), "FIELDPRESS_PROGRESS": "0", "OMP_NUM_THREADS": "1"}
+    for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        env.pop(key, None)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes=2", "--nproc_per_node=1",
+           "--rdzv-backend=c10d", f"--rdzv-endpoint=127.0.0.1:{_free_port()}", "--rdzv-id=fieldpress-test",
+           str(REPO / "tests" / "helpers" / "tiny_fit.py"), str(out), "--epochs", "2", "--dropout", "0",
+           "--batch", "6"]
+    nodes = [subprocess.Popen(cmd, env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True) for _ in range(2)]
+    logs = [node.communicate(timeout=240) for node in nodes]
+    assert [node.returncode for node in nodes] == [0, 0], logs[0][1][-2000:] + logs[1][1][-2000:]
+    rank0 = load_file(str(out) + ".weights.safetensors")
+    rank1 = load_file(str(out) + ".weights.rank1.safetensors")  # the other node's process held rank 1
+    for k in rank0:
+        assert torch.equal(rank0[k], rank1[k]), k
+    torch.set_num_threads(1)
+    single = run(tmp_path / "single.fpi", epochs=2, batch=6, dropout=0.0).state_dict()
+    worst = max(float((rank0[k] - single[k]).abs().max()) for k in single)
+    assert worst < DDP_TOLERANCE, worst
+    print(f"two nodes: max |ddp - single| = {worst:.3g}")

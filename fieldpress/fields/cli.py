@@ -8,7 +8,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from fieldpress.cli import RunSummary, add_device_arg, entry, input_file, new_parser, parse_count
+from fieldpress.cli import (
+    BatchCommand,
+    RunSummary,
+    add_device_arg,
+    entry,
+    input_file,
+    new_parser,
+    parse_count,
+)
 from fieldpress.errors import InputError
 from fieldpress.runtime import progress_enabled, resolve_device
 
@@ -35,7 +43,8 @@ def _fit_parser():
         help=f"learned-parameter budget, e.g. 60k or 0.2M (default {DEFAULT_PARAMS})",
     )
     p.add_argument("--steps", type=int, help="optimizer steps (default 2000, or what --minutes allows)")
-    p.add_argument("--minutes", type=float, help="wall-time budget for the fit")
+    p.add_argument("--minutes", type=float,
+                   help="time budget for the fit (wall time; --model latent: CPU time, default 5)")
     p.add_argument(
         "--bits",
         type=int,
@@ -43,6 +52,12 @@ def _fit_parser():
         help="weight quantization bits, 2-16 (default 6: at equal bytes a larger field at 6 bits "
         "beat a smaller one at 8 on every Kodak image and model measured)",
     )
+    rd = p.add_argument_group("rate-distortion models (--model latent)")
+    rd.add_argument("--lambda", dest="lmbda", type=float,
+                    help="loss = MSE + LAMBDA x bpp (larger: fewer bits; 0.04 .. 3e-4)")
+    rd.add_argument("--quality", type=int, help="1 (fewest bits) .. 8, a fixed lambda ladder (default 4)")
+    rd.add_argument("--target-bpp", type=float, help="search lambda for this many bits per pixel "
+                    "(short probe fits, then the full fit)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
         "--threads",
@@ -70,14 +85,21 @@ def _image_options(args: argparse.Namespace) -> ImageOptions:
     from fieldpress.fields.pipeline import ImageOptions
 
     return ImageOptions(model=args.model, params=parse_count(args.params), steps=args.steps,
-                        minutes=args.minutes, bits=args.bits, seed=args.seed, threads=args.threads)
+                        minutes=args.minutes, bits=args.bits, seed=args.seed, threads=args.threads,
+                        lmbda=args.lmbda, quality=args.quality, target_bpp=args.target_bpp)
 
 
 def fit_image_command(argv: Sequence[str] | None = None) -> int:
     """fit-image IN [-o OUT.fpi] [--model ...] [--params N] [--steps N] [--minutes M] [--bits B]."""
+    args = _fit_parser().parse_args(argv)
+    run_fit_image(args).emit(args.json)
+    return 0
+
+
+def run_fit_image(args: argparse.Namespace) -> RunSummary:
+    """fit-image's work on parsed flags: fit, write the .fpi atomically, return the summary."""
     from fieldpress.fields.pipeline import compress
 
-    args = _fit_parser().parse_args(argv)
     src = input_file(args.input)
     output = _fpi_output(src, args.output)
     options = _image_options(args)
@@ -89,8 +111,17 @@ def fit_image_command(argv: Sequence[str] | None = None) -> int:
     result = compress(src, options, device, progress=progress_enabled(args.json), checkpoint=output,
                       resume=args.resume, checkpoint_every_steps=args.checkpoint_every)
     result.write(output)
-    RunSummary.from_result("fit-image", result, output).emit(args.json)
-    return 0
+    return RunSummary.from_result("fit-image", result, output)
+
+
+def _fpi_name(path: Path) -> str:
+    """fit-image's default output name: photo.png -> photo.fpi."""
+    return path.with_suffix(".fpi").name
+
+
+def _parse_fit(argv: Sequence[str]) -> argparse.Namespace:
+    """fit-image's flags parsed (for `fieldpress batch`)."""
+    return _fit_parser().parse_args(argv)
 
 
 def _decode_parser():
@@ -129,6 +160,10 @@ def decode_image_command(argv: Sequence[str] | None = None) -> int:
                metrics=metrics).emit(args.json)
     return 0
 
+
+# `fieldpress batch --command fit-image`: the same parser and body, over many images
+BATCH = BatchCommand("fit-image", (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"),
+                     _fpi_name, _parse_fit, run_fit_image)
 
 fit_image_main = entry(fit_image_command)
 decode_image_main = entry(decode_image_command)

@@ -31,6 +31,21 @@ def summarize(header: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+def summarize_latent(header: Mapping[str, Any]) -> dict[str, Any]:
+    """What `fieldpress info` shows for a latent-grid image file (from the header only)."""
+    config = dict(header.get("config", {}))
+    out = {"size": f"{header.get('width')}x{header.get('height')}", "model": "latent",
+           "latent levels": config.get("levels"), "weight step shifts": header.get("shifts")}
+    for key in ("psnr", "steps"):
+        if key in header:
+            out[key] = header[key]
+    return {k: v for k, v in out.items() if v is not None}
+
+
+LATENT = LazyCodec("image", "latent", 1, "fieldpress.fields.latent.method:LATENT_CODEC", summarize_latent,
+                   description="overfitted latent grids + learned entropy model, rate-distortion trained "
+                               "(after Cool-chic and C3)")
+
 FIELD = LazyCodec("image", "field", 1, "fieldpress.fields.image:FIELD_CODEC", summarize,
                   lambda header: header.get("format") == LEGACY_FORMAT,
                   "a coordinate field (SIREN, Fourier features, hash grid, CAM) with quantized weights")

@@ -74,8 +74,24 @@ class ImageOptions:
     bits: int = 6
     seed: int = 0
     threads: int | None = None
+    lmbda: float | None = None  # rate-distortion methods: loss = distortion + lmbda * bpp
+    quality: int | None = None  # ... or a fixed lambda ladder, 1 (fewest bits) .. 8
+    target_bpp: float | None = None  # ... or the lambda whose file lands at this many bits per pixel
+
+    @property
+    def rate_distortion(self) -> bool:
+        """Whether a rate-distortion flag (--lambda, --quality, --target-bpp) was given."""
+        return any(v is not None for v in (self.lmbda, self.quality, self.target_bpp))
 
     def __post_init__(self) -> None:
+        if sum(v is not None for v in (self.lmbda, self.quality, self.target_bpp)) > 1:
+            raise InputError("give at most one of --lambda, --quality and --target-bpp")
+        if self.lmbda is not None and not self.lmbda > 0:
+            raise InputError(f"--lambda must be positive, got {self.lmbda}")
+        if self.quality is not None and not 1 <= self.quality <= 8:
+            raise InputError(f"--quality must be an integer from 1 to 8, got {self.quality}")
+        if self.target_bpp is not None and not self.target_bpp > 0:
+            raise InputError(f"--target-bpp must be positive, got {self.target_bpp}")
         if not 2 <= self.bits <= 16:
             raise InputError(f"--bits must be in 2..16, got {self.bits}")
         if self.steps is not None and self.steps < 1:
@@ -145,6 +161,7 @@ class ImageMethod:
     codec: str
     fit: str | Callable[[SourceImage, ImageOptions, Any, FitHooks], FittedImage]
     description: str = ""
+    rate_distortion: bool = False  # takes --lambda / --quality / --target-bpp
 
     def codec_object(self) -> Codec:
         return get_codec(KIND, self.codec)
@@ -159,7 +176,10 @@ class ImageMethod:
 
 FIELD_METHOD = ImageMethod("field", "fieldpress.fields.image:fit_field",
                            "a coordinate field (SIREN, Fourier features, hash grid, CAM), quantized weights")
-METHODS: dict[str, ImageMethod] = {name: FIELD_METHOD for name in MODELS}
+LATENT_METHOD = ImageMethod("latent", "fieldpress.fields.latent.method:fit_latent",
+                            "an overfitted latent-grid codec trained for rate + lambda x distortion",
+                            rate_distortion=True)
+METHODS: dict[str, ImageMethod] = {**{name: FIELD_METHOD for name in MODELS}, "latent": LATENT_METHOD}
 
 
 def register_method(model: str, method: ImageMethod) -> ImageMethod:
@@ -241,8 +261,13 @@ def fit(image: SourceImage, options: ImageOptions, device: torch.device,
     hooks = hooks or FitHooks()
     if hooks.started is None:
         hooks = dataclasses.replace(hooks, started=time.perf_counter())
+    method = method_for(options.model)
+    if options.rate_distortion and not method.rate_distortion:
+        raise InputError(f"--lambda, --quality and --target-bpp apply to rate-distortion models "
+                         f"({', '.join(m for m, v in METHODS.items() if v.rate_distortion)}), "
+                         f"not {options.model}")
     with _thread_policy(options, device):
-        return method_for(options.model).run_fit(image, options, device, hooks)
+        return method.run_fit(image, options, device, hooks)
 
 
 def _measure(image: SourceImage, decoded: np.ndarray, fitted: FittedImage) -> dict[str, Any]:

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from fieldpress.cli import (
+    BatchCommand,
     RunSummary,
     add_device_arg,
     entry,
@@ -60,10 +61,16 @@ def _fit_parser():  # noqa: ANN202
 
 def fit_video_command(argv: Sequence[str] | None = None) -> int:
     """Fit a video INR to a clip and write a .fpv."""
+    args = _fit_parser().parse_args(argv)
+    run_fit_video(args).emit(args.json)
+    return 0
+
+
+def run_fit_video(args: argparse.Namespace) -> RunSummary:
+    """fit-video's work on parsed flags: fit (resuming with --resume), write the .fpv, return the summary."""
     from fieldpress.video.io import read_video, show_warnings_as_lines
     from fieldpress.video.pipeline import compress, write
 
-    args = _fit_parser().parse_args(argv)
     show_warnings_as_lines()
     path = input_file(args.input)
     device = resolve_device(args.device)
@@ -78,8 +85,19 @@ def fit_video_command(argv: Sequence[str] | None = None) -> int:
                       show_progress=progress_enabled(args.json), input=str(path))
     write(result, output)
     result.seconds = time.perf_counter() - t0
-    RunSummary.from_result("fit-video", result, output).emit(args.json)
-    return 0
+    return RunSummary.from_result("fit-video", result, output)
+
+
+def _parse_fit(argv: Sequence[str]) -> argparse.Namespace:
+    """fit-video's flags parsed (for `fieldpress batch`)."""
+    return _fit_parser().parse_args(argv)
+
+
+def _fpv_name(path: Path) -> str:
+    """fit-video's default output name: clip.mp4 -> clip.fpv."""
+    from fieldpress.video.fit import default_output
+
+    return default_output(path).name
 
 
 def _fit_preset_and_output(args: argparse.Namespace, path: Path, device: Any) -> tuple[Any, Path]:
@@ -195,6 +213,11 @@ def decode_video_command(argv: Sequence[str] | None = None) -> int:
                         "model": decoder.name}).emit(args.json)
     return 0
 
+
+# `fieldpress batch --command fit-video`: the same parser and body, over many clips; a checkpoint
+# left by an interrupted batch is resumed with --resume
+BATCH = BatchCommand("fit-video", (".mp4", ".mkv", ".mov", ".avi", ".webm", ".m4v", ".y4m"), _fpv_name,
+                     _parse_fit, run_fit_video, resume_flag="--resume")
 
 fit_video_main = entry(fit_video_command)
 decode_video_main = entry(decode_video_command)

@@ -29,6 +29,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 OUT = HERE / "codecs"
 FAMILIES = ("video", "image", "scene")
+EXTRA = ("latent",)  # written only when named: the latent-grid image codec (set v1-latent)
 
 
 def clip_frames(n: int = 4, w: int = 32, h: int = 24) -> np.ndarray:
@@ -79,7 +80,8 @@ def main() -> None:
     torch.set_num_threads(1)
     parser = argparse.ArgumentParser()
     parser.add_argument("--set", default="v1")
-    parser.add_argument("--family", action="append", choices=FAMILIES, help="only this family (repeatable)")
+    parser.add_argument("--family", action="append", choices=FAMILIES + EXTRA,
+                        help="only this family or codec (repeatable)")
     args = parser.parse_args()
     families = args.family or list(FAMILIES)
     out = OUT / args.set
@@ -118,6 +120,11 @@ def main() -> None:
         path = out / "field.fpi"
         _run("fit-image", str(image), "-o", str(path), "--params", "9k", "--steps", "20", "--seed", "1")
         expected[path.name] = {"codec": "field", "sha256": sha256(decoded_image(path))}
+    if "latent" in families:
+        path = out / "latent.fpi"
+        _run("fit-image", str(image), "-o", str(path), "--model", "latent", "--steps", "30", "--quality", "5",
+             "--seed", "1")
+        expected[path.name] = {"codec": "latent", "sha256": sha256(decoded_image(path))}
     if "scene" in families:
         path = out / "lightgaussian.fpg"
         _run("compress-splat", str(scene), "-o", str(path), "--preset", "fast", "--codebook", "16",

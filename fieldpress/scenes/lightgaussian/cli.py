@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from fieldpress.cli import RunSummary, add_device_arg, entry, input_file, new_parser
+from fieldpress.cli import BatchCommand, RunSummary, add_device_arg, entry, input_file, new_parser
 from fieldpress.errors import InputError, ResumeError
 from fieldpress.runtime import progress_enabled, resolve_device
 
@@ -125,9 +125,15 @@ def output_path(args: Any) -> tuple[Path, Path]:
 
 def compress_splat_command(argv: Sequence[str] | None = None) -> int:
     """compress-splat IN [-o OUT.fpg] [--preset fast|balanced|max] ...: write a .fpg scene."""
+    args = build_parser().parse_args(argv)
+    run_compress_splat(args).emit(args.json)
+    return 0
+
+
+def run_compress_splat(args: Any) -> RunSummary:
+    """compress-splat's work on parsed flags: compress, write the .fpg atomically, return the summary."""
     from fieldpress.scenes.lightgaussian.pipeline import compress
 
-    args = build_parser().parse_args(argv)
     started = time.perf_counter()
     path, output = output_path(args)
     options = compress_options(args)
@@ -142,8 +148,7 @@ def compress_splat_command(argv: Sequence[str] | None = None) -> int:
     result.write(output)
     result.metrics["stage_seconds"]["write"] = round(time.perf_counter() - t, 3)
     result.seconds = time.perf_counter() - started
-    RunSummary.from_result("compress-splat", result, output).emit(args.json)
-    return 0
+    return RunSummary.from_result("compress-splat", result, output)
 
 
 def _stem(path: Path) -> str:
@@ -184,6 +189,20 @@ def decompress_splat_command(argv: Sequence[str] | None = None) -> int:
                "cpu", metrics).emit(args.json)
     return 0
 
+
+def _fpg_name(path: Path) -> str:
+    """compress-splat's default output name: scene.ply -> scene.fpg."""
+    return _stem(path) + ".fpg"
+
+
+def _parse_compress(argv: Sequence[str]) -> Any:
+    """compress-splat's flags parsed (for `fieldpress batch`)."""
+    return build_parser().parse_args(argv)
+
+
+# `fieldpress batch --command compress-splat`: the same parser and body, over many scenes
+BATCH = BatchCommand("compress-splat", (".ply", ".spz", ".splat"), _fpg_name,
+                     _parse_compress, run_compress_splat)
 
 compress_splat_main = entry(compress_splat_command)
 decompress_splat_main = entry(decompress_splat_command)

@@ -1,0 +1,247 @@
+"""Latent-grid image codec vs JPEG, WebP, AVIF, HEVC-intra (x265) and VVC-intra (VVenC) on Kodak.
+
+For each image: our codec at each `--qualities` (a fixed lambda ladder), each fit capped at
+`--minutes` of this process's CPU time; the baselines swept over their quality knobs. Every bpp comes
+from real file bytes, every PSNR from 8-bit RGB decoded back. BD-rate (Bjontegaard, log-rate cubic
+fit over the overlapping PSNR range) against each baseline, per image and over the mean curves.
+Writes bench/results/image_rd.json after every point and image_rd.png at the end.
+
+    python bench/image_rd.py --images kodim01,kodim02 --minutes 5 --qualities 2,3,4,5 --threads 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, features
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from fieldpress.cli import atomic_write_text  # noqa: E402
+from fieldpress.codec.rate_control import quality_lambda  # noqa: E402
+from fieldpress.fields.latent import pipeline  # noqa: E402
+from fieldpress.fields.latent.config import LatentConfig  # noqa: E402
+from fieldpress.metrics import psnr  # noqa: E402
+
+KODAK = ROOT.parent / "shared" / "data" / "images" / "kodak"
+OUT = ROOT / "bench" / "results" / "image_rd.json"
+
+
+def pillow_points(rgb: np.ndarray, fmt: str, qualities: list[int]) -> list[dict]:
+    """Encode with Pillow at each quality; bpp from the bytes, PSNR after decoding."""
+    pts = []
+    for q in qualities:
+        buf = io.BytesIO()
+        Image.fromarray(rgb).save(buf, fmt, quality=q)
+        data = buf.getvalue()
+        dec = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+        pts.append({"q": q, "bytes": len(data), "bpp": len(data) * 8 / rgb.shape[0] / rgb.shape[1],
+                    "psnr": psnr(rgb, dec)})
+    return pts
+
+
+def ffmpeg_points(rgb: np.ndarray, codec: str, qps: list[int], tmp: Path) -> list[dict]:
+    """Single-frame intra coding through the ffmpeg in imageio-ffmpeg; raw bitstream bytes."""
+    import imageio_ffmpeg
+
+    exe = imageio_ffmpeg.get_ffmpeg_exe()
+    src = tmp / "src.png"
+    Image.fromarray(rgb).save(src)
+    pts = []
+    for qp in qps:
+        if codec == "x265":
+            out, args = tmp / "a.hevc", ["-c:v", "libx265", "-pix_fmt", "yuv444p", "-preset", "medium",
+                                         "-x265-params", f"qp={qp}:keyint=1:log-level=error", "-f", "hevc"]
+        else:
+            out, args = tmp / "a.266", ["-c:v", "libvvenc", "-pix_fmt", "yuv420p10le", "-qp", str(qp),
+                                        "-preset", "medium", "-f", "vvc"]
+        enc = [exe, "-y", "-loglevel", "error", "-i", str(src), "-frames:v", "1", *args, str(out)]
+        if subprocess.run(enc, capture_output=True).returncode != 0:
+            return pts
+        back = tmp / "back.png"
+        dec = [exe, "-y", "-loglevel", "error", "-i", str(out), "-frames:v", "1", "-pix_fmt", "rgb24",
+               str(back)]
+        if subprocess.run(dec, capture_output=True).returncode != 0:
+            return pts
+        n = out.stat().st_size
+        rec = np.asarray(Image.open(back).convert("RGB"))
+        pts.append({"qp": qp, "bytes": n, "bpp": n * 8 / rgb.shape[0] / rgb.shape[1], "psnr": psnr(rgb, rec)})
+    return pts
+
+
+def bd_rate(anchor: list[dict], test: list[dict]) -> float | None:
+    """Bjontegaard delta rate (%) of `test` against `anchor` (negative: fewer bits at equal PSNR)."""
+    if len(anchor) < 4 or len(test) < 4:
+        return None
+    pa, ra = np.array([p["psnr"] for p in anchor]), np.log([p["bpp"] for p in anchor])
+    pt, rt = np.array([p["psnr"] for p in test]), np.log([p["bpp"] for p in test])
+    lo, hi = max(pa.min(), pt.min()), min(pa.max(), pt.max())
+    if hi <= lo:
+        return None
+    fa, ft = np.polyfit(pa, ra, 3), np.polyfit(pt, rt, 3)
+    ia, it = np.polyint(fa), np.polyint(ft)
+    da = (np.polyval(ia, hi) - np.polyval(ia, lo)) / (hi - lo)
+    dt = (np.polyval(it, hi) - np.polyval(it, lo)) / (hi - lo)
+    return float((np.exp(dt - da) - 1) * 100)
+
+
+def psnr_at(points: list[dict], bpp: float) -> float | None:
+    """PSNR of a baseline at `bpp` (linear interpolation in log-rate; None outside its range)."""
+    pts = sorted(points, key=lambda p: p["bpp"])
+    r = np.log([p["bpp"] for p in pts])
+    if not pts or not r[0] <= np.log(bpp) <= r[-1]:
+        return None
+    return float(np.interp(np.log(bpp), r, [p["psnr"] for p in pts]))
+
+
+def ours(rgb: np.ndarray, qualities: list[int], minutes: float, tmp: Path, config: LatentConfig,
+         log) -> list[dict]:
+    pts = []
+    for q in qualities:
+        lam = quality_lambda(q)
+        path = tmp / f"q{q}.fpi"
+        rep = pipeline.compress(rgb, path, lam, seconds=minutes * 60, config=config)
+        t0 = time.perf_counter()
+        dec = pipeline.decompress(path)
+        rep["decode_s"] = time.perf_counter() - t0
+        rep["psnr"] = psnr(rgb, dec)
+        rep["quality"] = q
+        hist = rep.pop("history")
+        rep["curve"] = [{k: round(h[k], 5) for k in ("step", "seconds", "psnr", "bpp")} for h in hist]
+        pts.append(rep)
+        log(f"  ours q{q} lambda {lam:g}: {rep['bpp']:.4f} bpp, {rep['psnr']:.3f} dB, {rep['steps']} steps, "
+            f"{rep['fit_cpu_s']:.0f} CPU-s fit, decode {rep['decode_s']:.2f} s")
+    return pts
+
+
+def summarize(result: dict) -> None:
+    names = ["jpeg", "webp", "avif", "x265", "vvenc"]
+    for img in result["images"].values():
+        o = img.get("ours", [])
+        img["bd_rate"] = {n: bd_rate(img[n], o) for n in names if img.get(n)}
+        img["vs_jpeg_equal_bpp"] = [
+            {"bpp": p["bpp"], "ours": p["psnr"], "jpeg": psnr_at(img.get("jpeg") or [], p["bpp"])} for p in o]
+    done = [i for i in result["images"].values() if len(i.get("ours", [])) >= 4]
+    result["mean_bd_rate"] = {}
+    for n in names:
+        vals = [i["bd_rate"][n] for i in done if i["bd_rate"].get(n) is not None]
+        if vals:
+            result["mean_bd_rate"][n] = float(np.mean(vals))
+
+
+def plot(result: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    imgs = list(result["images"].items())
+    fig, axes = plt.subplots(1, len(imgs) + 1, figsize=(5 * (len(imgs) + 1), 4))
+    axes = np.atleast_1d(axes)
+    for ax, (name, img) in zip(axes, imgs):
+        for key, style in [("jpeg", "s-"), ("webp", "^-"), ("avif", "v-"), ("x265", "d-"), ("vvenc", "x-"),
+                           ("ours", "o-")]:
+            pts = sorted(img.get(key) or [], key=lambda p: p["bpp"])
+            if pts:
+                ax.plot([p["bpp"] for p in pts], [p["psnr"] for p in pts], style, label=key)
+        ax.set(title=name, xlabel="bpp (file bytes)", ylabel="RGB PSNR (dB)", xlim=(0, 2))
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    ax = axes[-1]
+    for name, img in imgs:
+        for p in img.get("ours", []):
+            c = p["curve"]
+            ax.plot([h["step"] for h in c], [h["psnr"] for h in c], lw=0.8, label=f"{name} q{p['quality']}")
+    ax.set(title="training PSNR (proxy) vs iterations", xlabel="iteration", ylabel="dB")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=6)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def merge(paths: list[str], out: Path) -> None:
+    """Combine runs made in parallel (one image each) into one result file and plot."""
+    runs = [json.loads(Path(p).read_text()) for p in paths]
+    result = runs[0]
+    for r in runs[1:]:
+        result["images"].update(r["images"])
+    summarize(result)
+    atomic_write_text(out, json.dumps(result, indent=1))
+    plot(result, out.with_suffix(".png"))
+    print(f"mean BD-rate over images: {result['mean_bd_rate']}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--images", default=",".join(f"kodim{i:02d}" for i in range(1, 13)))
+    ap.add_argument("--minutes", type=float, default=5.0, help="CPU minutes per fit (this process)")
+    ap.add_argument("--qualities", default="2,3,4,5")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--first-level", type=int, default=0)
+    ap.add_argument("--out", default=str(OUT))
+    ap.add_argument("--no-baselines", action="store_true")
+    ap.add_argument("--kodak", default=str(KODAK), help="folder of kodimNN.png")
+    ap.add_argument("--merge", nargs="+", help="merge these result JSONs into --out (and plot); no fitting")
+    args = ap.parse_args()
+    if args.merge:
+        return merge(args.merge, Path(args.out))
+    torch.set_num_threads(args.threads)
+    out = Path(args.out)
+    qualities = [int(q) for q in args.qualities.split(",")]
+    config = LatentConfig(first_level=args.first_level)
+    result = {"machine": {"platform": platform.platform(), "processor": platform.processor(),
+                          "cpus": __import__("os").cpu_count(), "torch_threads": args.threads},
+              "versions": {"python": platform.python_version(), "torch": torch.__version__,
+                           "numpy": np.__version__, "pillow": Image.__version__},
+              "budget_cpu_minutes_per_fit": args.minutes, "qualities": qualities,
+              "lambdas": {q: quality_lambda(q) for q in qualities}, "config": config.to_dict(),
+              "notes": ["bpp from file bytes; PSNR on 8-bit RGB; x265 yuv444p, VVenC yuv420p10 (libvvenc "
+                        "has no 4:4:4 here)", "curve = training PSNR/bpp under the quantization proxy"],
+              "images": {}}
+    if not features.check("avif"):
+        result["notes"].append("AVIF skipped: Pillow lacks AVIF support")
+    log = lambda msg: print(msg, flush=True)  # noqa: E731
+    print(f"CPU budget: {args.minutes} CPU-minutes per fit, {len(qualities)} fits per image", flush=True)
+    save = lambda: atomic_write_text(out, json.dumps(result, indent=1))  # noqa: E731
+    for name in args.images.split(","):
+        path = Path(args.kodak) / f"{name}.png"
+        if not path.is_file():
+            log(f"skip {name}: {path} not found")
+            continue
+        rgb = np.asarray(Image.open(path).convert("RGB"))
+        img = result["images"][name] = {"width": rgb.shape[1], "height": rgb.shape[0]}
+        with tempfile.TemporaryDirectory() as td:
+            tmp = Path(td)
+            if not args.no_baselines:
+                img["jpeg"] = pillow_points(rgb, "JPEG", list(range(5, 96, 5)))
+                img["webp"] = pillow_points(rgb, "WEBP", list(range(0, 101, 10)))
+                if features.check("avif"):
+                    img["avif"] = pillow_points(rgb, "AVIF", list(range(10, 91, 10)))
+                img["x265"] = ffmpeg_points(rgb, "x265", [22, 27, 32, 37, 42], tmp)
+                img["vvenc"] = ffmpeg_points(rgb, "vvenc", [22, 27, 32, 37, 42], tmp)
+                save()
+            log(f"{name}: baselines done")
+            img["ours"] = ours(rgb, qualities, args.minutes, tmp, config, log)
+        summarize(result)
+        save()
+        bd = {k: round(v, 1) for k, v in img["bd_rate"].items() if v is not None}
+        log(f"{name}: BD-rate {json.dumps(bd)}")
+    summarize(result)
+    save()
+    plot(result, out.with_suffix(".png"))
+    log(f"mean BD-rate over images: {result['mean_bd_rate']}")
+
+
+if __name__ == "__main__":
+    main()
