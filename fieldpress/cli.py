@@ -259,10 +259,18 @@ def info_command(argv: Sequence[str] | None = None) -> int:
 
     parser = new_parser("fieldpress info", "Show what a fieldpress container holds without decoding it.")
     parser.add_argument("file")
+    parser.add_argument("--verify", action="store_true",
+                        help="also decode every stream and check it against the header and the codec "
+                             "(runs no model; exit 2 with one line if anything would not decode)")
     args = parser.parse_args(argv)
     path = input_file(args.file)
     info = read_info(path)
     data = info.to_dict()
+    if args.verify:
+        from fieldpress.codec.container import open_container
+        from fieldpress.codec.verify import verify_container
+
+        data["verified"] = verify_container(open_container(path)).to_dict()
     if args.json:
         print(json.dumps(_jsonable(data)))
         return EXIT_OK
@@ -283,6 +291,11 @@ def info_command(argv: Sequence[str] | None = None) -> int:
                       f"{s['length']:,}", f"{s['raw_bytes']:,}")
     console.print(table)
     console.print("header: " + json.dumps(data["header"], sort_keys=True)[:2000], markup=False)
+    if "verified" in data:
+        v = data["verified"]
+        console.print(f"verified: {v['streams']} streams decoded ({v['decoded_bytes']:,} bytes), "
+                      f"{v['state_dicts']} weight set(s) checked"
+                      + (", codec layout checked" if v["codec_checked"] else ""), markup=False)
     return EXIT_OK
 
 

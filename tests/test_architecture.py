@@ -31,6 +31,7 @@ ALLOWED: dict[str, set[str]] = {
     "fields": CORE | {"cuda"},
     "video": CORE | {"cuda", "fields"},
     "scenes": CORE | {"cuda", "fields"},
+    "fuzz": BASE | {"codec"},  # the fuzz harness: targets found through registries and entry points
     "batch": BASE | {"cli", "codec"},  # `fieldpress batch`: families only through their BATCH entries
 }
 

@@ -75,6 +75,14 @@ class LazyCodec:
     def decode(self, container: Any, **options: Any) -> Any:
         return self._impl().decode(container, **options)
 
+    def verify(self, container: Any) -> bool:
+        """Run the heavy half's `verify(container)` (deep validation) when it has one; True if it ran."""
+        hook = getattr(self._impl(), "verify", None)
+        if hook is None:
+            return False
+        hook(container)
+        return True
+
     def summarize(self, header: Mapping[str, Any]) -> dict[str, Any]:
         return self.summary(header)
 
@@ -107,8 +115,10 @@ def _load_entry_points() -> None:
     for ep in entry_points(group=ENTRY_POINT_GROUP):
         try:
             codec = ep.load()
-        except ImportError:
-            continue  # a codec whose optional dependencies are missing: files of it say so when read
+        except (ImportError, AttributeError):
+            # a codec whose optional dependencies are missing, or an entry point naming an object its
+            # module lacks (installed metadata newer than the code): files of it say so when read
+            continue
         if (codec.kind, codec.name) not in _REGISTERED:
             register_codec(codec)
 

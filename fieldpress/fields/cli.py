@@ -64,6 +64,10 @@ def _fit_parser():
         type=int,
         help="CPU threads for a CPU fit (default: $OMP_NUM_THREADS, else 1: small batches run fastest)",
     )
+    p.add_argument("--resume", action="store_true",
+                   help="continue from OUTPUT.ckpt/ after an interruption (same flags and image)")
+    p.add_argument("--checkpoint-every", type=int, metavar="STEPS",
+                   help="also checkpoint every STEPS steps (default: every 60 s)")
     add_device_arg(p)
     return p
 
@@ -100,7 +104,12 @@ def run_fit_image(args: argparse.Namespace) -> RunSummary:
     output = _fpi_output(src, args.output)
     options = _image_options(args)
     device = resolve_device(args.device)
-    result = compress(src, options, device, progress=progress_enabled(args.json))
+    if args.checkpoint_every is not None and args.checkpoint_every < 1:
+        raise InputError("--checkpoint-every must be at least 1")
+    if output.resolve() == src.resolve():
+        raise InputError("the output would overwrite the input")
+    result = compress(src, options, device, progress=progress_enabled(args.json), checkpoint=output,
+                      resume=args.resume, checkpoint_every_steps=args.checkpoint_every)
     result.write(output)
     return RunSummary.from_result("fit-image", result, output)
 

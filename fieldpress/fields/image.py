@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import hashlib
+import math
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -205,6 +207,7 @@ def _plan_minutes(
     minutes: float,
     steps: int | None,
     started: float,
+    resume_from: Path | None = None,
 ) -> tuple[BudgetPlan, dict[str, float]]:
     """Probe a step and a full render, then plan the budget: without ``steps`` as many steps as fit
     (the cosine schedule then ends in time); with them the budget only caps the fit."""
@@ -225,8 +228,20 @@ def _plan_minutes(
         margin=1 / 1.1,
         min_epochs=10,
         shrink=False,
+        resume_from=resume_from,
     )
     return budget, {"seconds_per_step": per_step, "render_seconds": render_seconds}
+
+
+@dataclasses.dataclass(frozen=True)
+class Checkpoints:
+    """Where a fit checkpoints (``<output>.ckpt/``; None: nowhere), whether it resumes from there, an
+    extra step interval, and what must match for a resume (the image's digest, the flags)."""
+
+    output: Path | None
+    resume: bool = False
+    every_steps: int | None = None
+    signature: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
 
 def fit_image(
@@ -239,10 +254,10 @@ def fit_image(
     seed: int,
     device: torch.device,
     show_progress: bool = False,
-    output: Path | None = None,
     evaluate: Callable[[nn.Module], dict[str, float]] | None = None,
     eval_every: int | None = None,
     started: float | None = None,
+    checkpoints: Checkpoints | None = None,
 ) -> FitImageResult:
     """Fit a model of ``plan`` to the image through the Fitter (one cosine "fit" stage).
 
@@ -250,9 +265,12 @@ def fit_image(
     now), keeping a reserve for coding and the final render. Without ``steps``, a short timing
     probe sets the step count so the cosine schedule completes inside the budget; the budget also
     stays a hard cap. CPU fits use small batches (CPU_BATCH): more steps per second beat larger
-    batches under a time budget there; CUDA uses the plan's batch.
+    batches under a time budget there; CUDA uses the plan's batch. ``checkpoints``: where the Fitter
+    checkpoints and whether it resumes (a ``--minutes`` plan is then the one stored).
     """
     from fieldpress.engine import FitConfig, Fitter, Stage
+
+    ck = checkpoints or Checkpoints(None)
 
     started = time.perf_counter() if started is None else started
     source = PixelSource(array, info)
@@ -261,7 +279,8 @@ def fit_image(
     calibration: dict[str, float] = {}
     fit_minutes = budget = None
     if minutes is not None:
-        budget, calibration = _plan_minutes(model, source, plan, batch, device, minutes, steps, started)
+        budget, calibration = _plan_minutes(model, source, plan, batch, device, minutes, steps, started,
+                                            ck.output if ck.resume else None)
         steps, fit_minutes = budget.epochs["fit"], budget.cap_minutes
     if steps is None:
         steps = DEFAULT_STEPS
@@ -276,6 +295,7 @@ def fit_image(
         log_every=max(1, steps // 50),
         description=f"fit-image {plan.name}",
         eval_every=eval_every,
+        checkpoint_every_steps=ck.every_steps,
     )
     stages = [Stage(kind="fit", epochs=steps, lr=plan.lr, warmup=0.02, schedule="cosine", min_lr_ratio=0.01)]
     fitter = Fitter(
@@ -284,14 +304,14 @@ def fit_image(
         mse_loss,
         config,
         stages,
-        output=output,
-        signature={"plan": plan.to_dict(), "seed": seed, "steps": steps},
+        output=ck.output,
+        signature={"plan": plan.to_dict(), "seed": seed, "steps": steps, **ck.signature},
         param_groups=cam_param_groups,
         evaluate=evaluate,
         show_progress=show_progress,
         budget=budget,
     )
-    result = fitter.run()
+    result = fitter.run(resume=ck.resume)
     fitted = result.model.to("cpu")
     return FitImageResult(fitted, result.steps, result.seconds, result.interrupted, calibration)
 
@@ -337,6 +357,14 @@ def _check_plan(plan: Mapping[str, Any]) -> None:
         raise ValueError("network size out of range")
     if not 0 < int(enc.get("n_frequencies", 1)) <= 1 << 14:
         raise ValueError("n_frequencies out of range")
+    cam = net.get("cam")
+    if cam:
+        if not isinstance(cam, Mapping):
+            raise ValueError("cam is not an object")
+        shape = [int(v) for v in cam.get("grid_shape", (32, 32))]
+        if not (shape and all(0 < v <= 1 << 12 for v in shape) and 0 < int(cam.get("channels", 1)) <= 256
+                and math.prod(shape) * int(cam.get("channels", 1)) <= 1 << 22):
+            raise ValueError("CAM grid out of range")
     if enc.get("otype") in ("HashGrid", "DenseGrid", "TiledGrid", "Grid"):
         from fieldpress.cuda.hashgrid_ref import HashGridSpec
 
@@ -360,7 +388,7 @@ def decode_model(
     try:
         _check_plan(plan)
         model = build_model(plan, info.channels, seed)
-    except (ValueError, KeyError, TypeError) as exc:
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise FormatError(f"image header names an unusable model: {exc}") from None
     if learned_params(model) != int(plan.get("n_params", -1)):
         raise FormatError("image header's parameter count does not match its model")
@@ -405,6 +433,10 @@ class ImageCodecImpl:
     def decode(self, container: Any) -> ImageDecoder:
         return ImageDecoder(container)
 
+    def verify(self, container: Any) -> None:
+        """Deep validation (`fieldpress info --verify`): load the weights into the field; render nothing."""
+        ImageDecoder(container).model()
+
 
 FIELD_CODEC = ImageCodecImpl()
 
@@ -441,7 +473,13 @@ def fit_field(image: SourceImage, options: ImageOptions, device: torch.device, h
     info = image.info
     plan = plan_model(options.model, options.params, info.width, info.height, info.channels)
     torch.manual_seed(options.seed)
+    checkpoints = None
+    if hooks.checkpoint is not None:
+        digest = hashlib.sha256(np.ascontiguousarray(image.pixels).tobytes()).hexdigest()
+        flags = {k: v for k, v in dataclasses.asdict(options).items() if k != "threads"}
+        checkpoints = Checkpoints(hooks.checkpoint, hooks.resume, hooks.checkpoint_every_steps,
+                                  {"image_sha256": digest, "options": flags})
     fit = fit_image(image.pixels, info, plan, steps=options.steps, minutes=options.minutes, seed=options.seed,
                     device=device, show_progress=hooks.progress, evaluate=hooks.evaluate,
-                    eval_every=hooks.eval_every, started=hooks.started)
+                    eval_every=hooks.eval_every, started=hooks.started, checkpoints=checkpoints)
     return FieldFit(fit.model, plan, info, options.seed, fit.steps, fit.seconds, fit.interrupted)

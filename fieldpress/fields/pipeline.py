@@ -120,13 +120,16 @@ def load_image(path: str | Path) -> SourceImage:
 @dataclasses.dataclass(frozen=True)
 class FitHooks:
     """How a fit runs besides its options: a progress bar, the ``time.perf_counter()`` the time budget
-    counts from (default: when the fit starts), and the Fitter's ``evaluate(model)`` every
-    ``eval_every`` steps (benchmarks draw PSNR curves with it)."""
+    counts from (default: when the fit starts), the Fitter's ``evaluate(model)`` every
+    ``eval_every`` steps (benchmarks draw PSNR curves with it), and checkpoints for ``--resume``."""
 
     progress: bool = False
     started: float | None = None
     evaluate: Callable[[Any], dict[str, float]] | None = None
     eval_every: int | None = None
+    checkpoint: Path | None = None  # the output path: the Fitter checkpoints to <checkpoint>.ckpt/
+    resume: bool = False  # continue from that checkpoint (refused when the flags or the image differ)
+    checkpoint_every_steps: int | None = None  # also checkpoint every N steps (default: every 60 s)
 
 
 class FittedImage(Protocol):
@@ -321,8 +324,13 @@ def compress_image(image: SourceImage, options: ImageOptions, device: torch.devi
 
 
 def compress(input_path: str | Path, options: ImageOptions, device: torch.device, *,
-             progress: bool = False) -> Result:
-    """Code the image at ``input_path``: the file's bytes (``result.write(path)``) and its measures."""
+             progress: bool = False, checkpoint: Path | None = None, resume: bool = False,
+             checkpoint_every_steps: int | None = None) -> Result:
+    """Code the image at ``input_path``: the file's bytes (``result.write(path)``) and its measures.
+    With ``checkpoint`` (the output path) the fit checkpoints to ``<checkpoint>.ckpt/``; ``resume``
+    continues from there, bit for bit on the CPU."""
     started = time.perf_counter()
     image = load_image(input_path)
-    return compress_image(image, options, device, FitHooks(progress=progress, started=started))
+    hooks = FitHooks(progress=progress, started=started, checkpoint=checkpoint, resume=resume,
+                     checkpoint_every_steps=checkpoint_every_steps)
+    return compress_image(image, options, device, hooks)

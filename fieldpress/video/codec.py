@@ -102,6 +102,11 @@ class ChunkedView:
         return from_parts(self.container.array(name), scale, zp, bits=self.bits, axis=self.axis,
                           shape=tuple(shape), symmetric=self.symmetric).dequantize()
 
+    def check(self) -> None:
+        """Decode every chunk once (deep validation): symbols, ranges and shapes (FormatError)."""
+        for c in range(math.ceil(self.shape[self.chunk_axis] / self.chunk)):
+            self._load(c)
+
     def entry(self, index: int) -> torch.Tensor:
         if not 0 <= index < self.shape[self.chunk_axis]:
             raise InputError(f"side information has no entry {index}")
@@ -117,12 +122,17 @@ def read_side_info(container: Any) -> tuple[dict[str, ChunkedView], tuple[str, .
     header = container.header
     if "embed" in header and "side_info" not in header:  # codec version 1: HNeRV's embeddings
         meta = header["embed"]
+        if not isinstance(meta, dict):
+            raise FormatError("malformed side-information meta in the header")
         view = ChunkedView(container, {**meta, "axis": None}, lambda i: f"e/{i:06d}",
                            np.array([meta.get("scale")], np.float32),
                            np.array([meta.get("zero_point")], np.float32))
         return {"embedding": view}, ("e/",)
     views = {}
-    for name, meta in dict(header.get("side_info") or {}).items():
+    side = header.get("side_info") or {}
+    if not isinstance(side, dict) or not all(isinstance(m, dict) for m in side.values()):
+        raise FormatError("malformed side-information meta in the header")
+    for name, meta in side.items():
         symmetric = bool(meta.get("symmetric", False))
         views[name] = ChunkedView(container, meta, lambda i, n=name: f"{n}/{i:06d}",
                                   stream(container, f"{name}/scale"),
@@ -131,6 +141,31 @@ def read_side_info(container: Any) -> tuple[dict[str, ChunkedView], tuple[str, .
 
 
 # ----------------------------------------------------------------------------- reading
+MAX_DECODE_PARAMS = 1 << 28  # parameters and buffers a header's model may have (1 GiB of float32)
+
+
+def _check_buildable(name: str, config: Any, state: Mapping[str, torch.Tensor]) -> None:
+    """Build the header's model on the meta device first (no memory) and compare it with the stored
+    weights: FormatError when it cannot be built, would hold more than MAX_DECODE_PARAMS values, or
+    its weights differ from the file's in name or shape, before anything real is allocated."""
+    try:
+        with torch.device("meta"):
+            probe = build_model(name, config)
+    except (ValueError, RuntimeError, TypeError, ZeroDivisionError, OverflowError, IndexError) as exc:
+        first = (str(exc).splitlines() or [type(exc).__name__])[0]
+        raise FormatError(f"the header's {name} model cannot be built ({first})") from None
+    size = sum(t.numel() for t in probe.parameters()) + sum(t.numel() for t in probe.buffers())
+    if size > MAX_DECODE_PARAMS:
+        raise FormatError(f"the header's {name} model has {size:,} values, "
+                          f"over the {MAX_DECODE_PARAMS:,} limit")
+    expected = {k: tuple(v.shape) for k, v in probe.stored_state().items()}
+    stored = {k: tuple(v.shape) for k, v in state.items()}
+    if expected != stored:
+        wrong = sorted(set(expected) ^ set(stored)) or [k for k in expected if expected[k] != stored[k]]
+        raise FormatError(f"weights do not match the {name} model in the header "
+                          f"(first difference: {wrong[0]})")
+
+
 class VideoDecoder:
     """Decodes frames of an opened ``.fpv`` container: ``decode(start, end)`` -> uint8 (N, H, W, 3).
 
@@ -169,6 +204,7 @@ class VideoDecoder:
         views, side_prefixes = read_side_info(self.container)
         names = [n for n in self.container.names if not n.startswith(side_prefixes)]
         state = decompress_state_dict({n: self.container.array(n) for n in names}, weight_meta)
+        _check_buildable(self.name, self.config, state)
         model = build_model(self.name, self.config)
         try:
             model.attach_side_info(views)
@@ -244,6 +280,13 @@ class VideoCodecImpl:
 
     def decode(self, container: Any, device: str | torch.device = "cpu") -> VideoDecoder:
         return VideoDecoder(container, device=device)
+
+    def verify(self, container: Any) -> None:
+        """Deep validation (`fieldpress info --verify`): load the weights into the network the header
+        names and decode every side-information chunk; no frame is run."""
+        VideoDecoder(container)
+        for view in read_side_info(container)[0].values():
+            view.check()
 
 
 VIDEO_CODEC = VideoCodecImpl()

@@ -131,5 +131,10 @@ class LatentCodecImpl:
     def decode(self, container: Any) -> LatentDecoder:
         return LatentDecoder(container)
 
+    def verify(self, container: Any) -> None:
+        """Deep validation (`fieldpress info --verify`): the latents are entropy-coded under the file's
+        own small networks, so checking them is decoding the image (one pass, no rendering beyond it)."""
+        LatentDecoder(container).image()
+
 
 LATENT_CODEC = LatentCodecImpl()

@@ -8,6 +8,7 @@ written back, and the property order, dtypes, format and comments of the source 
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -77,6 +78,7 @@ def read(path: Path) -> GaussianScene:
         return np.stack([arr[key].astype(np.float32) for key in keys], axis=1)
 
     known = set(REQUIRED) | set(rest)
+    _warn_narrowed(arr, [n for n in names if n in known], path)
     extras = {name: np.ascontiguousarray(arr[name]).astype(arr.dtype[name].newbyteorder("="))
               for name in names if name not in known}
     sh_rest = cols(rest).reshape(n, 3, k).transpose(0, 2, 1) if k else np.zeros((n, 0, 3), np.float32)
@@ -87,10 +89,32 @@ def read(path: Path) -> GaussianScene:
             "comments": list(header.comments),
         },
     }
+    if header.obj_info:
+        meta["ply"]["obj_info"] = list(header.obj_info)
     return GaussianScene.from_arrays(
         means=cols(POSITION), scales=cols(SCALE), quats=cols(ROT),
         opacities=arr["opacity"].astype(np.float32),
         sh_dc=cols(DC), sh_rest=np.ascontiguousarray(sh_rest), extras=extras, meta=meta)
+
+
+def _warn_narrowed(arr: np.ndarray, names: list[str], path: Path) -> None:
+    """Warn when a standard column holds float64/integer values that float32 cannot hold exactly.
+
+    GaussianScene keeps its attributes in float32 (extras keep their dtype); the warning names the
+    columns so the narrowing is never silent. Files written from float32 data lose nothing and say nothing.
+    """
+    lossy = []
+    for name in names:
+        col = arr[name]
+        if col.dtype.itemsize > 4 or col.dtype.kind in "iu":
+            with np.errstate(over="ignore", invalid="ignore"):
+                back = col.astype(np.float32).astype(col.dtype)
+            if not np.array_equal(back, col, equal_nan=col.dtype.kind == "f"):
+                lossy.append(f"{name} ({col.dtype.name})")
+    if lossy:
+        shown = ", ".join(lossy[:6]) + (f" and {len(lossy) - 6} more" if len(lossy) > 6 else "")
+        warnings.warn(f"{path}: {shown} narrowed to float32 (scene attributes are float32; "
+                      "values changed)", stacklevel=3)
 
 
 def scene_columns(scene: GaussianScene) -> dict[str, np.ndarray]:
@@ -158,7 +182,8 @@ def write(scene: GaussianScene, path: Path, format: str | None = None, normals: 
     table = np.empty(scene.n, dtype=np.dtype(fields))
     for (name, _), value in zip(fields, values, strict=True):
         table[name] = value
-    write_ply(str(path), [("vertex", table)], fmt=fmt, comments=comments or ply_meta.get("comments", []))
+    write_ply(str(path), [("vertex", table)], fmt=fmt, comments=comments or ply_meta.get("comments", []),
+              obj_info=ply_meta.get("obj_info", []))
 
 
 # the scene-format registry loads this by entry point (group fieldpress.scene_formats)

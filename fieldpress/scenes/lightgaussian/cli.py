@@ -3,13 +3,14 @@ files, and their decoding back to any scene format fieldpress writes."""
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from fieldpress.cli import BatchCommand, RunSummary, add_device_arg, entry, input_file, new_parser
-from fieldpress.errors import InputError
+from fieldpress.errors import InputError, ResumeError
 from fieldpress.runtime import progress_enabled, resolve_device
 
 DESCRIPTION = ("Compress a 3D Gaussian Splatting scene (any readable format) into a .fpg file: "
@@ -76,8 +77,29 @@ def build_parser() -> Any:
     p.add_argument("--eval-views", type=int, default=16, help="orbit views for evaluation (16)")
     p.add_argument("--eval-width", type=int, default=512, help="evaluation render width in pixels (512)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--resume", action="store_true", help="continue the fine-tunes from OUTPUT.recover.ckpt/ "
+                   "and OUTPUT.distill.ckpt/ after an interruption (same flags and input)")
+    p.add_argument("--checkpoint-every", type=int, metavar="STEPS",
+                   help="also checkpoint the fine-tunes every STEPS steps (default: every 60 s)")
     add_device_arg(p)
     return p
+
+
+def _resume(args: Any, path: Path, output: Path, options: Any) -> Any:
+    """The fine-tunes' checkpoints beside the output; ResumeError when --resume finds none."""
+    from fieldpress.scenes.lightgaussian.pipeline import Resume
+
+    if args.checkpoint_every is not None and args.checkpoint_every < 1:
+        raise InputError("--checkpoint-every must be at least 1")
+    flags = {k: v for k, v in dataclasses.asdict(options).items()
+             if k not in ("evaluate", "eval_views", "eval_width")}
+    signature = {"input": str(path.resolve()), "input_bytes": path.stat().st_size, "options": flags,
+                 "cameras": args.cameras}
+    resume = Resume(output, args.resume, args.checkpoint_every, signature)
+    if args.resume and not resume.existing():
+        raise ResumeError(f"cannot resume: no fine-tune checkpoint beside {output} "
+                          "(rerun without --resume to start over)")
+    return resume
 
 
 def compress_options(args: Any) -> Any:
@@ -119,7 +141,9 @@ def run_compress_splat(args: Any) -> RunSummary:
     device = resolve_device(args.device)
     show = progress_enabled(args.json)
     cameras = load_cameras(args.cameras) if args.cameras else None
-    result = compress(path, options, device, cameras=cameras, progress=_logger(show), show_progress=show)
+    resume = _resume(args, path, output, options)
+    result = compress(path, options, device, cameras=cameras, progress=_logger(show), show_progress=show,
+                      resume=resume)
     t = time.perf_counter()
     result.write(output)
     result.metrics["stage_seconds"]["write"] = round(time.perf_counter() - t, 3)

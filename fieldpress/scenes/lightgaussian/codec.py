@@ -208,6 +208,16 @@ def _json_safe(meta: dict[str, Any]) -> dict[str, Any]:
 
 
 # ----------------------------------------------------------------------------- decode
+def _section(header: dict[str, Any], key: str) -> dict[str, Any]:
+    """A header section that must be an object when present ({} when absent or null)."""
+    value = header.get(key)
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise FormatError(f"scene header {key!r} is a {type(value).__name__}, not an object")
+    return value
+
+
 def decode_streams(header: dict[str, Any], streams: Any) -> Any:
     """Rebuild the GaussianScene from the header and a mapping of stream name -> array (lazy ok).
     A header without codec keys is one `encode_scene` made and not yet written."""
@@ -241,7 +251,7 @@ def decode_streams(header: dict[str, Any], streams: Any) -> Any:
     quats = from_smallest_three(get("rot/axis", (n,)), _dequantize(get("rot/q", (n, 3)),
                                                                    header.get("rotation", {}), 3))
     k = REST_COUNTS[degree]
-    vq_dc = bool(header.get("config", {}).get("vq_dc", False))
+    vq_dc = bool(_section(header, "config").get("vq_dc", False))
     dims = 3 * k + (3 if vq_dc else 0)
     features = np.zeros((n, dims), np.float32)
     if dims:
@@ -266,12 +276,12 @@ def decode_streams(header: dict[str, Any], streams: Any) -> Any:
         dc = _dequantize(get("dc", (n, 3)), header.get("dc", {}), 3)
         rest = features
     extras = {}
-    for name, dtype in (header.get("extras") or {}).items():
+    for name, dtype in _section(header, "extras").items():
         value = get(f"extra/{name}")
         if value.shape[:1] != (n,) or str(value.dtype) != dtype:
             raise FormatError(f"extra property {name!r} does not match the header")
         extras[name] = value
-    meta = dict(header.get("scene_meta") or {})
+    meta = dict(_section(header, "scene_meta"))
     if header.get("antialiased"):
         meta["antialiased"] = True
     return GaussianScene.from_arrays(means, scales, quats, opacity, dc, rest.reshape(n, k, 3),
@@ -324,6 +334,12 @@ class LightGaussianCodecImpl:
 
     def decode(self, container: Any, **options: Any) -> SceneDecoder:
         return SceneDecoder(container)
+
+    def verify(self, container: Any) -> None:
+        """Deep validation (`fieldpress info --verify`): decode every attribute into a scene."""
+        if container.kind != KIND:
+            raise FormatError(f"a fieldpress {container.kind!r} container, not a scene (.fpg)")
+        SceneDecoder(container).scene().validate()
 
 
 LIGHTGAUSSIAN_CODEC = LightGaussianCodecImpl()

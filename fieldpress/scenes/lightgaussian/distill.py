@@ -12,13 +12,15 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+from fieldpress.engine.checkpoint import checkpoint_dir
 from fieldpress.errors import InputError
 
 LAMBDA_SSIM = 0.2
@@ -162,12 +164,24 @@ def teacher_loss(model: nn.Module, batch: dict[str, Tensor]) -> tuple[Tensor, di
     return loss, {"loss": loss.detach(), "psnr": -10.0 * torch.log10(mse)}
 
 
+@dataclasses.dataclass(frozen=True)
+class StageCheckpoint:
+    """Where a fine-tune checkpoints (`<output>.ckpt/`), whether it resumes from there (only when that
+    checkpoint exists), an extra step interval, and what a resume must match (flags, input)."""
+
+    output: Path
+    resume: bool = False
+    every_steps: int | None = None
+    signature: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+
 def fit_to_teacher(student: Any, teacher: Any, cameras: Sequence[Any], config: TeacherFitConfig,
-                   device: torch.device | str = "cpu",
-                   show_progress: bool = False) -> tuple[Any, dict[str, Any]]:
+                   device: torch.device | str = "cpu", show_progress: bool = False,
+                   checkpoint: StageCheckpoint | None = None) -> tuple[Any, dict[str, Any]]:
     """Train the student's `config.trainable` attributes to reproduce the teacher's renders.
 
     Returns the trained scene (detached, CPU) and a report (steps, seconds, final loss/PSNR).
+    With `checkpoint` the Fitter checkpoints every 60 s (and every `every_steps`) and resumes exactly.
     """
     from fieldpress.engine import FitConfig, Fitter, Stage
 
@@ -187,11 +201,16 @@ def fit_to_teacher(student: Any, teacher: Any, cameras: Sequence[Any], config: T
         return out
 
     fit = FitConfig(batch_size=1, seed=config.seed, device=str(device), steps_per_epoch=config.steps,
-                    description=config.description, checkpoint_every_s=math.inf, log_every=1)
+                    description=config.description, log_every=1,
+                    checkpoint_every_s=math.inf if checkpoint is None else 60.0,
+                    checkpoint_every_steps=None if checkpoint is None else checkpoint.every_steps)
     stages = [Stage(kind="fit", epochs=1, lr=config.lr, schedule="cosine", min_lr_ratio=0.1)]
-    fitter = Fitter(model, data, teacher_loss, fit, stages, output=None, param_groups=groups,
-                    show_progress=show_progress)
-    result = fitter.run()
+    output = None if checkpoint is None else checkpoint.output
+    signature = None if checkpoint is None else {"config": dataclasses.asdict(config), **checkpoint.signature}
+    fitter = Fitter(model, data, teacher_loss, fit, stages, output=output, param_groups=groups,
+                    show_progress=show_progress, signature=signature)
+    resume = checkpoint is not None and checkpoint.resume and checkpoint_dir(checkpoint.output).is_dir()
+    result = fitter.run(resume=resume)
     trained = result.model.scene() if isinstance(result.model, SceneModel) else model.scene()
     report = {"steps": int(result.steps), "seconds": round(float(result.seconds), 3)}
     if result.stages:
@@ -203,7 +222,8 @@ def fit_to_teacher(student: Any, teacher: Any, cameras: Sequence[Any], config: T
 
 
 def distill_sh(scene: Any, teacher: Any, degree: int, cameras: Sequence[Any], config: TeacherFitConfig,
-               device: torch.device | str = "cpu", show_progress: bool = False) -> tuple[Any, dict[str, Any]]:
+               device: torch.device | str = "cpu", show_progress: bool = False,
+               checkpoint: StageCheckpoint | None = None) -> tuple[Any, dict[str, Any]]:
     """LightGaussian SH distillation: truncate to `degree`, then fit to the teacher's renders."""
     if not 0 <= degree <= 3:
         raise InputError(f"SH degree must be 0-3, got {degree}")
@@ -212,4 +232,4 @@ def distill_sh(scene: Any, teacher: Any, degree: int, cameras: Sequence[Any], co
         return student, {"steps": 0, "seconds": 0.0, "note": "degree unchanged"}
     trainable = tuple(a for a in config.trainable if not (a == "sh_rest" and student.sh_degree == 0))
     return fit_to_teacher(student, teacher, cameras, dataclasses.replace(config, trainable=trainable),
-                          device, show_progress)
+                          device, show_progress, checkpoint)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -222,6 +222,34 @@ class _Run:
     degree: int
     stages: _Stages = field(default_factory=_Stages)
     reports: dict[str, Any] = field(default_factory=dict)
+    resume: Resume | None = None
+
+    def checkpoint(self, stage: str) -> Any:
+        """The fine-tune `stage`'s checkpoint (`<output>.<stage>.ckpt/`), or None without an output."""
+        from fieldpress.scenes.lightgaussian.distill import StageCheckpoint
+
+        if self.resume is None:
+            return None
+        r = self.resume
+        return StageCheckpoint(Path(f"{r.output}.{stage}"), r.resume, r.every_steps, r.signature)
+
+
+@dataclass(frozen=True)
+class Resume:
+    """Checkpoints of the fine-tunes beside `output` (`OUT.fpg.recover.ckpt/`, `OUT.fpg.distill.ckpt/`),
+    whether to continue from them, an extra step interval, and what a resume must match."""
+
+    output: Path
+    resume: bool = False
+    every_steps: int | None = None
+    signature: Mapping[str, Any] = field(default_factory=dict)
+
+    def existing(self) -> list[Path]:
+        """The fine-tune checkpoints present now."""
+        from fieldpress.engine.checkpoint import checkpoint_dir
+
+        return [d for d in (checkpoint_dir(Path(f"{self.output}.{s}")) for s in ("recover", "distill"))
+                if d.is_dir()]
 
 
 def _fine_tune(run: _Run, pruned: Any, prune: float) -> Any:
@@ -234,14 +262,15 @@ def _fine_tune(run: _Run, pruned: Any, prune: float) -> Any:
             run.progress("recovery fine-tune")
             train_cams = _train_cameras(run.scene, run.cameras, options)
             pruned, run.reports["recover"] = recover(pruned, run.scene, train_cams, fit_cfg, run.device,
-                                                     run.show_progress)
+                                                     run.show_progress, run.checkpoint("recover"))
     if run.degree < pruned.sh_degree:
         with run.stages("distill"):
             if preset.finetune_steps and preset.render:
                 run.progress("SH distillation")
                 train_cams = train_cams or _train_cameras(run.scene, run.cameras, options)
                 pruned, run.reports["distill"] = distill_sh(pruned, run.scene, run.degree, train_cams,
-                                                            fit_cfg, run.device, run.show_progress)
+                                                            fit_cfg, run.device, run.show_progress,
+                                                            run.checkpoint("distill"))
             else:
                 pruned = pruned.with_sh_degree(run.degree)
                 run.reports["distill"] = {"steps": 0, "note": "truncated without distillation"}
@@ -275,13 +304,14 @@ def _encode_to_fit(run: _Run, pruned: Any, scores: np.ndarray, prune: float, cod
 
 def encode_pipeline(scene: Any, options: CompressOptions, cameras: Sequence[Any] | None = None,
                     device: Any = "cpu", progress: Progress = _noop, source: dict[str, Any] | None = None,
-                    show_progress: bool = False) -> Encoding:
-    """Run the stages on a loaded GaussianScene and return the encoded file contents (not yet bytes)."""
+                    show_progress: bool = False, resume: Resume | None = None) -> Encoding:
+    """Run the stages on a loaded GaussianScene and return the encoded file contents (not yet bytes).
+    `resume`: checkpoint the fine-tunes (and continue from their checkpoints)."""
     preset = options.resolved()
     torch.manual_seed(options.seed)
     scene = scene.detach().to("cpu")
     run = _Run(scene, options, preset, cameras, device, progress, show_progress,
-               _kept_degree(scene, options, preset))
+               _kept_degree(scene, options, preset), resume=resume)
     with run.stages("significance"):
         scores, run.reports["significance"] = _scores(scene, cameras, options, preset, device, progress)
     prune, codec = preset.prune, preset.codec
@@ -336,14 +366,15 @@ def _file_metrics(options: CompressOptions, run: Encoding, source: dict[str, Any
 
 def compress(input: Any, options: CompressOptions, device: Any = "cpu", *,
              cameras: Sequence[Any] | None = None, progress: Progress = _noop,
-             source: dict[str, Any] | None = None, show_progress: bool = False) -> Result:
+             source: dict[str, Any] | None = None, show_progress: bool = False,
+             resume: Resume | None = None) -> Result:
     """Compress a scene file (path) or a loaded GaussianScene into `.fpg` bytes: `Result.data` is the
     file, and its metrics (gaussians_in/out, bytes_per_gaussian, render_psnr, ...) are measured on the
     scene decoded from those bytes. `source` adds header facts for a scene given without a path."""
     started = time.perf_counter()
     scene, loaded_from, path, load_s = _load(input)
     source = {**loaded_from, **(source or {})}
-    run = encode_pipeline(scene, options, cameras, device, progress, source, show_progress)
+    run = encode_pipeline(scene, options, cameras, device, progress, source, show_progress, resume)
     data = encode_file(LIGHTGAUSSIAN, run.encoded)
     metrics = _file_metrics(options, run, source, len(data))
     stages = {"load": round(load_s, 3), **run.stages} if path else dict(run.stages)

@@ -59,14 +59,40 @@ class VideoModelConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]):  # noqa: ANN206 - returns the subclass
-        names = {f.name for f in dataclasses.fields(cls)}
-        kwargs = {k: v for k, v in data.items() if k in names}
-        for key, value in list(kwargs.items()):
-            if isinstance(value, list):
-                kwargs[key] = tuple(value)
+        if not isinstance(data, dict):
+            raise TypeError(f"model config is a {type(data).__name__}, not an object")
+        types = {f.name: str(f.type) for f in dataclasses.fields(cls)}
+        kwargs = {k: _checked(k, v, types[k]) for k, v in data.items() if k in types}
         if isinstance(kwargs.get("modulation"), dict):
-            kwargs["modulation"] = ModulationSpec(**kwargs["modulation"])
+            spec = {f.name: str(f.type) for f in dataclasses.fields(ModulationSpec)}
+            kwargs["modulation"] = ModulationSpec(**{k: _checked(k, v, spec[k])
+                                                     for k, v in kwargs["modulation"].items() if k in spec})
+        for side in ("height", "width", "frames"):
+            if side in kwargs and not 1 <= kwargs[side] <= MAX_CONFIG_SIDE:
+                raise ValueError(f"model config {side} {kwargs[side]} is outside 1..{MAX_CONFIG_SIDE}")
         return cls(**kwargs)
+
+
+MAX_CONFIG_SIDE = 1 << 20  # frame sides and frame counts a stored config may name
+
+
+def _checked(key: str, value: Any, kind: str) -> Any:
+    """A header value checked against its config field's declared type (TypeError when it is not one)."""
+    if kind == "int" and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if kind == "float" and isinstance(value, (int, float)) and not isinstance(value, bool) \
+            and math.isfinite(value):
+        return float(value)
+    if kind == "str" and isinstance(value, str):
+        return value
+    if kind.startswith("tuple[int") and isinstance(value, (list, tuple)) \
+            and all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in value):
+        return tuple(value)
+    if kind == "ModulationSpec" and isinstance(value, dict):
+        return value
+    if kind not in ("int", "float", "str", "ModulationSpec") and not kind.startswith("tuple[int"):
+        return tuple(value) if isinstance(value, list) else value
+    raise TypeError(f"model config {key!r} is not a valid {kind}")
 
 
 @dataclass(frozen=True)
