@@ -157,7 +157,7 @@ def decode_symbols(decoder: Any, centre: np.ndarray, table: np.ndarray) -> np.nd
     try:
         for row, s, e in runs:
             out[order[s:e]] = decoder.decode(_model(row), e - s)
-    except (ValueError, RuntimeError) as exc:
+    except (ValueError, RuntimeError, AssertionError) as exc:  # constriction asserts on invalid data
         raise FormatError(f"damaged range-coded data ({exc})") from None
     return (out + RES_MIN + c).reshape(np.shape(table))
 

@@ -7,6 +7,7 @@ from typing import Any
 
 from fieldpress.errors import FormatError, InputError
 
+MAX_WIDTH, MAX_CONVS = 256, 8  # bounds a decoder checks before building networks from a header
 LATENT_MIN, LATENT_MAX = -64, 63  # coded latent range (residuals then fit the [-128, 127] alphabet)
 
 
@@ -25,8 +26,10 @@ class LatentConfig:
         if not 1 <= self.n_levels <= 12 or not 0 <= self.first_level < self.n_levels:
             raise InputError(f"latent levels: need 0 <= first_level < n_levels <= 12, got "
                              f"{self.first_level}, {self.n_levels}")
-        if self.arm_hidden < 1 or self.synth_hidden < 1 or self.synth_convs < 0:
-            raise InputError("latent config: widths must be positive")
+        if not (1 <= self.arm_hidden <= MAX_WIDTH and 1 <= self.synth_hidden <= MAX_WIDTH
+                and 0 <= self.synth_convs <= MAX_CONVS):
+            raise InputError(f"latent config: widths must be in 1..{MAX_WIDTH} and synthesis blocks in "
+                             f"0..{MAX_CONVS}")
         if self.upsample not in ("bicubic", "bilinear"):
             raise InputError(f"latent config: unknown upsampling {self.upsample!r}")
 
