@@ -3,7 +3,9 @@ files, and their decoding back to any scene format fieldpress writes."""
 
 from __future__ import annotations
 
+import sys
 import time
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -75,6 +77,8 @@ def build_parser() -> Any:
     p.add_argument("--no-eval", dest="evaluate", action="store_false", help="skip the evaluation")
     p.add_argument("--eval-views", type=int, default=16, help="orbit views for evaluation (16)")
     p.add_argument("--eval-width", type=int, default=512, help="evaluation render width in pixels (512)")
+    p.add_argument("--spz-axes", default=None, help="frame of an SPZ input that does not record one: "
+                   "RDF/ply (default) or RUB, or any of LDB..RUF; the file's extension wins")
     p.add_argument("--seed", type=int, default=0)
     add_device_arg(p)
     return p
@@ -87,7 +91,8 @@ def compress_options(args: Any) -> Any:
     return CompressOptions(preset=args.preset, prune=args.prune, sh_degree=args.sh_degree,
                            codebook=args.codebook, kept_bits=args.kept_bits,
                            finetune_steps=args.finetune_steps, target_bytes=args.target_size, seed=args.seed,
-                           evaluate=args.evaluate, eval_views=args.eval_views, eval_width=args.eval_width)
+                           evaluate=args.evaluate, eval_views=args.eval_views, eval_width=args.eval_width,
+                           spz_axes=args.spz_axes)
 
 
 def output_path(args: Any) -> tuple[Path, Path]:
@@ -113,7 +118,11 @@ def compress_splat_command(argv: Sequence[str] | None = None) -> int:
     device = resolve_device(args.device)
     show = progress_enabled(args.json)
     cameras = load_cameras(args.cameras) if args.cameras else None
-    result = compress(path, options, device, cameras=cameras, progress=_logger(show), show_progress=show)
+    with warnings.catch_warnings(record=True) as caught:  # reader warnings: one line each
+        warnings.simplefilter("always")
+        result = compress(path, options, device, cameras=cameras, progress=_logger(show), show_progress=show)
+    for w in caught:
+        print(f"warning: {w.message}", file=sys.stderr)
     t = time.perf_counter()
     result.write(output)
     result.metrics["stage_seconds"]["write"] = round(time.perf_counter() - t, 3)

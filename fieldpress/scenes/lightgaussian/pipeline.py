@@ -72,6 +72,7 @@ class CompressOptions:
     evaluate: bool = True  # render input and decoded scene on the evaluation views
     eval_views: int = 16
     eval_width: int = 512
+    spz_axes: str | None = None  # frame of an SPZ input that does not record one (None: the reader's default)
 
     def resolved(self) -> Preset:
         if self.preset not in PRESETS:
@@ -97,6 +98,10 @@ class CompressOptions:
             raise InputError(f"--codebook must be >= 1, got {self.codebook}")
         if self.eval_views < 1 or self.eval_width < 16:
             raise InputError("--eval-views must be >= 1 and --eval-width >= 16")
+        if self.spz_axes is not None:
+            from fieldpress.scenes.formats.spz import axes_name
+
+            axes_name(self.spz_axes)
         return dataclasses.replace(p, prune=prune, finetune_steps=steps, codec=codec)
 
 
@@ -303,16 +308,20 @@ def encode_pipeline(scene: Any, options: CompressOptions, cameras: Sequence[Any]
                     run.reports)
 
 
-def _load(input: Any) -> tuple[Any, dict[str, Any], str | None, float]:
+def _load(input: Any, spz_axes: str | None = None) -> tuple[Any, dict[str, Any], str | None, float]:
     """(scene, source facts for the header, input path or None, seconds to load) of a path or a scene."""
-    from fieldpress.scenes.formats import load_scene
+    from fieldpress.scenes.formats import detect_format, load_scene
 
     if not isinstance(input, (str, os.PathLike)):
         return input, {}, None, 0.0
     t = time.perf_counter()
     path = Path(input)
-    scene = load_scene(path)
+    spz = spz_axes is not None and detect_format(path).name == "spz"
+    scene = load_scene(path, axes=spz_axes) if spz else load_scene(path)
     source = {"name": path.name, "bytes": path.stat().st_size, "format": scene.meta.get("source_format")}
+    spz_meta = scene.meta.get("spz") or {}
+    if "axes" in spz_meta:  # `fieldpress info` shows which frame the SPZ was read in, and why
+        source["spz_axes"] = f"{spz_meta['axes']} ({spz_meta['axes_from']})"
     return scene, source, str(path), time.perf_counter() - t
 
 
@@ -341,7 +350,7 @@ def compress(input: Any, options: CompressOptions, device: Any = "cpu", *,
     file, and its metrics (gaussians_in/out, bytes_per_gaussian, render_psnr, ...) are measured on the
     scene decoded from those bytes. `source` adds header facts for a scene given without a path."""
     started = time.perf_counter()
-    scene, loaded_from, path, load_s = _load(input)
+    scene, loaded_from, path, load_s = _load(input, options.spz_axes)
     source = {**loaded_from, **(source or {})}
     run = encode_pipeline(scene, options, cameras, device, progress, source, show_progress)
     data = encode_file(LIGHTGAUSSIAN, run.encoded)
