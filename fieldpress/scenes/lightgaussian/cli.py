@@ -70,6 +70,13 @@ def build_parser() -> Any:
                    "(max: 200)")
     p.add_argument("--target-size", type=_parse_mb, metavar="MB",
                    help="search prune ratio and codebook size to land under this many MB (10^6 bytes)")
+    p.add_argument("--quality", type=int, choices=range(1, 10), metavar="1..9",
+                   help="quality level instead of a preset: 9 = fast (no count reduction), 3 keeps "
+                   "balanced's count, 1 the fewest Gaussians")
+    p.add_argument("--target-psnr", type=float, metavar="DB", help="the smallest file (quality level) "
+                   "whose render PSNR on the evaluation views reaches DB")
+    p.add_argument("--reduce", choices=("prune", "merge", "auto"), help="count reducer: significance "
+                   "pruning, moment-matched merging, or whichever renders closer (balanced/quality: auto)")
     p.add_argument("--cameras", help="camera file for significance, fine-tuning and evaluation "
                    "(default: orbit views)")
     p.add_argument("--eval", dest="evaluate", action="store_true", default=True,
@@ -92,7 +99,8 @@ def compress_options(args: Any) -> Any:
                            codebook=args.codebook, kept_bits=args.kept_bits,
                            finetune_steps=args.finetune_steps, target_bytes=args.target_size, seed=args.seed,
                            evaluate=args.evaluate, eval_views=args.eval_views, eval_width=args.eval_width,
-                           spz_axes=args.spz_axes)
+                           spz_axes=args.spz_axes, quality=args.quality, target_psnr=args.target_psnr,
+                           reduce=args.reduce)
 
 
 def output_path(args: Any) -> tuple[Path, Path]:
