@@ -235,7 +235,8 @@ print(json.dumps({"preset": preset, "gaussians": n, "bytes": len(r.data), "bytes
 
 
 def scale_rows(n: int, presets: list[str]) -> list[dict[str, Any]]:
-    """A synthetic n-Gaussian SH-3 scene through each preset (no rendering of the result), one process each."""
+    """A synthetic n-Gaussian SH-3 scene through each preset (no rendering of the result), one process
+    each."""
     root = Path(__file__).resolve().parent.parent
     env = {**os.environ, "PYTHONPATH": str(root)}
     rows = []

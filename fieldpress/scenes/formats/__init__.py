@@ -10,7 +10,6 @@ import os
 from pathlib import Path
 
 from fieldpress.errors import FormatError, InputError
-from fieldpress.scenes.formats.sanitize import sanitize
 from fieldpress.scenes.formats.registry import (
     SceneFormat,
     detect_format,
@@ -19,6 +18,7 @@ from fieldpress.scenes.formats.registry import (
     register_format,
     writer_for,
 )
+from fieldpress.scenes.formats.sanitize import sanitize
 from fieldpress.scenes.scene import GaussianScene
 
 

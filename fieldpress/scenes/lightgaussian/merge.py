@@ -46,7 +46,8 @@ def rotmat_to_quat(rot: torch.Tensor) -> torch.Tensor:
     m = rot
     trace = m[:, 0, 0] + m[:, 1, 1] + m[:, 2, 2]
     cands = torch.stack([
-        torch.stack([1 + trace, m[:, 2, 1] - m[:, 1, 2], m[:, 0, 2] - m[:, 2, 0], m[:, 1, 0] - m[:, 0, 1]], 1),
+        torch.stack([1 + trace, m[:, 2, 1] - m[:, 1, 2], m[:, 0, 2] - m[:, 2, 0],
+                     m[:, 1, 0] - m[:, 0, 1]], 1),
         torch.stack([m[:, 2, 1] - m[:, 1, 2], 1 + m[:, 0, 0] - m[:, 1, 1] - m[:, 2, 2],
                      m[:, 0, 1] + m[:, 1, 0], m[:, 0, 2] + m[:, 2, 0]], 1),
         torch.stack([m[:, 0, 2] - m[:, 2, 0], m[:, 0, 1] + m[:, 1, 0],

@@ -102,7 +102,8 @@ class CompressOptions:
             ReduceConfig(self.reduce).validate()
             p = dataclasses.replace(p, reduce=self.reduce)
         if self.target_psnr is not None and (self.target_bytes is not None or not self.target_psnr > 0):
-            raise InputError("--target-psnr takes a positive dB value and cannot be combined with --target-size")
+            raise InputError("--target-psnr takes a positive dB value and cannot be combined with "
+                             "--target-size")
         codec = p.codec
         vt = dataclasses.replace(codec.vectree, seed=self.seed,
                                  codebook_size=self.codebook if self.codebook is not None
@@ -397,7 +398,8 @@ def compress(input: Any, options: CompressOptions, device: Any = "cpu", *,
         metrics["eval_views"] = len(cams)
         stages["eval"] = round(time.perf_counter() - t, 3)
     metrics["stage_seconds"] = stages
-    metrics.update({k: run.reports[k] for k in ("recover", "distill", "search", "reduce") if k in run.reports})
+    reported = ("recover", "distill", "search", "reduce")
+    metrics.update({k: run.reports[k] for k in reported if k in run.reports})
     return Result(LIGHTGAUSSIAN, data, metrics, input=path, seconds=time.perf_counter() - started,
                   device=str(device))
 
@@ -434,7 +436,8 @@ def _compress_to_psnr(input: Any, options: CompressOptions, device: Any, cameras
     best = tried[hi]
     best.metrics["target_psnr"] = {
         "target": options.target_psnr, "reached": reached, "quality": hi,
-        "tried": {q: {"bytes": len(r.data), "render_psnr": r.metrics["render_psnr"]} for q, r in sorted(tried.items())}}
+        "tried": {q: {"bytes": len(r.data), "render_psnr": r.metrics["render_psnr"]}
+                  for q, r in sorted(tried.items())}}
     best.input, best.seconds = path, time.perf_counter() - started
     return best
 
