@@ -167,7 +167,7 @@ def bench_scene(path: Path, args: argparse.Namespace, work: Path, exe: Path | No
     reference = render_views(scene, cams)
     ref_s = time.perf_counter() - t
     rows: list[dict[str, Any]] = []
-    for name, suffix in PEERS:
+    for name, suffix in PEERS if not args.no_formats else ():
         fmt = next((f for f in formats().values() if f.write and suffix in f.suffixes), None)
         if fmt is None:
             rows.append({"method": name, "skipped": "no writer registered"})
@@ -299,6 +299,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--reduce-levels", nargs="*", type=int, default=[3],
                    help="quality levels also run with --reduce prune and --reduce merge (equal count)")
     p.add_argument("--no-peers", action="store_true", help="skip splat-transform")
+    p.add_argument("--no-formats", action="store_true", help="skip our PLY / compressed PLY / SPZ writers")
     p.add_argument("--npm-prefix", type=Path, default=Path.home() / ".cache" / "fieldpress" / "npm")
     p.add_argument("--scale", type=int, default=0, help="also a synthetic SH-3 scene of this many Gaussians")
     p.add_argument("--scale-presets", nargs="*", default=["fast", "balanced"])
