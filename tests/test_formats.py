@@ -225,11 +225,17 @@ def test_missing_properties_are_refused(tmp_path: Path) -> None:
 
 
 def test_nan_values_are_refused(tmp_path: Path) -> None:
+    """NaN colours are refused; NaN positions are dropped with a warning (issue 18)."""
     scene = synthetic_scene(20, sh_degree=0)
-    scene.means[3, 1] = float("nan")
+    scene.sh_dc[3, 1] = float("nan")
     save_scene(scene, tmp_path / "nan.ply")
     with pytest.raises(InputError, match="non-finite"):
         load_scene(tmp_path / "nan.ply")
+    scene = synthetic_scene(20, sh_degree=0)
+    scene.means[3, 1] = float("nan")
+    save_scene(scene, tmp_path / "nanpos.ply")
+    with pytest.warns(UserWarning, match="dropped 1 Gaussians with non-finite positions"):
+        assert load_scene(tmp_path / "nanpos.ply").n == 19
 
 
 def test_non_scene_files_are_refused(tmp_path: Path) -> None:
@@ -340,7 +346,8 @@ def test_spz_v4_declared_counts_are_checked(tmp_path: Path) -> None:
         load_scene(tmp_path / "huge.spz")
     save_scene(synthetic_scene(64, sh_degree=1), tmp_path / "ok.spz", version=4)
     data = bytearray((tmp_path / "ok.spz").read_bytes())
-    struct.pack_into("<Q", data, 32 + 8, 10**12)  # first stream claims a terabyte once decoded
+    toc = struct.unpack_from("<I", data, 16)[0]  # after the coordinate-system extension record
+    struct.pack_into("<Q", data, toc + 8, 10**12)  # first stream claims a terabyte once decoded
     (tmp_path / "lie.spz").write_bytes(bytes(data))
     with pytest.raises(FormatError, match="declares"):
         load_scene(tmp_path / "lie.spz")

@@ -68,6 +68,7 @@ def _render_parser() -> Any:
     parser.add_argument("--sh-degree", type=int, default=None, help="evaluate SH up to this degree (0-3)")
     parser.add_argument("--background", default="0,0,0", help="background R,G,B in [0,1] (default black)")
     parser.add_argument("--format", default=None, help="input format (default: detected)")
+    parser.add_argument("--spz-axes", default=None, help=SPZ_AXES_HELP)
     parser.add_argument("--up", default=None, help="world up axis for orbit views: -y (INRIA/COLMAP, the "
                         "default), +y, +z, -z, +x, -x or X,Y,Z")
     add_device_arg(parser)
@@ -93,7 +94,12 @@ def parse_up(text: str) -> tuple[float, float, float]:
     return vec[0], vec[1], vec[2]
 
 
-def load_with_warnings(path: Path, fmt: str | None) -> Any:
+SPZ_AXES_HELP = ("frame of an SPZ that does not record one: RDF/ply (default: what Niantic's ply_to_spz "
+                 "and splat-transform write) or RUB (the SPZ README's), or any of LDB..RUF; the "
+                 "file's coordinate-system extension wins when present")
+
+
+def load_with_warnings(path: Path, fmt: str | None, spz_axes: str | None = None) -> Any:
     """load_scene, with the readers' warnings (e.g. trailing bytes) printed as one line each."""
     import sys
     import warnings
@@ -102,10 +108,28 @@ def load_with_warnings(path: Path, fmt: str | None) -> Any:
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        scene = load_scene(path, fmt)
+        scene = load_scene(path, fmt, **_spz_option(path, fmt, spz_axes))
     for w in caught:
         print(f"warning: {w.message}", file=sys.stderr)
     return scene
+
+
+def _spz_option(path: Path, fmt: str | None, spz_axes: str | None) -> dict[str, Any]:
+    """{"axes": ...} when --spz-axes is given and the input is an SPZ; the flag is ignored otherwise."""
+    if spz_axes is None:
+        return {}
+    from fieldpress.scenes.formats import detect_format, get_format
+    from fieldpress.scenes.formats.spz import axes_name
+
+    axes_name(spz_axes)
+    name = get_format(fmt).name if fmt else detect_format(path).name
+    return {"axes": spz_axes} if name == "spz" else {}
+
+
+def axes_note(scene: Any) -> str | None:
+    """"RDF (extension)" etc. for a scene read from SPZ: which frame its data was read in, and why."""
+    info = scene.meta.get("spz") or {}
+    return f"{info['axes']} ({info['axes_from']})" if "axes" in info else None
 
 
 def _background(text: str) -> tuple[float, float, float]:
@@ -141,7 +165,7 @@ def render_splat_command(argv: Sequence[str] | None = None) -> int:
         raise InputError(f"{out}: the output must be an image (.png, .jpg, .webp)")
     up = parse_up(args.up) if args.up else None
     device = resolve_device(args.device)
-    scene = load_with_warnings(path, args.format)
+    scene = load_with_warnings(path, args.format, args.spz_axes)
     if args.cameras:
         if args.up:
             raise InputError("--up applies to orbit views, not to --cameras")
@@ -192,10 +216,11 @@ def convert_command(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--sh-degree", type=int, default=None, help="truncate SH to this degree (0-3)")
     parser.add_argument("--spz-version", type=int, default=None, choices=(2, 3, 4),
                         help="SPZ version to write (default 3: gzip, readable everywhere)")
+    parser.add_argument("--spz-axes", default=None, help=SPZ_AXES_HELP)
     args = parser.parse_args(argv)
     t0 = time.perf_counter()
     path = input_file(args.input)
-    scene = load_with_warnings(path, args.input_format)
+    scene = load_with_warnings(path, args.input_format, args.spz_axes)
     n_in = scene.n
     if args.sh_degree is not None:
         if not 0 <= args.sh_degree <= 3:
@@ -213,6 +238,7 @@ def convert_command(argv: Sequence[str] | None = None) -> int:
     seconds = time.perf_counter() - t0
     summary = RunSummary("convert", str(path), str(args.output), size, seconds, "cpu", metrics={
         "format": fmt.name, "gaussians_in": n_in, "gaussians_out": scene.n, "sh_degree": scene.sh_degree,
+        "spz_axes": axes_note(scene),
         "bytes_per_gaussian": round(size / n_in, 3) if n_in else None})  # DESIGN: over the input count
     summary.emit(args.json)
     return 0

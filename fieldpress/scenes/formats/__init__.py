@@ -5,6 +5,7 @@ format in this process."""
 
 from __future__ import annotations
 
+import inspect
 import os
 from pathlib import Path
 
@@ -17,14 +18,17 @@ from fieldpress.scenes.formats.registry import (
     register_format,
     writer_for,
 )
+from fieldpress.scenes.formats.sanitize import sanitize
 from fieldpress.scenes.scene import GaussianScene
 
 
 def load_scene(path: str | os.PathLike[str], format: str | None = None,
-               validate: bool = True) -> GaussianScene:
+               validate: bool = True, **read_options: object) -> GaussianScene:
     """Read a scene file in any registered format (detected from its content unless `format` is given).
 
-    Raises InputError/FormatError (one line) for anything unreadable, including non-finite values.
+    `read_options` go to the reader (e.g. `axes="RUB"` for SPZ; None values are dropped). Non-finite
+    opacities/scales are clamped and non-finite positions dropped with one warning (`sanitize`); other
+    non-finite values and anything unreadable raise InputError/FormatError (one line).
     """
     p = Path(path)
     if not p.is_file():
@@ -32,10 +36,16 @@ def load_scene(path: str | os.PathLike[str], format: str | None = None,
     fmt = get_format(format) if format else detect_format(p)
     if fmt.read is None:
         raise InputError(f"format {fmt.name!r} cannot be read")
-    scene = fmt.read(p)
+    options = {k: v for k, v in read_options.items() if v is not None}
+    unknown = [k for k in options if k not in inspect.signature(fmt.read).parameters]
+    if unknown:
+        raise InputError(f"{p}: the {fmt.name} reader takes no option {', '.join(unknown)}")
+    scene = fmt.read(p, **options)
     if not isinstance(scene, GaussianScene):
         raise FormatError(f"{p}: the {fmt.name} reader did not produce a Gaussian scene")
     scene.meta.setdefault("source_format", fmt.name)
+    if validate:
+        scene = sanitize(scene, str(p))
     return scene.validate(finite=validate)
 
 

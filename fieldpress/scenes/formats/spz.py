@@ -3,10 +3,14 @@ version 4 a 32-byte plain header, a table of contents and six zstd streams. Attr
 24-bit fixed point, alpha u8 (sigmoid), colour u8 (dc * 0.15 + 0.5), log-scale u8 ((s + 10) * 16),
 rotation xyz u8 (v2) or smallest-three 2+3x10 bits (v3+), SH u8 ((v - 128) / 128), colour-inner.
 
-SPZ stores Right-Up-Back coordinates; the INRIA PLY convention (and `GaussianScene`) is Right-Down-
-Front, so positions, quaternions and SH coefficients are flipped on the way in and out, as the
-reference library does. Declared counts are checked against the file (and the gzip/zstd expansion
-bounded) before anything is allocated.
+Axes: `GaussianScene` is Right-Down-Front (the INRIA PLY frame). The SPZ README describes Right-Up-
+Back, but Niantic's own `ply_to_spz` and PlayCanvas's splat-transform store the PLY's axes unchanged
+and say nothing (nianticlabs/spz issue 84). The `SPZ_ADOBE_coordinate_system` extension (type
+0xADBE0003, nianticlabs/spz PR 82: a u32 record naming the frame) settles it when present. Without it
+the reader takes `axes` (`--spz-axes`), default RDF: the frame those converters write, and exactly what
+the reference `spz_to_ply` gives back. The writer stores RUB and always records it in the extension.
+Frames with permuted axes (codes 9-16) are refused. Declared counts are checked against the file (and
+the gzip/zstd expansion bounded) before anything is allocated.
 """
 
 from __future__ import annotations
@@ -34,10 +38,75 @@ FLAG_EXTENSIONS = 0x2
 GZIP_MAX_RATIO = 1032  # deflate cannot expand more than ~1032:1
 ZSTD_MIN_BYTES_PER_POINT, ZSTD_MAX_RATIO = 9, 1024  # the reference loader's sanity bound
 MAX_DECODED = int(os.environ.get("FIELDPRESS_MAX_DECODED_BYTES", str(8 << 30)))
-# RUB <-> RDF: flip y and z; quaternion x,y,z signs; SH signs per coefficient (degree 1-3, 15 values)
-FLIP_P = np.array([1.0, -1.0, -1.0])
-FLIP_Q_XYZ = np.array([1.0, -1.0, -1.0])
-FLIP_SH = np.array([-1, -1, 1, -1, 1, 1, -1, 1, -1, 1, -1, -1, 1, -1, 1], dtype=np.float64)
+EXT_COORDINATE_SYSTEM = 0xADBE0003
+MAX_EXTENSION_BYTES = 1 << 16  # extension records read from a legacy stream's tail, at most
+# spz's CoordinateSystem codes 1-8: the axis-sign frames (9-16 permute axes and are not supported)
+AXES_CODES = {"LDB": 1, "RDB": 2, "LUB": 3, "RUB": 4, "LDF": 5, "RDF": 6, "LUF": 7, "RUF": 8}
+AXES_ALIASES = {"PLY": "RDF", "SPZ": "RUB"}
+DEFAULT_READ_AXES = "RDF"  # what ply_to_spz and splat-transform write (see the module docstring)
+WRITE_AXES = "RUB"
+# the axis whose sign each SH coefficient (degree 1-3, 3DGS order) changes with: product over the
+# odd-power axes of its basis polynomial (y, z, x | xy, yz, 1, xz, 1 | y, xyz, y, z, x, z, x)
+_SH_PARITY = ("y", "z", "x", "xy", "yz", "", "xz", "", "y", "xyz", "y", "z", "x", "z", "x")
+
+
+def axes_name(text: str) -> str:
+    """The canonical frame name (RDF, RUB, ...) of `text`; InputError for anything else."""
+    key = str(text).strip().upper()
+    key = AXES_ALIASES.get(key, key)
+    if key not in AXES_CODES:
+        raise InputError(f"unknown SPZ axes {text!r}: choose from {', '.join(AXES_CODES)} (ply = RDF)")
+    return key
+
+
+def axis_signs(axes: str) -> np.ndarray:
+    """Signs taking coordinates in frame `axes` to RDF (its own inverse)."""
+    a = axes_name(axes)
+    return np.array([1.0 if a[0] == "R" else -1.0, 1.0 if a[1] == "D" else -1.0,
+                     1.0 if a[2] == "F" else -1.0])
+
+
+def flip_tables(axes: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(position signs, quaternion x,y,z signs, SH signs for 15 coefficients) between `axes` and RDF."""
+    s = axis_signs(axes)
+    sx, sy, sz = s
+    sign = {"x": sx, "y": sy, "z": sz}
+    sh = np.array([np.prod([sign[c] for c in odd]) if odd else 1.0 for odd in _SH_PARITY])
+    return s, np.array([sy * sz, sx * sz, sx * sy]), sh
+
+
+def _parse_extensions(path: Path, raw: bytes) -> dict[int, bytes]:
+    """Extension records (u32 type, u32 length, payload) by type; FormatError if they overrun."""
+    out: dict[int, bytes] = {}
+    pos = 0
+    while pos + 8 <= len(raw):
+        kind, length = struct.unpack_from("<II", raw, pos)
+        if pos + 8 + length > len(raw):
+            raise FormatError(f"{path}: SPZ extension record 0x{kind:08x} overruns its block")
+        out.setdefault(kind, raw[pos + 8: pos + 8 + length])
+        pos += 8 + length
+    return out
+
+
+def _file_axes(path: Path, extensions: dict[int, bytes], axes: str | None) -> tuple[str, str]:
+    """(frame, where it came from: extension | option | default) of the data in this file."""
+    payload = extensions.get(EXT_COORDINATE_SYSTEM)
+    if payload is not None:
+        if len(payload) < 4:
+            raise FormatError(f"{path}: SPZ coordinate-system extension is {len(payload)} bytes, expected 4")
+        code = struct.unpack_from("<I", payload)[0]
+        names = {v: k for k, v in AXES_CODES.items()}
+        if code in names:
+            return names[code], "extension"
+        if code != 0:  # 0 = unspecified: as if absent
+            raise FormatError(f"{path}: SPZ coordinate system code {code} (permuted axes) is not supported")
+    if axes is not None:
+        return axes_name(axes), "option"
+    return DEFAULT_READ_AXES, "default"
+
+
+def _extension_block(axes: str) -> bytes:
+    return struct.pack("<III", EXT_COORDINATE_SYSTEM, 4, AXES_CODES[axes_name(axes)])
 
 
 def sniff(head: bytes, path: Path) -> bool:
@@ -67,16 +136,19 @@ def _check_header(path: Path, version: int, n: int, degree: int, frac: int, lega
         raise FormatError(f"{path}: SPZ fractional bits {frac} is out of range")
 
 
-def read(path: Path) -> GaussianScene:
+def read(path: Path, axes: str | None = None) -> GaussianScene:
+    """An SPZ scene in RDF; `axes` is the frame assumed when the file does not record one."""
+    if axes is not None:
+        axes_name(axes)
     data = Path(path).read_bytes()
     if data[:4] == b"NGSP":
-        return _read_v4(path, data)
+        return _read_v4(path, data, axes)
     if data[:2] == b"\x1f\x8b":
-        return _read_legacy(path, data)
+        return _read_legacy(path, data, axes)
     raise FormatError(f"{path}: not an SPZ file (neither gzip nor NGSP magic)")
 
 
-def _read_legacy(path: Path, data: bytes) -> GaussianScene:
+def _read_legacy(path: Path, data: bytes, axes: str | None) -> GaussianScene:
     inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
     try:
         head = inflater.decompress(data, 16)
@@ -99,14 +171,21 @@ def _read_legacy(path: Path, data: bytes) -> GaussianScene:
         raise FormatError(f"{path}: damaged gzip stream in SPZ file ({exc})") from None
     if len(body) < expected:
         raise FormatError(f"{path}: SPZ data is truncated ({len(body)} of {expected} bytes)")
+    extensions: dict[int, bytes] = {}
+    if flags & FLAG_EXTENSIONS:
+        try:
+            tail = inflater.decompress(inflater.unconsumed_tail, MAX_EXTENSION_BYTES)
+        except zlib.error as exc:
+            raise FormatError(f"{path}: damaged gzip stream in SPZ file ({exc})") from None
+        extensions = _parse_extensions(path, tail)
     blocks, offset = [], 0
     for size in sizes:
         blocks.append(np.frombuffer(body, np.uint8, size, offset))
         offset += size
-    return _unpack(blocks, n, degree, frac, flags, version)
+    return _unpack(blocks, n, degree, frac, flags, version, _file_axes(path, extensions, axes))
 
 
-def _read_v4(path: Path, data: bytes) -> GaussianScene:
+def _read_v4(path: Path, data: bytes, axes: str | None) -> GaussianScene:
     if len(data) < 32:
         raise FormatError(f"{path}: SPZ file ends inside its 32-byte header")
     magic, version, n, degree, frac, flags, n_streams, toc = struct.unpack("<IIIBBBBI", data[:20])
@@ -124,6 +203,7 @@ def _read_v4(path: Path, data: bytes) -> GaussianScene:
     toc_end = toc + 16 * n_streams
     if toc < 32 or toc_end > len(data):
         raise FormatError(f"{path}: SPZ table of contents lies outside the file")
+    extensions = _parse_extensions(path, data[32:toc]) if flags & FLAG_EXTENSIONS else {}
     entries = [struct.unpack_from("<QQ", data, toc + 16 * i) for i in range(n_streams)]
     if sum(c for c, _ in entries) != len(data) - toc_end:
         raise FormatError(f"{path}: SPZ stream sizes do not add up to the file size")
@@ -143,11 +223,11 @@ def _read_v4(path: Path, data: bytes) -> GaussianScene:
             raise FormatError(f"{path}: SPZ stream {idx} decodes to {len(out)} bytes, expected {raw}")
         blocks[idx] = np.frombuffer(out, np.uint8)
         offset += comp
-    return _unpack(blocks, n, degree, frac, flags, version)
+    return _unpack(blocks, n, degree, frac, flags, version, _file_axes(path, extensions, axes))
 
 
 def _unpack(blocks: list[np.ndarray], n: int, degree: int, frac: int, flags: int,
-            version: int) -> GaussianScene:
+            version: int, axes: tuple[str, str]) -> GaussianScene:
     pos_b, alpha_b, color_b, scale_b, rot_b, sh_b = blocks
     if version == 1:
         means = pos_b.view("<f2").astype(np.float64).reshape(n, 3)
@@ -170,13 +250,13 @@ def _unpack(blocks: list[np.ndarray], n: int, degree: int, frac: int, flags: int
     if degree == 4:
         warnings.warn("SPZ SH degree 4 truncated to degree 3", stacklevel=4)
         sh = sh[:, :15]
-    # RUB (SPZ) -> RDF (PLY)
-    means = means * FLIP_P
-    xyzw[:, :3] *= FLIP_Q_XYZ
-    sh = sh * FLIP_SH[: sh.shape[1], None]
+    flip_p, flip_q, flip_sh = flip_tables(axes[0])  # the file's frame -> RDF
+    means = means * flip_p
+    xyzw[:, :3] *= flip_q
+    sh = sh * flip_sh[: sh.shape[1], None]
     quats = xyzw[:, [3, 0, 1, 2]]
     meta = {"antialiased": bool(flags & FLAG_ANTIALIASED),
-            "spz": {"version": version, "fractional_bits": frac}}
+            "spz": {"version": version, "fractional_bits": frac, "axes": axes[0], "axes_from": axes[1]}}
     return GaussianScene.from_arrays(means, scales, quats, opacities, sh_dc, np.ascontiguousarray(sh),
                                      meta=meta)
 
@@ -221,12 +301,13 @@ def fractional_bits_for(means: np.ndarray) -> int:
     return max(0, min(12, 23 - need))
 
 
-def pack(scene: GaussianScene, version: int = 3, sh1_bits: int = 5, sh_rest_bits: int = 4
-         ) -> tuple[list[bytes], int, int, int]:
-    """The six attribute blocks (RUB), fractional bits, SH degree and flags for `scene`."""
+def pack(scene: GaussianScene, version: int = 3, sh1_bits: int = 5, sh_rest_bits: int = 4,
+         axes: str = WRITE_AXES) -> tuple[list[bytes], int, int, int]:
+    """The six attribute blocks (in frame `axes`), fractional bits, SH degree and flags for `scene`."""
     s = scene.detach().to("cpu")
     n = s.n
-    means = s.means.double().numpy() * FLIP_P
+    flip_p, flip_q, flip_sh = flip_tables(axes)
+    means = s.means.double().numpy() * flip_p
     frac = fractional_bits_for(means)
     fixed = np.round(means * (1 << frac)).astype(np.int64).reshape(-1)
     limit = (1 << 23) - 1
@@ -236,10 +317,10 @@ def pack(scene: GaussianScene, version: int = 3, sh1_bits: int = 5, sh_rest_bits
     colors = _to_u8(s.sh_dc.double().numpy() * (COLOR_SCALE * 255.0) + 0.5 * 255.0)
     scales = _to_u8((s.scales.double().numpy() + 10.0) * 16.0)
     q = normalized_quats(s.quats.numpy())[:, [1, 2, 3, 0]]  # xyzw
-    q[:, :3] *= FLIP_Q_XYZ
+    q[:, :3] *= flip_q
     rot = _pack_smallest_three(q) if version >= 3 else _pack_first_three(q)
     degree = s.sh_degree
-    sh = s.sh_rest.double().numpy() * FLIP_SH[: s.sh_rest.shape[1], None]
+    sh = s.sh_rest.double().numpy() * flip_sh[: s.sh_rest.shape[1], None]
     sh_q = np.zeros(sh.shape, np.uint8)
     if degree:
         sh_q[:, :3] = _quantize_sh(sh[:, :3], sh1_bits)
@@ -269,30 +350,36 @@ def _pack_first_three(q: np.ndarray) -> np.ndarray:
 
 
 def write(scene: GaussianScene, path: Path, version: int = 3, sh1_bits: int = 5,
-          sh_rest_bits: int = 4) -> None:
-    """Write SPZ `version` 2 or 3 (gzip; read by every SPZ viewer) or 4 (zstd streams)."""
+          sh_rest_bits: int = 4, axes: str = WRITE_AXES, record_axes: bool = True) -> None:
+    """Write SPZ `version` 2 or 3 (gzip; read by every SPZ viewer) or 4 (zstd streams), data in frame
+    `axes`, named in the coordinate-system extension unless `record_axes` is False (as the converters
+    that write PLY axes silently do: `axes="RDF", record_axes=False` makes such a file)."""
     if version not in (2, 3, 4):
         raise InputError(f"SPZ version must be 2, 3 or 4, got {version}")
     if not (1 <= sh1_bits <= 8 and 1 <= sh_rest_bits <= 8):
         raise InputError("SPZ SH bits must be 1-8")
-    blocks, frac, degree, flags = pack(scene, version, sh1_bits, sh_rest_bits)
+    blocks, frac, degree, flags = pack(scene, version, sh1_bits, sh_rest_bits, axes)
+    extension = _extension_block(axes) if record_axes else b""
+    flags |= FLAG_EXTENSIONS if extension else 0
     n = scene.n
-    if version < 4:
+    if version < 4:  # legacy streams carry extension records after the attribute blocks
         header = struct.pack("<IIIBBBB", MAGIC, version, n, degree, frac, flags, 0)
         compressor = zlib.compressobj(zlib.Z_DEFAULT_COMPRESSION, zlib.DEFLATED, 16 + zlib.MAX_WBITS, 9)
         payload = compressor.compress(header) + b"".join(compressor.compress(b) for b in blocks)
-        Path(path).write_bytes(payload + compressor.flush())
+        Path(path).write_bytes(payload + compressor.compress(extension) + compressor.flush())
         return
     import zstandard
 
     cctx = zstandard.ZstdCompressor(level=12, write_content_size=True)
     streams = [(cctx.compress(b), len(b)) for b in blocks if len(b)]
-    header = struct.pack("<IIIBBBBI12x", MAGIC, 4, n, degree, frac, flags, len(streams), 32)
+    toc_offset = 32 + len(extension)  # extension records sit between the header and the TOC
+    header = struct.pack("<IIIBBBBI12x", MAGIC, 4, n, degree, frac, flags, len(streams), toc_offset)
     toc = b"".join(struct.pack("<QQ", len(c), raw) for c, raw in streams)
-    Path(path).write_bytes(header + toc + b"".join(c for c, _ in streams))
+    Path(path).write_bytes(header + extension + toc + b"".join(c for c, _ in streams))
 
 
 # the scene-format registry loads this by entry point (group fieldpress.scene_formats)
 FORMAT = SceneFormat(
     name="spz", suffixes=(".spz",), read=read, write=write, sniff=sniff, priority=20,
-    description="Niantic SPZ v1-4 (writes v3 by default; v2/v4 with --spz-version)")
+    description="Niantic SPZ v1-4 (writes v3 by default; v2/v4 with --spz-version); axes from the "
+    "coordinate-system extension, else --spz-axes (default RDF, the PLY frame)")

@@ -4,7 +4,9 @@ files, and their decoding back to any scene format fieldpress writes."""
 from __future__ import annotations
 
 import dataclasses
+import sys
 import time
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -69,6 +71,13 @@ def build_parser() -> Any:
                    "(max: 200)")
     p.add_argument("--target-size", type=_parse_mb, metavar="MB",
                    help="search prune ratio and codebook size to land under this many MB (10^6 bytes)")
+    p.add_argument("--quality", type=int, choices=range(1, 10), metavar="1..9",
+                   help="quality level instead of a preset: 9 = fast (no count reduction), 3 keeps "
+                   "balanced's count, 1 the fewest Gaussians")
+    p.add_argument("--target-psnr", type=float, metavar="DB", help="the smallest file (quality level) "
+                   "whose render PSNR on the evaluation views reaches DB")
+    p.add_argument("--reduce", choices=("prune", "merge", "auto"), help="count reducer: significance "
+                   "pruning, moment-matched merging, or whichever renders closer (balanced/quality: auto)")
     p.add_argument("--cameras", help="camera file for significance, fine-tuning and evaluation "
                    "(default: orbit views)")
     p.add_argument("--eval", dest="evaluate", action="store_true", default=True,
@@ -76,6 +85,8 @@ def build_parser() -> Any:
     p.add_argument("--no-eval", dest="evaluate", action="store_false", help="skip the evaluation")
     p.add_argument("--eval-views", type=int, default=16, help="orbit views for evaluation (16)")
     p.add_argument("--eval-width", type=int, default=512, help="evaluation render width in pixels (512)")
+    p.add_argument("--spz-axes", default=None, help="frame of an SPZ input that does not record one: "
+                   "RDF/ply (default) or RUB, or any of LDB..RUF; the file's extension wins")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--resume", action="store_true", help="continue the fine-tunes from OUTPUT.recover.ckpt/ "
                    "and OUTPUT.distill.ckpt/ after an interruption (same flags and input)")
@@ -109,7 +120,9 @@ def compress_options(args: Any) -> Any:
     return CompressOptions(preset=args.preset, prune=args.prune, sh_degree=args.sh_degree,
                            codebook=args.codebook, kept_bits=args.kept_bits,
                            finetune_steps=args.finetune_steps, target_bytes=args.target_size, seed=args.seed,
-                           evaluate=args.evaluate, eval_views=args.eval_views, eval_width=args.eval_width)
+                           evaluate=args.evaluate, eval_views=args.eval_views, eval_width=args.eval_width,
+                           spz_axes=args.spz_axes, quality=args.quality, target_psnr=args.target_psnr,
+                           reduce=args.reduce)
 
 
 def output_path(args: Any) -> tuple[Path, Path]:
@@ -142,8 +155,12 @@ def run_compress_splat(args: Any) -> RunSummary:
     show = progress_enabled(args.json)
     cameras = load_cameras(args.cameras) if args.cameras else None
     resume = _resume(args, path, output, options)
-    result = compress(path, options, device, cameras=cameras, progress=_logger(show), show_progress=show,
-                      resume=resume)
+    with warnings.catch_warnings(record=True) as caught:  # reader warnings: one line each
+        warnings.simplefilter("always")
+        result = compress(path, options, device, cameras=cameras, progress=_logger(show), show_progress=show,
+                          resume=resume)
+    for w in caught:
+        print(f"warning: {w.message}", file=sys.stderr)
     t = time.perf_counter()
     result.write(output)
     result.metrics["stage_seconds"]["write"] = round(time.perf_counter() - t, 3)

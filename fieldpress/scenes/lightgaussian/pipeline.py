@@ -26,6 +26,7 @@ from fieldpress.scenes.codecs import LIGHTGAUSSIAN
 from fieldpress.scenes.lightgaussian.codec import CodecConfig, encode_scene
 from fieldpress.scenes.lightgaussian.distill import TeacherFitConfig, distill_sh
 from fieldpress.scenes.lightgaussian.prune import prune_scene, recover
+from fieldpress.scenes.lightgaussian.reduce import ReduceConfig, reduce_count
 from fieldpress.scenes.lightgaussian.significance import proxy_significance, significance
 from fieldpress.scenes.lightgaussian.vectree import VecTreeConfig
 
@@ -40,6 +41,7 @@ class Preset:
     sh_drop: int  # SH degrees removed by distillation
     finetune_steps: int  # recovery and distillation steps (each)
     codec: CodecConfig
+    reduce: str = "prune"  # count reducer: prune | merge | auto (the better at equal count)
 
 
 _COMPACT = CodecConfig(position_bits=16, opacity_bits=8, scale_bits=8, rotation_bits=8, dc_bits=8,
@@ -49,9 +51,23 @@ PRESETS: dict[str, Preset] = {
     # instead of LightGaussian's float16 (--kept-bits 0): on fruit_drops 34 vs 51 B/G at -0.1 dB.
     "fast": Preset("fast", render=False, prune=0.0, sh_drop=0, finetune_steps=0,
                    codec=CodecConfig(vectree=VecTreeConfig(keep_bits=8))),
-    "balanced": Preset("balanced", render=True, prune=0.66, sh_drop=0, finetune_steps=0, codec=_COMPACT),
+    "balanced": Preset("balanced", render=True, prune=0.66, sh_drop=0, finetune_steps=0, codec=_COMPACT,
+                       reduce="auto"),
     "max": Preset("max", render=True, prune=0.66, sh_drop=1, finetune_steps=200, codec=_COMPACT),
 }
+# --quality 1..9: the share of Gaussians kept (pruned or merged, whichever renders closer) and the
+# attribute bits; 9 is `fast`, 3 keeps balanced's count. Every level is a real file (bench RD curve).
+QUALITY_KEEP = {1: 0.12, 2: 0.2, 3: 0.34, 4: 0.45, 5: 0.55, 6: 0.7, 7: 0.85, 8: 1.0, 9: 1.0}
+
+
+def quality_preset(level: int) -> Preset:
+    """The preset `--quality level` (1-9) stands for."""
+    if not isinstance(level, int) or not 1 <= level <= 9:
+        raise InputError(f"--quality must be an integer 1-9, got {level!r}")
+    if level == 9:
+        return dataclasses.replace(PRESETS["fast"], name="q9")
+    return Preset(f"q{level}", render=level < 8, prune=round(1.0 - QUALITY_KEEP[level], 4), sh_drop=0,
+                  finetune_steps=0, codec=_COMPACT, reduce="auto")
 
 
 @dataclass(frozen=True)
@@ -72,11 +88,22 @@ class CompressOptions:
     evaluate: bool = True  # render input and decoded scene on the evaluation views
     eval_views: int = 16
     eval_width: int = 512
+    spz_axes: str | None = None  # frame of an SPZ input that does not record one (None: the reader's default)
+    reduce: str | None = None  # prune | merge | auto
+    quality: int | None = None  # 1..9: replaces the preset
+    target_psnr: float | None = None  # dB on the evaluation views: the smallest quality level reaching it
 
     def resolved(self) -> Preset:
+        """The preset with every explicit option applied, validated (InputError on a bad value)."""
         if self.preset not in PRESETS:
             raise InputError(f"unknown preset {self.preset!r}: choose from {', '.join(PRESETS)}")
-        p = PRESETS[self.preset]
+        p = PRESETS[self.preset] if self.quality is None else quality_preset(self.quality)
+        if self.reduce is not None:
+            ReduceConfig(self.reduce).validate()
+            p = dataclasses.replace(p, reduce=self.reduce)
+        if self.target_psnr is not None and (self.target_bytes is not None or not self.target_psnr > 0):
+            raise InputError("--target-psnr takes a positive dB value and cannot be combined with "
+                             "--target-size")
         codec = p.codec
         vt = dataclasses.replace(codec.vectree, seed=self.seed,
                                  codebook_size=self.codebook if self.codebook is not None
@@ -97,6 +124,10 @@ class CompressOptions:
             raise InputError(f"--codebook must be >= 1, got {self.codebook}")
         if self.eval_views < 1 or self.eval_width < 16:
             raise InputError("--eval-views must be >= 1 and --eval-width >= 16")
+        if self.spz_axes is not None:
+            from fieldpress.scenes.formats.spz import axes_name
+
+            axes_name(self.spz_axes)
         return dataclasses.replace(p, prune=prune, finetune_steps=steps, codec=codec)
 
 
@@ -287,6 +318,7 @@ def _encode_to_fit(run: _Run, pruned: Any, scores: np.ndarray, prune: float, cod
     def encode(current: Any, current_scores: np.ndarray, ratio: float) -> Encoded:
         enc = encode_scene(current, current_scores, codec, device=run.device, source=src)
         enc.header["pipeline"] = {"preset": run.preset.name, "prune": ratio, "sh_degree": run.degree,
+                                  "reduce": run.reports.get("reduce", {}).get("method", "prune"),
                                   "finetune_steps": run.preset.finetune_steps, "seed": options.seed,
                                   "significance": run.reports["significance"]["kind"]}
         return enc
@@ -322,9 +354,11 @@ def encode_pipeline(scene: Any, options: CompressOptions, cameras: Sequence[Any]
                                      preset.prune if options.prune is None else prune, device)
             codec = dataclasses.replace(codec, vectree=dataclasses.replace(codec.vectree, codebook_size=k))
             run.reports["search"] = {"prune": prune, "codebook": k}
-    with run.stages("prune"):
-        pruned, keep = prune_scene(scene, scores, prune)
-        scores = scores[keep]
+    with run.stages("reduce"):
+        progress(f"count reduction ({preset.reduce})")
+        judge = ReduceConfig(preset.reduce, min(4, options.significance_views),
+                             min(128, options.significance_width))  # small: it renders three scenes
+        pruned, scores, run.reports["reduce"] = reduce_count(scene, scores, prune, judge, device)
     pruned = _fine_tune(run, pruned, prune)
     with run.stages("encode"):
         progress("VecTree + entropy coding")
@@ -333,16 +367,20 @@ def encode_pipeline(scene: Any, options: CompressOptions, cameras: Sequence[Any]
                     run.reports)
 
 
-def _load(input: Any) -> tuple[Any, dict[str, Any], str | None, float]:
+def _load(input: Any, spz_axes: str | None = None) -> tuple[Any, dict[str, Any], str | None, float]:
     """(scene, source facts for the header, input path or None, seconds to load) of a path or a scene."""
-    from fieldpress.scenes.formats import load_scene
+    from fieldpress.scenes.formats import detect_format, load_scene
 
     if not isinstance(input, (str, os.PathLike)):
         return input, {}, None, 0.0
     t = time.perf_counter()
     path = Path(input)
-    scene = load_scene(path)
+    spz = spz_axes is not None and detect_format(path).name == "spz"
+    scene = load_scene(path, axes=spz_axes) if spz else load_scene(path)
     source = {"name": path.name, "bytes": path.stat().st_size, "format": scene.meta.get("source_format")}
+    spz_meta = scene.meta.get("spz") or {}
+    if "axes" in spz_meta:  # `fieldpress info` shows which frame the SPZ was read in, and why
+        source["spz_axes"] = f"{spz_meta['axes']} ({spz_meta['axes_from']})"
     return scene, source, str(path), time.perf_counter() - t
 
 
@@ -357,7 +395,8 @@ def _file_metrics(options: CompressOptions, run: Encoding, source: dict[str, Any
                   size: int) -> dict[str, Any]:
     """What compress-splat reports about the file (the DESIGN names among them)."""
     input_bytes = source.get("bytes")
-    return {"preset": options.preset, "input_bytes": input_bytes, "output_bytes": size,
+    preset = options.preset if options.quality is None else f"q{options.quality}"
+    return {"preset": preset, "input_bytes": input_bytes, "output_bytes": size,
             "ratio": round(input_bytes / max(size, 1), 3) if input_bytes else None,
             "gaussians_in": run.gaussians_in, "gaussians_out": run.gaussians_out,
             "bytes_per_gaussian": round(size / max(run.gaussians_in, 1), 3),
@@ -371,8 +410,10 @@ def compress(input: Any, options: CompressOptions, device: Any = "cpu", *,
     """Compress a scene file (path) or a loaded GaussianScene into `.fpg` bytes: `Result.data` is the
     file, and its metrics (gaussians_in/out, bytes_per_gaussian, render_psnr, ...) are measured on the
     scene decoded from those bytes. `source` adds header facts for a scene given without a path."""
+    if options.target_psnr is not None:
+        return _compress_to_psnr(input, options, device, cameras, progress, source, show_progress)
     started = time.perf_counter()
-    scene, loaded_from, path, load_s = _load(input)
+    scene, loaded_from, path, load_s = _load(input, options.spz_axes)
     source = {**loaded_from, **(source or {})}
     run = encode_pipeline(scene, options, cameras, device, progress, source, show_progress, resume)
     data = encode_file(LIGHTGAUSSIAN, run.encoded)
@@ -388,9 +429,48 @@ def compress(input: Any, options: CompressOptions, device: Any = "cpu", *,
         metrics["eval_views"] = len(cams)
         stages["eval"] = round(time.perf_counter() - t, 3)
     metrics["stage_seconds"] = stages
-    metrics.update({k: run.reports[k] for k in ("recover", "distill", "search") if k in run.reports})
+    reported = ("recover", "distill", "search", "reduce")
+    metrics.update({k: run.reports[k] for k in reported if k in run.reports})
     return Result(LIGHTGAUSSIAN, data, metrics, input=path, seconds=time.perf_counter() - started,
                   device=str(device))
+
+
+def _compress_to_psnr(input: Any, options: CompressOptions, device: Any, cameras: Sequence[Any] | None,
+                      progress: Progress, source: dict[str, Any] | None, show_progress: bool) -> Result:
+    """The file of the lowest --quality level whose render PSNR on the evaluation views reaches
+    --target-psnr (bisection over 1-9, assuming PSNR grows with the level; each try is a real file)."""
+    started = time.perf_counter()
+    options.resolved()
+    scene, loaded_from, path, _ = _load(input, options.spz_axes)
+    cams = eval_cameras(scene, cameras, options.eval_views, options.eval_width)
+    reference = render_views(scene, cams, device)
+    tried: dict[int, Result] = {}
+
+    def attempt(level: int) -> float:
+        progress(f"quality {level}")
+        opts = dataclasses.replace(options, quality=level, target_psnr=None, evaluate=False)
+        res = compress(scene, opts, device, cameras=cameras, progress=progress,
+                       source={**loaded_from, **(source or {})}, show_progress=show_progress)
+        res.metrics.update(evaluate(reference, decode_bytes(res.data), cams, device))
+        res.metrics["eval_views"] = len(cams)
+        tried[level] = res
+        return float(res.metrics["render_psnr"])
+
+    lo, hi = 1, 9
+    reached = attempt(9) >= options.target_psnr
+    while reached and lo < hi:
+        mid = (lo + hi) // 2
+        if attempt(mid) >= float(options.target_psnr):
+            hi = mid
+        else:
+            lo = mid + 1
+    best = tried[hi]
+    best.metrics["target_psnr"] = {
+        "target": options.target_psnr, "reached": reached, "quality": hi,
+        "tried": {q: {"bytes": len(r.data), "render_psnr": r.metrics["render_psnr"]}
+                  for q, r in sorted(tried.items())}}
+    best.input, best.seconds = path, time.perf_counter() - started
+    return best
 
 
 def _train_cameras(scene: Any, cameras: Sequence[Any] | None, options: CompressOptions) -> list[Any]:
