@@ -25,6 +25,7 @@ from fieldpress.runtime import cpu_threads, progress_enabled, resolve_device, to
 
 
 def _fit_parser():  # noqa: ANN202
+    from fieldpress.video.methods import METHODS
     from fieldpress.video.models import MODELS
     from fieldpress.video.presets import PRESETS
 
@@ -34,7 +35,7 @@ def _fit_parser():  # noqa: ANN202
     p.add_argument("-o", "--output", help="output .fpv (default: beside the input)")
     p.add_argument("--preset", choices=sorted(PRESETS),
                    help="preview (CPU default: small model, time-capped), default (GPU default), paper")
-    p.add_argument("--model", choices=sorted(MODELS), help="model (preset: hnerv)")
+    p.add_argument("--model", choices=sorted([*MODELS, *METHODS]), help="model (preset: hnerv)")
     size = p.add_mutually_exclusive_group()
     size.add_argument("--size", help="parameters stored (decoder + embeddings), e.g. 0.35M, 1.5M")
     size.add_argument("--target-bpp", type=float, help="choose the size that lands near this many bits/pixel")

@@ -240,8 +240,14 @@ def open_video(path: str | Path | bytes, device: str | torch.device = "cpu") -> 
     """Open a ``.fpv`` file (a path or its bytes) for decoding (FormatError when it is not a
     fieldpress video)."""
     from fieldpress.codec.container import open_container
+    from fieldpress.codec.registry import codec_for
 
-    return VideoDecoder(open_container(path), device=device)
+    container = open_container(path)
+    if container.kind != KIND:
+        raise FormatError(f"this is a fieldpress {container.kind!r} file, not a video (.fpv)")
+    # the codec the header names decodes it: the weight codecs below give a VideoDecoder, other video
+    # codecs (registered by entry point) an object with the same frames/fps/width/height/decode()
+    return codec_for(KIND, container.header).decode(container, device=device)
 
 
 # ----------------------------------------------------------------------------- the codec

@@ -188,6 +188,12 @@ def compress(clip: VideoClip, options: FitOptions, device: torch.device, *, outp
     """Fit `clip` and return the ``.fpv`` bytes with their measurements (nothing written but the
     checkpoint at ``<output>.ckpt/`` when `output` is given; `resume` continues from it).
     `evaluate` / `eval_every` (epochs) are handed to the Fitter (e.g. to log PSNR as a fit goes)."""
+    from fieldpress.video.methods import method_for
+
+    method = method_for(options.model)
+    if method is not None:  # NIRVANA, latent grids...: their own fit and codec
+        return method.run(clip, options, device, output=output, resume=resume, show_progress=show_progress,
+                          input=input)
     threads = cpu_threads() if device.type == "cpu" else 0
     with Stopwatch() as sw, torch_threads(threads):
         model = build_model_for(clip, options)
