@@ -59,6 +59,14 @@ def build_parser() -> Any:
     p = new_parser("compress-splat", DESCRIPTION)
     p.add_argument("input", help="scene file: .ply, .compressed.ply, .spz, .splat, .fpg, ...")
     p.add_argument("-o", "--output", help="output .fpg (default: INPUT with .fpg)")
+    p.add_argument("--codec", default="lightgaussian", choices=("lightgaussian", "neuralgs"),
+                   help="scene codec: lightgaussian (default) or neuralgs (clustered Gaussians with one tiny "
+                   "MLP per cluster mapping position to attributes)")
+    p.add_argument("--clusters", type=int, help="neuralgs: attribute clusters, one MLP each (default: "
+                   "from the scene size and --target-size)")
+    p.add_argument("--mlp-width", type=int, help="neuralgs: hidden width of each MLP (default: from "
+                   "--quality)")
+    p.add_argument("--fit-steps", type=int, help="neuralgs: attribute-fitting steps of the MLPs (800)")
     p.add_argument("--preset", default="balanced", choices=sorted(PRESETS), help="default: balanced")
     p.add_argument("--prune", type=_parse_fraction, help="fraction of least significant Gaussians removed "
                    "(balanced/max: 0.66)")
@@ -143,10 +151,63 @@ def compress_splat_command(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+_NEURALGS_ONLY = ("clusters", "mlp_width", "fit_steps")
+_LIGHTGAUSSIAN_ONLY = ("sh_degree", "codebook", "kept_bits", "target_psnr", "reduce", "checkpoint_every")
+
+
+def _check_codec_flags(args: Any) -> None:
+    """Flags of the other codec are refused (one line, exit 2) rather than silently ignored."""
+    neural = args.codec == "neuralgs"
+    wrong = [n for n in (_LIGHTGAUSSIAN_ONLY if neural else _NEURALGS_ONLY) if getattr(args, n) is not None]
+    if neural and args.resume:
+        wrong.append("resume")
+    if neural and args.preset != "balanced":
+        wrong.append("preset")
+    if wrong:
+        flags = ", ".join("--" + w.replace("_", "-") for w in wrong)
+        raise InputError(f"{flags}: not a flag of --codec {args.codec}")
+
+
+def neuralgs_options(args: Any) -> Any:
+    """The NeuralGS pipeline's options from compress-splat's parsed arguments."""
+    from fieldpress.scenes.neuralgs.pipeline import NeuralGSOptions
+
+    given = {"prune": args.prune, "clusters": args.clusters, "hidden": args.mlp_width,
+             "fit_steps": args.fit_steps, "finetune_steps": args.finetune_steps}
+    options = NeuralGSOptions(quality=args.quality, target_bytes=args.target_size, seed=args.seed,
+                              evaluate=args.evaluate, eval_views=args.eval_views, eval_width=args.eval_width,
+                              spz_axes=args.spz_axes, **{k: v for k, v in given.items() if v is not None})
+    options.validate()
+    return options
+
+
+def _run_neuralgs(args: Any) -> RunSummary:
+    """compress-splat --codec neuralgs: compress, write atomically, return the summary."""
+    from fieldpress.scenes.neuralgs.pipeline import compress
+
+    started = time.perf_counter()
+    path, output = output_path(args)
+    options = neuralgs_options(args)
+    device = resolve_device(args.device)
+    show = progress_enabled(args.json)
+    cameras = load_cameras(args.cameras) if args.cameras else None
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = compress(path, options, device, cameras=cameras, progress=_logger(show), show_progress=show)
+    for w in caught:
+        print(f"warning: {w.message}", file=sys.stderr)
+    result.write(output)
+    result.seconds = time.perf_counter() - started
+    return RunSummary.from_result("compress-splat", result, output)
+
+
 def run_compress_splat(args: Any) -> RunSummary:
     """compress-splat's work on parsed flags: compress, write the .fpg atomically, return the summary."""
     from fieldpress.scenes.lightgaussian.pipeline import compress
 
+    _check_codec_flags(args)
+    if args.codec == "neuralgs":
+        return _run_neuralgs(args)
     started = time.perf_counter()
     path, output = output_path(args)
     options = compress_options(args)
