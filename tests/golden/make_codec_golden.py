@@ -29,7 +29,8 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 OUT = HERE / "codecs"
 FAMILIES = ("video", "image", "scene")
-EXTRA = ("latent",)  # written only when named: the latent-grid image codec (set v1-latent)
+EXTRA = ("latent", "neuralgs")  # written only when named: the latent-grid image codec (set v1-latent),
+# the NeuralGS scene codec (set v1-neuralgs)
 
 
 def clip_frames(n: int = 4, w: int = 32, h: int = 24) -> np.ndarray:
@@ -130,6 +131,11 @@ def main() -> None:
         _run("compress-splat", str(scene), "-o", str(path), "--preset", "fast", "--codebook", "16",
              "--no-eval")
         expected[path.name] = {"codec": "lightgaussian", "sha256": sha256(decoded_scene(path))}
+    if "neuralgs" in families:
+        path = out / "neuralgs.fpg"
+        _run("compress-splat", str(scene), "-o", str(path), "--codec", "neuralgs", "--clusters", "3",
+             "--mlp-width", "8", "--fit-steps", "30", "--finetune-steps", "2", "--no-eval")
+        expected[path.name] = {"codec": "neuralgs", "sha256": sha256(decoded_scene(path))}
     for f in [*work.iterdir(), *out.glob("*.log.jsonl")]:
         f.unlink()
     work.rmdir()

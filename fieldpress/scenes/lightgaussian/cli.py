@@ -66,7 +66,7 @@ def build_parser() -> Any:
                    "from the scene size and --target-size)")
     p.add_argument("--mlp-width", type=int, help="neuralgs: hidden width of each MLP (default: from "
                    "--quality)")
-    p.add_argument("--fit-steps", type=int, help="neuralgs: attribute-fitting steps of the MLPs (800)")
+    p.add_argument("--fit-steps", type=int, help="neuralgs: attribute-fitting steps of the MLPs (1000)")
     p.add_argument("--preset", default="balanced", choices=sorted(PRESETS), help="default: balanced")
     p.add_argument("--prune", type=_parse_fraction, help="fraction of least significant Gaussians removed "
                    "(balanced/max: 0.66)")

@@ -38,7 +38,7 @@ class FieldConfig:
     hidden: int = 32
     layers: int = 3  # hidden layers (the paper: 5 layers in all, hidden 128)
     frequencies: int = 10  # positional-encoding levels (the paper: 10)
-    weight_shift: int = 8  # weight step 2**-shift (each tensor may get a coarser one at init)
+    weight_shift: int = 6  # weight step 2**-shift (each tensor may get a coarser one at init)
     out_dims: int = 56  # 1 opacity + 3 scales + 4 quaternion + 3 DC + 3 x SH-rest coefficients (SH 3: 56)
 
     def validate(self) -> None:
@@ -179,7 +179,12 @@ class ClusterFields(nn.Module):
 
     def coarsen(self, by: int = 1) -> None:
         """Double every step `by` times (a smaller file after training; weights unchanged)."""
-        self.shifts = {name: max(0, s - by) for name, s in self.shifts.items()}
+        with torch.no_grad():
+            for name, s in self.shifts.items():
+                coarser = max(0, s - by)
+                # the same weights in integer units shrink by 2**(s - coarser): so do the Laplace scales
+                self.rate_models[name].log_scale.sub_((s - coarser) * math.log(2.0))
+                self.shifts[name] = coarser
 
 
 def decode_attributes(x: np.ndarray, labels: np.ndarray, ints: dict[str, np.ndarray],

@@ -1,0 +1,187 @@
+"""NeuralGS beside LightGaussian `balanced` and `max` at equal bytes: for each scene, LightGaussian's two
+files are written first, then NeuralGS with --target-size set to each of their sizes; every file is
+decoded and scored by render PSNR against the input on the standard orbit views (bench/scene_codecs.py's
+helpers). Times are CPU seconds (time.process_time, torch at one thread). Writes
+bench/results/<name>.json (after every row) and a PSNR-vs-bytes plot.
+
+    python bench/neuralgs.py ../shared/data/gaussians/fruit_drops.ply ... [--views 16 --width 512]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from scene_codecs import _row, _versions  # noqa: E402 - the shared scoring of the scene bench
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def _lightgaussian(scene: Any, path: Path, preset: str, args: argparse.Namespace,
+                   work: Path) -> tuple[Path, float]:
+    from fieldpress.scenes.lightgaussian.pipeline import CompressOptions, compress
+
+    steps = args.finetune_steps if preset == "max" else None
+    options = CompressOptions(preset=preset, seed=0, significance_views=args.sig_views,
+                              significance_width=args.sig_width, train_width=args.train_width,
+                              finetune_steps=steps, evaluate=False)
+    out = work / f"{path.stem}.lightgaussian-{preset}.fpg"
+    t = time.process_time()
+    compress(scene, options, source={"name": path.name, "bytes": path.stat().st_size}).write(out)
+    return out, time.process_time() - t
+
+
+def _neuralgs(scene: Any, path: Path, target: int | None, label: str, args: argparse.Namespace,
+              work: Path) -> tuple[Path, float, dict[str, Any]]:
+    from fieldpress.scenes.neuralgs.pipeline import NeuralGSOptions, compress
+
+    options = NeuralGSOptions(target_bytes=target, seed=0, fit_steps=args.fit_steps,
+                              finetune_steps=args.ngs_finetune_steps, significance_views=args.sig_views,
+                              significance_width=args.sig_width, train_width=args.ngs_train_width,
+                              evaluate=False)
+    out = work / f"{path.stem}.neuralgs-{label}.fpg"
+    t = time.process_time()
+    result = compress(scene, options, source={"name": path.name, "bytes": path.stat().st_size})
+    result.write(out)
+    cpu = time.process_time() - t
+    m = result.metrics
+    extra = {"rate_split": m["rate_split"], "plan": m.get("plan"), "fit": m.get("fit"),
+             "finetune": m.get("finetune"), "target_bytes": target,
+             "options": {k: v for k, v in dataclasses.asdict(options).items() if v is not None}}
+    return out, cpu, extra
+
+
+def _scored(method: str, out: Path, scene: Any, cpu: float, reference: np.ndarray, cams: list[Any],
+            extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    from fieldpress.scenes.lightgaussian.codec import read_fpg
+
+    t = time.process_time()
+    decoded = read_fpg(out)
+    return _row(method, out, scene.n, cpu, time.process_time() - t, reference, decoded, cams,
+                {"time": "cpu seconds", **(extra or {})})
+
+
+def bench_scene(path: Path, args: argparse.Namespace, work: Path,
+                save: Any = None) -> dict[str, Any]:
+    """LightGaussian balanced and max, then NeuralGS at each of their sizes, all scored alike;
+    `save(partial)` is called after every row."""
+    from fieldpress.scenes.formats import load_scene
+    from fieldpress.scenes.lightgaussian.pipeline import eval_cameras, render_views
+
+    scene = load_scene(path)
+    print(f"{path.name}: {scene.n:,} Gaussians, SH degree {scene.sh_degree}", flush=True)
+    cams = eval_cameras(scene, None, args.views, args.width)
+    reference = render_views(scene, cams)
+    rows: list[dict[str, Any]] = []
+    res = {"scene": path.name, "input_bytes": path.stat().st_size, "gaussians": scene.n,
+           "sh_degree": scene.sh_degree, "rows": rows}
+    for preset in ("max", "balanced"):
+        out, cpu = _lightgaussian(scene, path, preset, args, work)
+        rows.append(_scored(f"lightgaussian-{preset}", out, scene, cpu, reference, cams))
+        if save:
+            save(res)
+    for preset, row in zip(("max", "balanced"), list(rows)):
+        out, cpu, extra = _neuralgs(scene, path, int(row["bytes"]), f"at-{preset}", args, work)
+        rows.append(_scored(f"neuralgs@{preset}-bytes", out, scene, cpu, reference, cams, extra))
+        if preset == "max":
+            res["bar"] = bar(rows)
+        if save:
+            save(res)
+    return res
+
+
+def bar(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Does NeuralGS reach LightGaussian max's render PSNR in fewer bytes? The numbers either way."""
+    by = {r["method"]: r for r in rows}
+    lg, ngs = by["lightgaussian-max"], by["neuralgs@max-bytes"]
+    return {"lightgaussian_max": {"bytes": lg["bytes"], "render_psnr": lg["render_psnr"]},
+            "neuralgs_at_max_bytes": {"bytes": ngs["bytes"], "render_psnr": ngs["render_psnr"]},
+            "psnr_gap_db": round(ngs["render_psnr"] - lg["render_psnr"], 3),
+            "reached": bool(ngs["render_psnr"] >= lg["render_psnr"] and ngs["bytes"] < lg["bytes"])}
+
+
+def plot(results: list[dict[str, Any]], out: Path) -> None:
+    """One PSNR-vs-bytes panel per scene."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(results), figsize=(5 * len(results), 4), squeeze=False)
+    for ax, res in zip(axes[0], results):
+        for row in res["rows"]:
+            color = "C0" if row["method"].startswith("lightgaussian") else "C3"
+            ax.scatter(row["bytes"] / 1e3, row["render_psnr"], color=color, s=18)
+            ax.annotate(row["method"], (row["bytes"] / 1e3, row["render_psnr"]), fontsize=7,
+                        xytext=(3, 3), textcoords="offset points")
+        ax.set_xlabel("file kB (10^3 bytes)")
+        ax.set_ylabel("render PSNR vs input (dB)")
+        ax.set_title(f"{res['scene']} ({res['gaussians']:,} G, SH{res['sh_degree']})", fontsize=9)
+        ax.grid(True, alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("scenes", nargs="*", type=Path)
+    p.add_argument("--views", type=int, default=16, help="orbit evaluation views (16)")
+    p.add_argument("--width", type=int, default=512, help="evaluation width (512)")
+    p.add_argument("--sig-views", type=int, default=16)
+    p.add_argument("--sig-width", type=int, default=256)
+    p.add_argument("--train-width", type=int, default=256, help="LightGaussian max fine-tune width")
+    p.add_argument("--finetune-steps", type=int, default=50, help="LightGaussian max fine-tune steps")
+    p.add_argument("--fit-steps", type=int, default=1000, help="NeuralGS attribute-fitting steps")
+    p.add_argument("--ngs-finetune-steps", type=int, default=60, help="NeuralGS render fine-tune steps")
+    p.add_argument("--ngs-train-width", type=int, default=192, help="NeuralGS fine-tune width")
+    p.add_argument("--name", default="neuralgs")
+    p.add_argument("--replot", type=Path, help="only redraw the plot of an earlier JSON result")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.replot:
+        plot(json.loads(args.replot.read_text())["scenes"], args.replot.with_suffix(".png"))
+        return 0
+    torch.set_num_threads(1)
+    started = time.process_time()
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    results: list[dict[str, Any]] = []
+    doc: dict[str, Any] = {
+        "benchmark": "neuralgs", "machine": platform.platform(), "device": "cpu", "threads": 1,
+        "time": "CPU seconds (time.process_time), torch at one thread, nice 5 on a shared 2-core machine",
+        "versions": _versions(), "settings": {k: (str(v) if isinstance(v, Path) else v)
+                                             for k, v in vars(args).items() if k != "scenes"},
+        "complete": False, "scenes": results}
+    with tempfile.TemporaryDirectory() as tmp:
+        def save(partial: dict[str, Any]) -> None:
+            doc["cpu_seconds"] = round(time.process_time() - started, 1)
+            doc["scenes"] = [*results, partial]
+            (RESULTS / f"{args.name}.json").write_text(json.dumps(doc, indent=2, default=str))
+
+        for path in args.scenes:
+            results.append(bench_scene(path, args, Path(tmp), save))
+        doc["scenes"] = results
+        doc["complete"] = True
+        doc["cpu_seconds"] = round(time.process_time() - started, 1)
+        (RESULTS / f"{args.name}.json").write_text(json.dumps(doc, indent=2, default=str))
+    if results:
+        plot(results, RESULTS / f"{args.name}.png")
+    print(f"wrote {RESULTS / (args.name + '.json')}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
