@@ -72,33 +72,45 @@ def _scored(method: str, out: Path, scene: Any, cpu: float, reference: np.ndarra
                 {"time": "cpu seconds", **(extra or {})})
 
 
-def bench_scene(path: Path, args: argparse.Namespace, work: Path,
-                save: Any = None) -> dict[str, Any]:
-    """LightGaussian balanced and max, then NeuralGS at each of their sizes, all scored alike;
-    `save(partial)` is called after every row."""
-    from fieldpress.scenes.formats import load_scene
-    from fieldpress.scenes.lightgaussian.pipeline import eval_cameras, render_views
+class SceneBench:
+    """One scene: its evaluation views and reference renders, LightGaussian's rows (run here, or taken
+    from an earlier bench/scene_codecs.py result made with the same views and width), NeuralGS rows."""
 
-    scene = load_scene(path)
-    print(f"{path.name}: {scene.n:,} Gaussians, SH degree {scene.sh_degree}", flush=True)
-    cams = eval_cameras(scene, None, args.views, args.width)
-    reference = render_views(scene, cams)
-    rows: list[dict[str, Any]] = []
-    res = {"scene": path.name, "input_bytes": path.stat().st_size, "gaussians": scene.n,
-           "sh_degree": scene.sh_degree, "rows": rows}
-    for preset in ("max", "balanced"):
-        out, cpu = _lightgaussian(scene, path, preset, args, work)
-        rows.append(_scored(f"lightgaussian-{preset}", out, scene, cpu, reference, cams))
-        if save:
-            save(res)
-    for preset, row in zip(("max", "balanced"), list(rows)):
-        out, cpu, extra = _neuralgs(scene, path, int(row["bytes"]), f"at-{preset}", args, work)
-        rows.append(_scored(f"neuralgs@{preset}-bytes", out, scene, cpu, reference, cams, extra))
+    def __init__(self, path: Path, args: argparse.Namespace, work: Path) -> None:
+        from fieldpress.scenes.formats import load_scene
+        from fieldpress.scenes.lightgaussian.pipeline import eval_cameras, render_views
+
+        self.path, self.args, self.work = path, args, work
+        self.scene = load_scene(path)
+        print(f"{path.name}: {self.scene.n:,} Gaussians, SH degree {self.scene.sh_degree}", flush=True)
+        self.cams = eval_cameras(self.scene, None, args.views, args.width)
+        self.reference = render_views(self.scene, self.cams)
+        self.rows: list[dict[str, Any]] = []
+        self.result = {"scene": path.name, "input_bytes": path.stat().st_size, "gaussians": self.scene.n,
+                       "sh_degree": self.scene.sh_degree, "rows": self.rows}
+
+    def lightgaussian(self, preset: str) -> dict[str, Any]:
+        """LightGaussian `preset`: run now, or the row of --lightgaussian-from for this scene."""
+        if self.args.lightgaussian_from:
+            doc = json.loads(Path(self.args.lightgaussian_from).read_text())
+            scene = next(r for r in doc["scenes"] if r["scene"] == self.path.name)
+            row = dict(next(r for r in scene["rows"] if r["method"] == f"fieldpress-{preset}"))
+            row.update(method=f"lightgaussian-{preset}", source=str(self.args.lightgaussian_from),
+                       source_settings=doc["settings"], time="wall seconds of that run")
+        else:
+            out, cpu = _lightgaussian(self.scene, self.path, preset, self.args, self.work)
+            row = _scored(f"lightgaussian-{preset}", out, self.scene, cpu, self.reference, self.cams)
+        self.rows.append(row)
+        return row
+
+    def neuralgs(self, preset: str) -> None:
+        """NeuralGS with --target-size = LightGaussian `preset`'s bytes."""
+        target = next(r for r in self.rows if r["method"] == f"lightgaussian-{preset}")["bytes"]
+        out, cpu, extra = _neuralgs(self.scene, self.path, int(target), f"at-{preset}", self.args, self.work)
+        self.rows.append(_scored(f"neuralgs@{preset}-bytes", out, self.scene, cpu, self.reference, self.cams,
+                                 extra))
         if preset == "max":
-            res["bar"] = bar(rows)
-        if save:
-            save(res)
-    return res
+            self.result["bar"] = bar(self.rows)
 
 
 def bar(rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -145,6 +157,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--fit-steps", type=int, default=1000, help="NeuralGS attribute-fitting steps")
     p.add_argument("--ngs-finetune-steps", type=int, default=60, help="NeuralGS render fine-tune steps")
     p.add_argument("--ngs-train-width", type=int, default=192, help="NeuralGS fine-tune width")
+    p.add_argument("--targets", nargs="*", default=["max", "balanced"], choices=["max", "balanced"],
+                   help="LightGaussian presets whose bytes NeuralGS is given as --target-size")
+    p.add_argument("--lightgaussian-from", type=Path, help="take LightGaussian's rows from this earlier "
+                   "bench/scene_codecs.py JSON (same --views/--width) instead of running them")
     p.add_argument("--name", default="neuralgs")
     p.add_argument("--replot", type=Path, help="only redraw the plot of an earlier JSON result")
     return p
@@ -156,6 +172,11 @@ def main(argv: list[str] | None = None) -> int:
         plot(json.loads(args.replot.read_text())["scenes"], args.replot.with_suffix(".png"))
         return 0
     torch.set_num_threads(1)
+    if args.lightgaussian_from:
+        earlier = json.loads(args.lightgaussian_from.read_text())["settings"]
+        if (earlier["views"], earlier["width"]) != (args.views, args.width):
+            raise SystemExit(f"{args.lightgaussian_from} was scored on {earlier['views']} views at "
+                             f"{earlier['width']} px: pass the same --views/--width")
     started = time.process_time()
     RESULTS.mkdir(parents=True, exist_ok=True)
     results: list[dict[str, Any]] = []
@@ -166,17 +187,24 @@ def main(argv: list[str] | None = None) -> int:
                                              for k, v in vars(args).items() if k != "scenes"},
         "complete": False, "scenes": results}
     with tempfile.TemporaryDirectory() as tmp:
-        def save(partial: dict[str, Any]) -> None:
+        def save() -> None:
             doc["cpu_seconds"] = round(time.process_time() - started, 1)
-            doc["scenes"] = [*results, partial]
             (RESULTS / f"{args.name}.json").write_text(json.dumps(doc, indent=2, default=str))
 
-        for path in args.scenes:
-            results.append(bench_scene(path, args, Path(tmp), save))
-        doc["scenes"] = results
+        benches = []
+        for path in args.scenes:  # LightGaussian first (it sets the byte targets)
+            bench = SceneBench(path, args, Path(tmp))
+            benches.append(bench)
+            results.append(bench.result)
+            for preset in ("max", "balanced"):
+                bench.lightgaussian(preset)
+                save()
+        for preset in args.targets:  # then NeuralGS, every scene at max's bytes before balanced's
+            for bench in benches:
+                bench.neuralgs(preset)
+                save()
         doc["complete"] = True
-        doc["cpu_seconds"] = round(time.process_time() - started, 1)
-        (RESULTS / f"{args.name}.json").write_text(json.dumps(doc, indent=2, default=str))
+        save()
     if results:
         plot(results, RESULTS / f"{args.name}.png")
     print(f"wrote {RESULTS / (args.name + '.json')}", flush=True)

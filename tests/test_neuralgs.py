@@ -16,7 +16,7 @@ from fieldpress.scenes.lightgaussian.cli import compress_splat_command, decompre
 from tests.helpers.threads import one_thread  # noqa: F401 - autouse fixture
 
 TINY = ["--clusters", "3", "--mlp-width", "8", "--fit-steps", "20", "--finetune-steps", "2",
-        "--eval-views", "2", "--eval-width", "40"]
+        "--eval-width", "40"]
 
 
 @pytest.fixture(scope="module")
@@ -26,6 +26,18 @@ def tiny_ply(tmp_path_factory) -> Path:
 
     path = tmp_path_factory.mktemp("ngs") / "tiny.ply"
     save_scene(synthetic_scene(200, sh_degree=1, seed=5), path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def two_cameras(tiny_ply) -> Path:
+    """Two small orbit views: significance, fine-tune and evaluation render only these."""
+    from fieldpress.scenes.camera_files import write_inria_json
+    from fieldpress.scenes.cameras import orbit
+    from fieldpress.scenes.formats import load_scene
+
+    path = tiny_ply.with_name("cams.json")
+    write_inria_json(orbit(load_scene(tiny_ply), 2, width=32), path)
     return path
 
 
@@ -98,14 +110,15 @@ def _run_json(capsys, command, argv) -> dict:
     return json.loads(out.out.strip().splitlines()[-1])
 
 
-def test_cli_writes_a_file_every_scene_command_opens(tmp_path, tiny_ply, capsys):
+def test_cli_writes_a_file_every_scene_command_opens(tmp_path, tiny_ply, two_cameras, capsys):
     from fieldpress.cli import info_command
     from fieldpress.scenes.cli import render_splat_command
     from fieldpress.scenes.formats import load_scene
 
     out = tmp_path / "n.fpg"
     summary = _run_json(capsys, compress_splat_command,
-                        [str(tiny_ply), "-o", str(out), "--codec", "neuralgs", *TINY, "--json"])
+                        [str(tiny_ply), "-o", str(out), "--codec", "neuralgs", *TINY, "--cameras",
+                         str(two_cameras), "--json"])
     assert summary["bytes"] == out.stat().st_size
     split = summary["rate_split"]
     assert set(split) == {"positions", "labels", "mlps", "rest"} and sum(split.values()) == summary["bytes"]
@@ -127,10 +140,11 @@ def test_cli_writes_a_file_every_scene_command_opens(tmp_path, tiny_ply, capsys)
     (["--codebook", "16"], "--codebook"),
     (["--fit-steps", "0"], "--fit-steps"),
 ])
-def test_bad_flags_one_line_exit_2(tmp_path, tiny_ply, capsys, flags, message):
+def test_bad_flags_one_line_exit_2(tmp_path, tiny_ply, two_cameras, capsys, flags, message):
     out = tmp_path / "bad.fpg"
     code = run_command(compress_splat_command, [str(tiny_ply), "-o", str(out), "--codec", "neuralgs",
-                                                "--mlp-width", "8", "--fit-steps", "5", "--no-eval", *flags])
+                                                "--mlp-width", "8", "--fit-steps", "5", "--no-eval",
+                                                "--cameras", str(two_cameras), *flags])
     err = capsys.readouterr().err.strip()
     assert code == 2
     assert len(err.splitlines()) == 1 and message in err

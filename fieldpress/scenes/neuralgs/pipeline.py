@@ -357,6 +357,10 @@ def encode_pipeline(scene: Any, options: NeuralGSOptions, cameras: Sequence[Any]
     scene = scene.detach().to("cpu")
     if scene.n == 0:
         raise InputError("the scene has no Gaussians to compress")
+    kept = scene.n - min(int(round(options.prune * scene.n)), scene.n - 1)  # what pruning will keep
+    if options.clusters is not None and options.clusters > kept:
+        raise InputError(f"--clusters {options.clusters} is more than the {kept} Gaussians kept after "
+                         "pruning")
     reports: dict[str, Any] = {}
     t = time.perf_counter()
     log("significance")
