@@ -100,7 +100,8 @@ def test_a_file_written_now_decodes_like_the_v1_golden() -> None:
     px = maker.image_pixels()
     h, w, _ = px.shape
     image = SourceImage(px, RasterInfo(w, h, "RGB", 8, "RGB"))
-    result = compress_image(image, ImageOptions(params=9000, steps=20, seed=1, threads=1), CPU)
+    options = ImageOptions(model="cam-ffn", params=9000, steps=20, seed=1, threads=1)
+    result = compress_image(image, options, CPU)
     expected = json.loads((GOLDEN / "codecs" / "v1" / "expected.json").read_text())["field.fpi"]["sha256"]
     assert maker.sha256(decoded_pixels(result.data)) == expected
     old = decode(GOLDEN / "codecs" / "v1" / "field.fpi")

@@ -29,28 +29,33 @@ DEFAULT_PARAMS = "60k"
 
 
 def _fit_parser():
-    from fieldpress.fields.pipeline import model_names
+    from fieldpress.fields.pipeline import AUTO, DEFAULT_FIELD, DEFAULT_RGB8, model_names
 
-    p = new_parser("fit-image", "Fit a neural field to an image and write it as a compact .fpi file.")
+    p = new_parser("fit-image", "Fit an overfitted latent-grid codec or a neural field to an image and "
+                   "write it as a compact .fpi file.")
     p.add_argument(
         "input", help="image file (PNG, JPEG, ...; 8 or 16 bits; grey, RGB, with or without alpha)"
     )
     p.add_argument("-o", "--output", help="output .fpi (default: INPUT with .fpi)")
-    p.add_argument("--model", default="cam-ffn", choices=model_names(), help="architecture (default cam-ffn)")
+    p.add_argument("--model", default=AUTO, choices=[AUTO, *model_names()],
+                   help=f"codec/architecture (default {AUTO}: {DEFAULT_RGB8} for 8-bit RGB images, where it "
+                   f"beats JPEG; {DEFAULT_FIELD} for grey, alpha and 16-bit images, which {DEFAULT_RGB8} "
+                   "does not code)")
     p.add_argument(
         "--params",
         default=DEFAULT_PARAMS,
-        help=f"learned-parameter budget, e.g. 60k or 0.2M (default {DEFAULT_PARAMS})",
+        help=f"field models: learned-parameter budget, e.g. 60k or 0.2M (default {DEFAULT_PARAMS})",
     )
-    p.add_argument("--steps", type=int, help="optimizer steps (default 2000, or what --minutes allows)")
+    p.add_argument("--steps", type=int, help="optimizer steps (fields: default 2000, or what --minutes "
+                   "allows; latent: default what --minutes allows)")
     p.add_argument("--minutes", type=float,
-                   help="time budget for the fit (wall time; --model latent: CPU time, default 5)")
+                   help="time budget for the fit (fields: wall time; latent: CPU time, default 5)")
     p.add_argument(
         "--bits",
         type=int,
         default=6,
-        help="weight quantization bits, 2-16 (default 6: at equal bytes a larger field at 6 bits "
-        "beat a smaller one at 8 on every Kodak image and model measured)",
+        help="field models: weight quantization bits, 2-16 (default 6: at equal bytes a larger field at "
+        "6 bits beat a smaller one at 8 on every Kodak image and model measured)",
     )
     rd = p.add_argument_group("rate-distortion models (--model latent)")
     rd.add_argument("--lambda", dest="lmbda", type=float,

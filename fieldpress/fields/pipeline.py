@@ -47,6 +47,7 @@ __all__ = [
     "compress",
     "compress_image",
     "decode",
+    "default_model",
     "decoded_pixels",
     "fit",
     "image_ms_ssim",
@@ -55,19 +56,24 @@ __all__ = [
     "method_for",
     "model_names",
     "register_method",
+    "resolve_model",
 ]
 
 KIND = "image"
+AUTO = "auto"  # --model not given: DEFAULT_RGB8 for 8-bit RGB images, DEFAULT_FIELD for the others
+DEFAULT_RGB8 = "latent"  # the rate-distortion latent-grid codec: beats JPEG on Kodak (docs/latent-codec.md)
+DEFAULT_FIELD = "cam-ffn"  # the latent codec codes 3 channels of 8 bits only: grey, alpha, 16-bit go here
 
 
 # ----------------------------------------------------------------------------- options and inputs
 @dataclasses.dataclass(frozen=True)
 class ImageOptions:
-    """The fit-image flags: architecture (``model``) and its learned-parameter budget, the fit length
-    (``steps``, or a wall-time budget ``minutes``; both: the steps, capped by the time), weight bits,
-    seed and CPU threads (None: the image thread policy, ``runtime.cpu_threads(small_batches=True)``)."""
+    """The fit-image flags: architecture (``model``; "auto" picks it per image) and its learned-parameter
+    budget, the fit length (``steps``, or a time budget ``minutes``; both: the steps, capped by the
+    time), weight bits, seed and CPU threads (None: the image thread policy,
+    ``runtime.cpu_threads(small_batches=True)``)."""
 
-    model: str = "cam-ffn"
+    model: str = AUTO  # AUTO: chosen per image by ``resolve_model``
     params: int = 60_000
     steps: int | None = None
     minutes: float | None = None
@@ -192,6 +198,19 @@ def model_names() -> list[str]:
     return list(METHODS)
 
 
+def default_model(info: RasterInfo) -> str:
+    """The model ``--model`` defaults to: the latent codec for 8-bit RGB (no alpha), which it codes and
+    where it beats JPEG; a coordinate field (``cam-ffn``) for grey, alpha or 16-bit images."""
+    return DEFAULT_RGB8 if info.mode == "RGB" and info.bit_depth == 8 else DEFAULT_FIELD
+
+
+def resolve_model(options: ImageOptions, info: RasterInfo) -> ImageOptions:
+    """``options`` with ``model="auto"`` replaced by :func:`default_model` of the image."""
+    if options.model != AUTO:
+        return options
+    return dataclasses.replace(options, model=default_model(info))
+
+
 def method_for(model: str) -> ImageMethod:
     try:
         return METHODS[model]
@@ -261,11 +280,16 @@ def fit(image: SourceImage, options: ImageOptions, device: torch.device,
     hooks = hooks or FitHooks()
     if hooks.started is None:
         hooks = dataclasses.replace(hooks, started=time.perf_counter())
-    method = method_for(options.model)
-    if options.rate_distortion and not method.rate_distortion:
+    chosen = resolve_model(options, image.info)
+    method = method_for(chosen.model)
+    if chosen.rate_distortion and not method.rate_distortion:
+        info = image.info
+        why = (f" (the default for this {info.mode} {info.bit_depth}-bit image: the latent codec codes "
+               "8-bit RGB)" if options.model == AUTO else "")
         raise InputError(f"--lambda, --quality and --target-bpp apply to rate-distortion models "
                          f"({', '.join(m for m, v in METHODS.items() if v.rate_distortion)}), "
-                         f"not {options.model}")
+                         f"not {chosen.model}{why}")
+    options = chosen
     with _thread_policy(options, device):
         return method.run_fit(image, options, device, hooks)
 
@@ -288,6 +312,7 @@ def code(fitted: FittedImage, image: SourceImage, options: ImageOptions, device:
     The header gains the measured ``psnr`` (and ``psnr_channels``, ``steps``) for `fieldpress info`;
     the streams, hence the decoded pixels, are the ones measured."""
     started = time.perf_counter() if started is None else started
+    options = resolve_model(options, image.info)
     codec = codec or method_for(options.model).codec_object()
     encoded = fitted.encode(options)
     measured = _measure(image, decoded_pixels(encode_file(codec, encoded)), fitted)
@@ -317,10 +342,11 @@ def compress_image(image: SourceImage, options: ImageOptions, device: torch.devi
     """Fit, encode, decode and measure pixels already in memory (``compress`` without the reading)."""
     hooks = hooks or FitHooks()
     started = time.perf_counter() if hooks.started is None else hooks.started
-    codec = method_for(options.model).codec_object()
+    chosen = resolve_model(options, image.info)
+    codec = method_for(chosen.model).codec_object()
     with _thread_policy(options, device):  # the final renders and measures too
         fitted = fit(image, options, device, dataclasses.replace(hooks, started=started))
-        return code(fitted, image, options, device, started, codec)
+        return code(fitted, image, chosen, device, started, codec)
 
 
 def compress(input_path: str | Path, options: ImageOptions, device: torch.device, *,

@@ -119,7 +119,8 @@ def main() -> None:
             expected[path.name] = {"codec": model, "sha256": sha256(decoded_video(path))}
     if "image" in families:
         path = out / "field.fpi"
-        _run("fit-image", str(image), "-o", str(path), "--params", "9k", "--steps", "20", "--seed", "1")
+        _run("fit-image", str(image), "-o", str(path), "--model", "cam-ffn", "--params", "9k",
+             "--steps", "20", "--seed", "1")
         expected[path.name] = {"codec": "field", "sha256": sha256(decoded_image(path))}
     if "latent" in families:
         path = out / "latent.fpi"

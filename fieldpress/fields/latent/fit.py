@@ -1,16 +1,24 @@
 """Overfit a latent-grid model to one image: loss = MSE + lambda * bits per pixel.
 
 Schedule (after Cool-chic, shortened for CPU budgets): soft-round + noise with annealed temperature
-and a cosine learning rate, then a short straight-through phase at a low learning rate. A time budget
-is turned into a step count from the first steps' speed, so the schedule knows its length.
+and a cosine learning rate, then a short straight-through phase at a low learning rate. A CPU-time
+budget is turned into a step count from the first steps' speed (``engine.plan_budget``), so the
+schedule knows its length. With ``Checkpointing`` the loop state (latents, networks, Adam, RNG, step,
+plan, trace) goes to ``<output>.ckpt/`` through the engine's checkpoint helpers, and a resumed fit
+continues bit for bit: the same seed and steps give the same file with or without interruptions.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
 import math
+import signal
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -18,11 +26,21 @@ from torch import Tensor
 
 from fieldpress.codec import proxies
 from fieldpress.codec.rate_control import check_lambda
-from fieldpress.errors import InputError
+from fieldpress.engine.budget import BudgetPlan, plan_budget
+from fieldpress.engine.checkpoint import (
+    checkpoint_dir,
+    flatten_optimizer,
+    load_checkpoint,
+    restore_optimizer,
+    save_checkpoint,
+)
+from fieldpress.engine.rng import capture_rng, restore_rng
+from fieldpress.errors import InputError, ResumeError
 from fieldpress.fields.latent.config import LatentConfig
 from fieldpress.fields.latent.model import LatentImageModel
 
 PROBE_STEPS = 3
+CHECKPOINT_FORMAT = "latent-fit/1"
 
 
 @dataclass(frozen=True)
@@ -41,6 +59,24 @@ class FitConfig:
         return asdict(self)
 
 
+@dataclass(frozen=True)
+class Checkpointing:
+    """Where a fit checkpoints (``<output>.ckpt/``), whether it resumes from there, how often it saves
+    (every ``every_steps`` steps and every ``every_seconds`` of wall time), what must match for a resume
+    (``signature``: the image digest, the flags) and extra JSON facts kept with it (``extra``)."""
+
+    output: Path
+    resume: bool = False
+    every_steps: int | None = None
+    every_seconds: float = 60.0
+    signature: Mapping[str, Any] = field(default_factory=dict)
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def directory(self) -> Path:
+        return checkpoint_dir(self.output)
+
+
 @dataclass
 class FitResult:
     """A trained model plus its training trace."""
@@ -50,6 +86,18 @@ class FitResult:
     steps: int
     seconds: float
     history: list[dict[str, float]]
+    budget: BudgetPlan | None = None
+
+
+@dataclass
+class _Loop:
+    """The loop's position: steps done, planned total, trace, CPU seconds before a resume, the plan."""
+
+    step: int
+    total: int
+    history: list[dict[str, float]]
+    seconds_before: float = 0.0
+    budget: BudgetPlan | None = None
 
 
 def _lr_factor(progress: float, fit: FitConfig) -> float:
@@ -86,35 +134,133 @@ def _step(model: LatentImageModel, opt: torch.optim.Optimizer, target: Tensor, l
             "psnr": -10 * math.log10(max(mse_v, 1e-12))}
 
 
-def fit_latent_image(image: Tensor, config: LatentConfig, lambda_: float, steps: int | None = None,
-                     seconds: float | None = None, fit: FitConfig = FitConfig(),
-                     progress: Callable[[int, int, dict[str, float]], None] | None = None) -> FitResult:
-    """Fit a model to `image` ((3, H, W) float in [0, 1]) for `steps` or about `seconds` of CPU time.
+# ----------------------------------------------------------------------------- checkpoints
+def _signature(ck: Checkpointing, config: LatentConfig, lambda_: float, steps: int | None,
+               seconds: float | None, fit: FitConfig) -> dict[str, Any]:
+    """What a resume must find unchanged: the caller's signature plus this fit's settings."""
+    sig = {**ck.signature, "config": config.to_dict(), "fit": fit.to_dict(), "lambda": lambda_,
+           "steps": steps, "seconds": seconds}
+    return json.loads(json.dumps(sig))  # as it reads back from meta.json (tuples become lists)
 
-    `seconds` counts this process's CPU time (all threads), so a busy machine does not shrink the fit.
-    """
+
+def read_checkpoint(ck: Checkpointing) -> tuple[dict[str, Tensor], dict[str, Any]]:
+    """The checkpoint of a latent fit (ResumeError when missing, damaged or not a latent fit's)."""
+    tensors, meta = load_checkpoint(ck.directory)
+    if meta.get("kind") != CHECKPOINT_FORMAT:
+        raise ResumeError(f"cannot resume: {ck.directory} is not a latent fit's checkpoint")
+    return tensors, meta
+
+
+def _save(ck: Checkpointing, signature: dict[str, Any], model: LatentImageModel,
+          opt: torch.optim.Optimizer, loop: _Loop, elapsed: float) -> None:
+    tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
+    optim_t, optim_meta = flatten_optimizer(opt)
+    rng_t, rng_meta = capture_rng()
+    meta = {"kind": CHECKPOINT_FORMAT, "signature": signature, "global_step": loop.step,
+            "total": loop.total, "history": loop.history, "seconds": elapsed, "optimizer": optim_meta,
+            "rng": rng_meta, "budget": loop.budget.to_dict() if loop.budget else None,
+            "extra": dict(ck.extra), "torch": torch.__version__}
+    save_checkpoint(ck.directory, {**tensors, **optim_t, **rng_t}, meta)
+
+
+def _restore(ck: Checkpointing, signature: dict[str, Any], model: LatentImageModel,
+             opt: torch.optim.Optimizer) -> _Loop:
+    tensors, meta = read_checkpoint(ck)
+    stored = meta.get("signature")
+    if stored != signature:
+        keys = sorted(k for k in {*(stored or {}), *signature} if (stored or {}).get(k) != signature.get(k))
+        raise ResumeError(f"cannot resume: the flags differ from the checkpoint's ({', '.join(keys)}); "
+                          "rerun without --resume to start over")
+    state = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise ResumeError(f"cannot resume: the checkpoint does not fit this model: {first}") from None
+    restore_optimizer(opt, tensors, meta["optimizer"])
+    restore_rng(tensors, meta["rng"])
+    budget = BudgetPlan.from_dict(meta["budget"]) if meta.get("budget") else None
+    return _Loop(int(meta["global_step"]), int(meta["total"]), list(meta["history"]),
+                 float(meta["seconds"]), budget)
+
+
+@contextlib.contextmanager
+def _sigint_flag() -> Iterator[list[bool]]:
+    """First Ctrl-C sets the flag (the loop checkpoints after the step, then stops); a second raises."""
+    flag = [False]
+    if threading.current_thread() is not threading.main_thread():
+        yield flag
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        if flag[0]:
+            raise KeyboardInterrupt
+        flag[0] = True
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield flag
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+# ----------------------------------------------------------------------------- the fit
+def _check(image: Tensor, lambda_: float, steps: int | None, seconds: float | None) -> None:
     check_lambda(lambda_)
     if (steps is None) == (seconds is None):
         raise InputError("give exactly one of steps or seconds")
+    if seconds is not None and not seconds > 0:
+        raise InputError(f"the time budget must be positive, got {seconds} s")
     if image.dim() != 3 or image.shape[0] != 3:
         raise InputError(f"expected a (3, H, W) image, got {tuple(image.shape)}")
+
+
+def _plan(seconds: float, per_step: float) -> BudgetPlan:
+    """The step count of a CPU-time budget: as many steps of the probed speed as fit (at least
+    PROBE_STEPS + 1), planned once and stored in the checkpoint so a resume keeps it."""
+    return plan_budget(seconds / 60.0, per_step, min_epochs=PROBE_STEPS + 1)
+
+
+def fit_latent_image(image: Tensor, config: LatentConfig, lambda_: float, steps: int | None = None,
+                     seconds: float | None = None, fit: FitConfig = FitConfig(),
+                     progress: Callable[[int, int, dict[str, float]], None] | None = None,
+                     checkpoints: Checkpointing | None = None) -> FitResult:
+    """Fit a model to `image` ((3, H, W) float in [0, 1]) for `steps` or about `seconds` of CPU time.
+
+    `seconds` counts this process's CPU time (all threads), so a busy machine does not shrink the fit.
+    With `checkpoints`, the loop state is saved to `<output>.ckpt/` (and resumed from there on request).
+    """
+    _check(image, lambda_, steps, seconds)
     torch.manual_seed(fit.seed)
     target = image[None].float()
     model = LatentImageModel(config, image.shape[1], image.shape[2])
     opt = _optimizer(model, fit)
-    history: list[dict[str, float]] = []
-    start = time.process_time()
-    total = steps if steps is not None else 10**9
-    step = 0
-    while step < total:
-        known = steps is not None or step >= PROBE_STEPS
-        rec = _step(model, opt, target, lambda_, step / total if known else 0.0, fit)
-        step += 1
-        if steps is None and step == PROBE_STEPS:
-            per_step = (time.process_time() - start) / PROBE_STEPS
-            total = max(PROBE_STEPS + 1, int(seconds / per_step))  # type: ignore[operator]
-        rec.update(step=step, seconds=time.process_time() - start)
-        history.append(rec)
-        if progress is not None:
-            progress(step, total, rec)
-    return FitResult(model, lambda_, step, time.process_time() - start, history)
+    signature = _signature(checkpoints, config, lambda_, steps, seconds, fit) if checkpoints else {}
+    if checkpoints is not None and checkpoints.resume:
+        loop = _restore(checkpoints, signature, model, opt)
+    else:
+        loop = _Loop(0, steps if steps is not None else 10**9, [])
+    start, last_save = time.process_time(), time.perf_counter()
+    elapsed = lambda: loop.seconds_before + time.process_time() - start  # noqa: E731
+    with _sigint_flag() as interrupted:
+        while loop.step < loop.total:
+            known = steps is not None or loop.step >= PROBE_STEPS
+            rec = _step(model, opt, target, lambda_, loop.step / loop.total if known else 0.0, fit)
+            loop.step += 1
+            if steps is None and loop.step == PROBE_STEPS:
+                loop.budget = _plan(seconds, (time.process_time() - start) / PROBE_STEPS)  # type: ignore[arg-type]
+                loop.total = loop.budget.epochs["fit"]
+            rec.update(step=loop.step, seconds=elapsed())
+            loop.history.append(rec)
+            if progress is not None:
+                progress(loop.step, loop.total, rec)
+            if checkpoints is None or (steps is None and loop.step < PROBE_STEPS):
+                continue  # a budgeted fit checkpoints once its plan exists
+            every = checkpoints.every_steps
+            if (interrupted[0] or loop.step == loop.total or (every and loop.step % every == 0)
+                    or time.perf_counter() - last_save >= checkpoints.every_seconds):
+                _save(checkpoints, signature, model, opt, loop, elapsed())
+                last_save = time.perf_counter()
+            if interrupted[0]:
+                raise KeyboardInterrupt
+    return FitResult(model, lambda_, loop.step, elapsed(), loop.history, loop.budget)

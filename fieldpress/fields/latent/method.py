@@ -5,6 +5,8 @@ encode to `Encoded`, decode a container to pixels."""
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -12,11 +14,17 @@ import torch
 
 from fieldpress.codec.rate_control import check_lambda, quality_lambda, search_lambda
 from fieldpress.codec.registry import Encoded, encode_file, get_codec
-from fieldpress.errors import FormatError, InputError
+from fieldpress.errors import FormatError, InputError, ResumeError
 from fieldpress.fields.image_io import RasterInfo
 from fieldpress.fields.latent import codec as latent_codec
 from fieldpress.fields.latent.config import LatentConfig
-from fieldpress.fields.latent.fit import FitConfig, FitResult, fit_latent_image
+from fieldpress.fields.latent.fit import (
+    Checkpointing,
+    FitConfig,
+    FitResult,
+    fit_latent_image,
+    read_checkpoint,
+)
 from fieldpress.fields.latent.pipeline import to_tensor, to_uint8
 
 DEFAULT_QUALITY = 4
@@ -91,16 +99,38 @@ def _lambda_for(x: torch.Tensor, info: RasterInfo, options: Any, fit: FitConfig)
     return lam, [{"lambda": p.lambda_, "bpp": round(p.bpp, 4)} for p in probes]
 
 
+def _checkpointing(image: Any, options: Any, hooks: Any) -> Checkpointing | None:
+    """Checkpoints beside the output (``hooks.checkpoint``), guarded by the image's digest and the flags."""
+    if hooks.checkpoint is None:
+        return None
+    digest = hashlib.sha256(np.ascontiguousarray(image.pixels).tobytes()).hexdigest()
+    flags = {k: v for k, v in dataclasses.asdict(options).items() if k != "threads"}
+    return Checkpointing(Path(hooks.checkpoint), hooks.resume, hooks.checkpoint_every_steps,
+                         signature={"image_sha256": digest, "options": flags})
+
+
 def fit_latent(image: Any, options: Any, device: Any, hooks: Any) -> LatentFit:
-    """The ``latent`` method of ``fieldpress.fields.pipeline``: 8-bit RGB only; fits on the CPU."""
+    """The ``latent`` method of ``fieldpress.fields.pipeline``: 8-bit RGB only; fits on the CPU.
+
+    With ``hooks.checkpoint`` the fit checkpoints to ``<output>.ckpt/``; ``hooks.resume`` continues it
+    with the lambda stored there (a ``--target-bpp`` search is not run again)."""
     info = image.info
     if info.mode != "RGB" or info.bit_depth != 8:
         raise InputError(f"--model latent codes 8-bit RGB images; this one is {info.mode} at "
                          f"{info.bit_depth} bits (use a field model)")
     x = to_tensor(image.pixels)
     fit = FitConfig(seed=options.seed)
-    lam, search = _lambda_for(x, info, options, fit)
-    result = fit_latent_image(x, LatentConfig(), lam, fit=fit, **_budget(options))
+    ck = _checkpointing(image, options, hooks)
+    if ck is not None and ck.resume:
+        extra = read_checkpoint(ck)[1].get("extra") or {}
+        if "lambda" not in extra:
+            raise ResumeError(f"cannot resume: {ck.directory} holds no lambda")
+        lam, search = float(extra["lambda"]), list(extra.get("lambda_search") or [])
+    else:
+        lam, search = _lambda_for(x, info, options, fit)
+    if ck is not None:
+        ck = dataclasses.replace(ck, extra={"lambda": lam, "lambda_search": search})
+    result = fit_latent_image(x, LatentConfig(), lam, fit=fit, checkpoints=ck, **_budget(options))
     return LatentFit(result, x, info, search)
 
 
