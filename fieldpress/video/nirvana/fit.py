@@ -36,6 +36,7 @@ DEFAULT_QUALITY = 4
 LR = 1e-2              # Adam step in weight units (divided by each tensor's quantization step)
 LR_SCALES = 2e-2       # Adam step of the rate model's log-scales
 FINAL_LR = 0.05        # the cosine ends at this fraction
+WARM_LR = 0.25         # a warm-started group's learning rate, relative to the first group's
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,7 @@ class NirvanaFit:
     lmbda: float = 0.005
     steps: int = 300
     lr: float = LR
+    warm_lr: float = WARM_LR
     bits: int = 8
     seed: int = 0
 

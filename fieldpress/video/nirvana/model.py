@@ -33,8 +33,8 @@ class NirvanaConfig:
     height: int
     width: int
     group: int = 4          # frames per group (G): the network outputs 3G channels
-    patch: int = 16         # patch side p in pixels
-    upscale: int = 4        # PixelShuffle factor s of the upsampling block (p % s == 0)
+    patch: int = 8          # patch side p in pixels
+    upscale: int = 2        # PixelShuffle factor s of the upsampling block (p % s == 0)
     hidden: int = 64        # SIREN width
     layers: int = 3         # SIREN layers
     features: int = 8       # channels C of the (C, p/s, p/s) feature map the MLP emits
