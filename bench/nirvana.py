@@ -153,7 +153,7 @@ def plot(report: dict) -> None:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--frames", default="0:32")
-    p.add_argument("--nerv-size", default="40k")
+    p.add_argument("--nerv-size", default="60k")
     p.add_argument("--nerv-epochs", type=int, default=40)
     p.add_argument("--hnerv", action="store_true", help="also HNeRV at the same size and epochs")
     p.add_argument("--steps", type=int, nargs="+", default=[50, 100, 200])

@@ -4,7 +4,10 @@ the previous group's integers, with loss = MSE + lambda x bits per pixel of the 
 Schedule per group (the paper's idea, scaled to the CPU): ``--epochs`` Adam steps on the whole group
 (all patches, every step) for a warm-started group and twice as many for the first group; soft-round +
 noise proxies annealed towards straight-through rounding (`fieldpress.codec.proxies`), cosine learning
-rate. Lambda is ``--lambda``, or ``--quality`` through `fieldpress.codec.rate_control`.
+rate. Lambda is ``--lambda``, or ``--quality`` through `fieldpress.codec.rate_control`. The network's
+size is fixed by `NirvanaConfig`'s defaults and ``--bits``; ``--size``, ``--minutes`` and the VideoINR
+flags (prune, QAT, CAM, batch size) do not apply to NIRVANA (``--minutes`` is not planned into the
+per-group steps yet).
 
 Checkpoints: the Fitter runs one model through stages, but here every group is its own small fit whose
 result (integers) is the next one's start, so the loop checkpoints itself at group granularity: after
