@@ -29,8 +29,8 @@ def _fit_parser():  # noqa: ANN202
     from fieldpress.video.models import MODELS
     from fieldpress.video.presets import PRESETS
 
-    p = new_parser("fit-video", "Fit a neural video representation (NeRV, HNeRV, NeRV++, NIRVANA) to a clip and "
-                                "write it as a compact .fpv file.")
+    p = new_parser("fit-video", "Fit a neural video representation (NeRV, HNeRV, NeRV++, NIRVANA) to a clip "
+                                "and write it as a compact .fpv file.")
     p.add_argument("input", help="any video ffmpeg reads (mp4, mkv, mov, ...)")
     p.add_argument("-o", "--output", help="output .fpv (default: beside the input)")
     p.add_argument("--preset", choices=sorted(PRESETS),

@@ -119,8 +119,8 @@ def main() -> None:
             expected[path.name] = {"codec": model, "sha256": sha256(decoded_video(path))}
     if "nirvana" in families:
         path = out / "nirvana.fpv"
-        _run("fit-video", str(clip), "-o", str(path), "--model", "nirvana", "--epochs", "3", "--group-size", "2",
-             "--key-every", "2", "--quality", "4", "--seed", "1")
+        _run("fit-video", str(clip), "-o", str(path), "--model", "nirvana", "--epochs", "3",
+             "--group-size", "2", "--key-every", "2", "--quality", "4", "--seed", "1")
         expected[path.name] = {"codec": "nirvana", "sha256": sha256(decoded_video(path))}
     if "image" in families:
         path = out / "field.fpi"
