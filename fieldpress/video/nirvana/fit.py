@@ -2,7 +2,8 @@
 the previous group's integers, with loss = MSE + lambda x bits per pixel of the group's residual.
 
 Schedule per group (the paper's idea, scaled to the CPU): ``--epochs`` Adam steps on the whole group
-(all patches, every step) for a warm-started group and twice as many for the first group; soft-round +
+(all patches, every step) for a warm-started group and twice as many for the first group and a
+group that starts a new scene; soft-round +
 noise proxies annealed towards straight-through rounding (`fieldpress.codec.proxies`), cosine learning
 rate. Lambda is ``--lambda``, or ``--quality`` through `fieldpress.codec.rate_control`. The network's
 size is fixed by `NirvanaConfig`'s defaults and ``--bits``; ``--size``, ``--minutes`` and the VideoINR

@@ -61,10 +61,11 @@ def fit_groups(frames: np.ndarray, cfg: NirvanaConfig, groups: list[Group], fit:
             reference = [torch.zeros_like(s) for s in start] if grp.key else [p.float() for p in prev]
             t0 = time.process_time()
             lr_fit = fit if g == 0 else replace(fit, lr=fit.lr * fit.warm_lr)
+            steps = fit.steps * (2 if grp.reason in ("first", "cut") else 1)
             net, fact = fit_group(cfg, targets[grp.start:grp.start + grp.length].to(device),
                                   [s.to(device) for s in start], [r.to(device) for r in reference],
                                   _start_scales(cfg, grp.key, scales, g > 0 and groups[g - 1].key).to(device),
-                                  lr_fit, fit.steps * (2 if g == 0 else 1), fit.seed * 1_000_003 + g)
+                                  lr_fit, steps, fit.seed * 1_000_003 + g)
             ints = [x.cpu() for x in net.hard_integers()]
             if not grp.key and _intra_cheaper(ints, prev):  # the residual's rate jumped: a key group
                 groups[g] = grp = replace(grp, key=True, reason="rate")
