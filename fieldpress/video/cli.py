@@ -29,8 +29,8 @@ def _fit_parser():  # noqa: ANN202
     from fieldpress.video.models import MODELS
     from fieldpress.video.presets import PRESETS
 
-    p = new_parser("fit-video", "Fit a neural video representation (NeRV, HNeRV, NeRV++) to a clip and "
-                                "write it as a compact .fpv file.")
+    p = new_parser("fit-video", "Fit a neural video representation (NeRV, HNeRV, NeRV++, NIRVANA) to a clip "
+                                "and write it as a compact .fpv file.")
     p.add_argument("input", help="any video ffmpeg reads (mp4, mkv, mov, ...)")
     p.add_argument("-o", "--output", help="output .fpv (default: beside the input)")
     p.add_argument("--preset", choices=sorted(PRESETS),
@@ -54,6 +54,18 @@ def _fit_parser():  # noqa: ANN202
     p.add_argument("--lr", type=float, help="learning rate (default: the model's paper value)")
     p.add_argument("--batch-size", type=int, help="frames per step (default: the model's paper value)")
     p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
+    p.add_argument("--group-size", type=int, help="nirvana: frames per group (default 4)")
+    p.add_argument("--key-every", type=int, help="nirvana: a key group every N groups (default 8)")
+    groups = p.add_mutually_exclusive_group()
+    groups.add_argument("--adaptive-groups", dest="adaptive_groups", action="store_true", default=True,
+                        help="nirvana: start a new (key) group at scene cuts (default)")
+    groups.add_argument("--fixed-groups", dest="adaptive_groups", action="store_false",
+                        help="nirvana: groups of exactly --group-size frames")
+    rd = p.add_mutually_exclusive_group()
+    rd.add_argument("--lambda", dest="lmbda", type=float,
+                    help="rate-distortion methods: loss = MSE + LAMBDA x bpp")
+    rd.add_argument("--quality", type=int,
+                    help="rate-distortion methods: quality 1..8 (a fixed lambda ladder)")
     add_device_arg(p)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--resume", action="store_true", help="continue from OUTPUT.ckpt/ after an interruption")
@@ -122,7 +134,22 @@ def _fit_preset_and_output(args: argparse.Namespace, path: Path, device: Any) ->
         raise InputError("--prune is a fraction in [0, 1)")
     if args.epochs is not None and args.epochs < 1:
         raise InputError("--epochs must be at least 1")
+    _check_group_flags(args)
     return pre, output
+
+
+def _check_group_flags(args: argparse.Namespace) -> None:
+    """The range checks of the group and rate-distortion flags (InputError, exit 2)."""
+    from fieldpress.codec.rate_control import check_lambda, quality_lambda
+
+    if args.group_size is not None and args.group_size < 1:
+        raise InputError(f"--group-size must be at least 1, got {args.group_size}")
+    if args.key_every is not None and args.key_every < 1:
+        raise InputError(f"--key-every must be at least 1, got {args.key_every}")
+    if args.lmbda is not None:
+        check_lambda(args.lmbda)
+    if args.quality is not None:
+        quality_lambda(args.quality)
 
 
 def _clip_selection(args: argparse.Namespace, path: Path, pre: Any) -> tuple[Any, Any, Any]:
@@ -154,6 +181,8 @@ def _fit_options(args: argparse.Namespace, pre: Any, clip: Any) -> Any:
         qat_epochs=args.qat_epochs if args.qat_epochs is not None else pre.qat_epochs,
         precision=args.precision, seed=args.seed, batch_size=args.batch_size, lr=args.lr,
         cam=pre.cam if args.cam is None else args.cam,
+        group_size=args.group_size, key_every=args.key_every, adaptive_groups=args.adaptive_groups,
+        lmbda=args.lmbda, quality=args.quality,
     )
 
 

@@ -39,6 +39,12 @@ class FitOptions:
     cam: bool = False
     cam_grid: int = 30
     strides: tuple[int, ...] | None = None
+    # group-wise and rate-distortion methods (NIRVANA; latent models): None = the method's default
+    group_size: int | None = None
+    key_every: int | None = None
+    adaptive_groups: bool = True
+    lmbda: float | None = None
+    quality: int | None = None
 
 
 def size_for_bpp(bpp: float, frames: int, width: int, height: int, bits: int) -> int:

@@ -38,3 +38,7 @@ def method_for(model: str) -> VideoMethod | None:
     """The `VideoMethod` for ``--model`` `model`, or None for a `VideoINR` model."""
     return METHODS.get(model)
 
+
+
+register_video_method(VideoMethod("nirvana", "fieldpress.video.nirvana.method:compress",
+                                  "NIRVANA: patch-wise SIREN per group of frames (CVPR 2023)"))

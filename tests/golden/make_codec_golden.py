@@ -29,8 +29,8 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 OUT = HERE / "codecs"
 FAMILIES = ("video", "image", "scene")
-EXTRA = ("latent", "neuralgs")  # written only when named: the latent-grid image codec (set v1-latent),
-# the NeuralGS scene codec (set v1-neuralgs)
+EXTRA = ("latent", "neuralgs", "nirvana")  # written only when named: the latent-grid image codec
+# (set v1-latent), the NeuralGS scene codec (set v1-neuralgs), NIRVANA (set v1-nirvana)
 
 
 def clip_frames(n: int = 4, w: int = 32, h: int = 24) -> np.ndarray:
@@ -117,6 +117,11 @@ def main() -> None:
             _run("fit-video", str(clip), "-o", str(path), "--model", model, "--size", "0.04M",
                  "--epochs", "2", "--seed", "1")
             expected[path.name] = {"codec": model, "sha256": sha256(decoded_video(path))}
+    if "nirvana" in families:
+        path = out / "nirvana.fpv"
+        _run("fit-video", str(clip), "-o", str(path), "--model", "nirvana", "--epochs", "3",
+             "--group-size", "2", "--key-every", "2", "--quality", "4", "--seed", "1")
+        expected[path.name] = {"codec": "nirvana", "sha256": sha256(decoded_video(path))}
     if "image" in families:
         path = out / "field.fpi"
         _run("fit-image", str(image), "-o", str(path), "--model", "cam-ffn", "--params", "9k",
