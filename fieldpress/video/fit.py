@@ -39,6 +39,8 @@ class FitOptions:
     cam: bool = False
     cam_grid: int = 30
     strides: tuple[int, ...] | None = None
+    lmbda: float | None = None  # rate-distortion weight (latent model): loss = MSE + lmbda * bpp
+    quality: int | None = None  # 1..8, a fixed lambda ladder (latent model)
 
 
 def size_for_bpp(bpp: float, frames: int, width: int, height: int, bits: int) -> int:

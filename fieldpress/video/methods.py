@@ -38,3 +38,5 @@ def method_for(model: str) -> VideoMethod | None:
     """The `VideoMethod` for ``--model`` `model`, or None for a `VideoINR` model."""
     return METHODS.get(model)
 
+register_video_method(VideoMethod("latent", "fieldpress.video.latent.method:compress_latent",
+                                  "latent grids per group of frames, CPU encoding (Cool-chic/C3 video)"))
