@@ -24,7 +24,7 @@ from fieldpress.video.latent.config import VideoLatentConfig
 from fieldpress.video.latent.method import compress_latent
 from tests.helpers.reads import record_reads
 
-CONFIG = VideoLatentConfig(n_levels=4, group=2, arm_hidden=8, synth_hidden=8)
+CONFIG = VideoLatentConfig(n_levels=4, group=3, time_stride=2, arm_hidden=8, synth_hidden=8)
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +39,9 @@ def test_the_file_decodes_to_the_encoders_reconstruction_bit_for_bit(result) -> 
     decoded = open_video(res.data).decode()
     assert decoded.shape == (5, 20, 24, 3) and decoded.dtype == np.uint8
     assert np.array_equal(decoded, res.reconstruction)
-    assert res.metrics["groups"] == 3 and res.metrics["steps_per_group"] == [12, 12, 12]
+    assert res.metrics["groups"] == 2 and res.metrics["steps_per_group"] == [12, 12]
+    header = open_container(res.data).header
+    assert [g["frames"] for g in header["groups"]] == [3, 2] and header["config"]["time_stride"] == 2
 
 
 def test_random_access_by_group_equals_the_full_decode_and_reads_only_its_group(result) -> None:  # noqa: ANN001
@@ -51,7 +53,7 @@ def test_random_access_by_group_equals_the_full_decode_and_reads_only_its_group(
         part = dec.decode(start, end)
         assert np.array_equal(part, full[start:end])
         touched = {name.split("/")[0] for name in reads}
-        assert touched == {f"g{g:06d}" for g in range(start // 2, (end - 1) // 2 + 1)}
+        assert touched == {f"g{g:06d}" for g in range(start // 3, (end - 1) // 3 + 1)}
 
 
 def test_reported_bits_match_the_file(result, tmp_path: Path) -> None:  # noqa: ANN001
@@ -123,3 +125,13 @@ def test_fit_video_writes_a_latent_file_that_info_summarizes(tmp_path: Path,
 
     facts = summarize(open_container(out).header)
     assert facts["groups"].startswith("1 of 16") and facts["rate split"].startswith("latents ")
+
+
+def test_latent_frames_blend_linearly_in_time() -> None:
+    from fieldpress.video.latent.model import LatentGroupModel
+
+    model = LatentGroupModel(VideoLatentConfig(n_levels=2, group=8, time_stride=4), 7, 4, 4)
+    planes = [torch.stack([torch.zeros(*p.shape[1:]), torch.ones(*p.shape[1:])]) for p in model.latents]
+    per_frame = model.in_time(planes)[0][:, 0, 0]
+    # latent frames sit at times 1.5 and 5.5; frames 0, 1 copy the first, 6 the second
+    assert per_frame.tolist() == pytest.approx([0, 0, 0.125, 0.375, 0.625, 0.875, 1.0])

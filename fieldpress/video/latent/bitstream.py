@@ -152,7 +152,7 @@ def decode_group(model: LatentGroupModel, shifts: dict[str, int], words: np.ndar
     cfg = model.config
     shapes = [image_context.level_shapes(model.height, model.width, cfg.n_levels)[lv] for lv in cfg.levels]
     try:
-        planes = decode_latents(words, model.frames, shapes, ctx)
+        planes = decode_latents(words, model.config.latent_frames(model.frames), shapes, ctx)
     except OverflowError as exc:
         raise FormatError(f"damaged latent video group ({exc})") from None
     with torch.no_grad():

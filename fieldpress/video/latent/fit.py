@@ -3,7 +3,8 @@ previous one, under a CPU-time budget shared between the groups.
 
 The schedule of each group is the image codec's (soft-round + noise with an annealed temperature and
 a cosine learning rate, then a short straight-through phase); the first group, which starts cold,
-gets `FIRST_GROUP_SHARE` times the budget per frame of the others.
+gets `FIRST_GROUP_SHARE` times the budget per frame of the others. Under a CPU-time budget the
+schedule follows the share of the group's budget spent (so a busy machine shortens nothing).
 """
 
 from __future__ import annotations
@@ -23,7 +24,6 @@ from fieldpress.fields.latent.fit import FitConfig
 from fieldpress.video.latent.config import VideoLatentConfig
 from fieldpress.video.latent.model import LatentGroupModel
 
-PROBE_STEPS = 2
 FIRST_GROUP_SHARE = 2.0
 MIN_STEPS = 4
 
@@ -83,15 +83,18 @@ def fit_group(target: Tensor, config: VideoLatentConfig, lambda_: float, *, step
     opt = torch.optim.Adam([{"params": list(model.latents.parameters()), "lr": fit.lr_latents},
                             {"params": nets, "lr": fit.lr_networks}])
     start = time.process_time()
-    total = steps if steps is not None else 10**9
     step, rec = 0, {}
-    while step < total:
-        known = steps is not None or step >= PROBE_STEPS
-        rec = _step(model, opt, target, lambda_, step / total if known else 0.0, fit)
+    while True:  # progress: the share of the steps, or of the CPU time, spent so far
+        if steps is not None:
+            if step >= steps:
+                break
+            progress = step / steps
+        else:
+            progress = (time.process_time() - start) / max(float(seconds or 0.0), 1e-9)
+            if progress >= 1.0 and step >= MIN_STEPS:
+                break
+        rec = _step(model, opt, target, lambda_, min(progress, 1.0), fit)
         step += 1
-        if steps is None and step == PROBE_STEPS:
-            per_step = (time.process_time() - start) / PROBE_STEPS
-            total = max(MIN_STEPS, int(seconds / per_step))  # type: ignore[operator]
     return model, step, time.process_time() - start, rec
 
 

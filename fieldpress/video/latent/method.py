@@ -34,6 +34,7 @@ from fieldpress.video.latent.fit import GroupFit, fit_clip
 from fieldpress.video.pipeline import VideoResult, measure
 
 DEFAULT_QUALITY = 4
+LR_LATENTS = 0.2  # twice the image codec's: CPU budgets give a video a few hundred steps per group
 DEFAULT_CONFIG = VideoLatentConfig()
 PROBE_FRACTION = 6  # a --target-bpp probe fits the first groups for 1/PROBE_FRACTION of the budget
 MAX_PROBES = 4
@@ -115,7 +116,7 @@ def compress_latent(clip: Any, options: Any, device: Any, *, output: Path | None
         raise InputError("--model latent needs frames of at least 2x2 pixels")
     t_wall = time.perf_counter()
     budget = _budget(options)
-    fit = FitConfig(seed=options.seed)
+    fit = FitConfig(seed=options.seed, lr_latents=LR_LATENTS)
     x = _frames_tensor(clip.frames)
     with torch_threads(1):
         t0 = time.process_time()

@@ -28,7 +28,8 @@ class LatentGroupModel(nn.Module):
         super().__init__()
         self.config, self.frames, self.height, self.width = config, frames, height, width
         shapes = image_context.level_shapes(height, width, config.n_levels)
-        self.latents = nn.ParameterList([nn.Parameter(torch.zeros(frames, *shapes[lv]))
+        n = config.latent_frames(frames)
+        self.latents = nn.ParameterList([nn.Parameter(torch.zeros(n, *shapes[lv]))
                                          for lv in config.levels])
         self.arm_anchor = ContextMLP(context.ANCHOR_IN, config.arm_hidden)
         self.arm_other = ContextMLP(context.NONANCHOR_IN, config.arm_hidden)
@@ -65,8 +66,23 @@ class LatentGroupModel(nn.Module):
                 total = total + laplace_bits(values, params[:, 0], params[:, 1]).sum()
         return total
 
+    def in_time(self, planes: list[Tensor]) -> list[Tensor]:
+        """Latent frames -> one plane per frame: latent frame k sits at time (k + 1/2) * stride - 1/2;
+        frames between two latent frames blend them linearly (frames beyond the ends copy them)."""
+        s = self.config.time_stride
+        if s == 1:
+            return planes
+        n = planes[0].shape[0]
+        pos = ((torch.arange(self.frames, dtype=torch.float64) - (s - 1) / 2) / s).clamp(0, n - 1)
+        k0 = pos.floor().long().clamp(max=n - 1)
+        k1 = (k0 + 1).clamp(max=n - 1)
+        w = (pos - k0).to(planes[0].dtype)[:, None, None]
+        return [p[k0] * (1 - w) + p[k1] * w for p in planes]
+
     def synthesize(self, planes: list[Tensor]) -> Tensor:
-        """(frames, 3, H, W) in [0, 1] (unclamped): every frame's planes upsampled, then the synthesis."""
+        """(frames, 3, H, W) in [0, 1] (unclamped): the latent frames blended in time, every frame's
+        planes upsampled, then the synthesis."""
+        planes = self.in_time(planes)
         size = (self.height, self.width)
         mode = self.config.upsample
         up = [p[:, None] if tuple(p.shape[1:]) == size else
@@ -90,4 +106,4 @@ class LatentGroupModel(nn.Module):
         arm = lambda i: i * c.arm_hidden + c.arm_hidden**2 + 2 * c.arm_hidden  # noqa: E731
         arm_macs = n_lat / 2 * (arm(context.ANCHOR_IN) + arm(context.NONANCHOR_IN))
         synth = len(c.levels) * c.synth_hidden + 3 * c.synth_hidden + c.synth_convs * 2 * 81
-        return arm_macs / (self.frames * self.height * self.width) + synth
+        return arm_macs / (self.frames * self.height * self.width) + synth + 2 * len(c.levels)
