@@ -22,7 +22,8 @@ from fieldpress.video.latent.config import VideoLatentConfig
 from fieldpress.video.latent.model import LatentGroupModel
 
 MODEL = "latent"
-MAX_PIXELS = 1 << 26  # per frame
+MAX_PIXELS = 1 << 24  # per frame
+MAX_GROUP_PIXELS = 1 << 26  # per group (a group is synthesized at once: about 140 bytes per pixel)
 MAX_FRAMES = 1 << 20
 
 
@@ -66,7 +67,8 @@ def _check_header(header: Any) -> tuple[VideoLatentConfig, int, int, int, float,
         shifts = [{g: int(e["shifts"][g]) for g in bitstream.GROUPS} for e in entries]
     except (KeyError, TypeError, ValueError, AttributeError, OverflowError, InputError) as exc:
         raise FormatError(f"latent video header is incomplete or damaged ({exc})") from None
-    if not (1 <= width and 1 <= height and width * height <= MAX_PIXELS and 1 <= frames <= MAX_FRAMES):
+    if not (1 <= width and 1 <= height and width * height <= MAX_PIXELS and 1 <= frames <= MAX_FRAMES
+            and width * height * config.group <= MAX_GROUP_PIXELS):
         raise FormatError("latent video header has an out-of-range size or frame count")
     if not (np.isfinite(fps) and fps > 0 and frame_start >= 0):
         raise FormatError("latent video header has a bad fps or first frame")

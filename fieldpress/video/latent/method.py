@@ -38,6 +38,7 @@ LR_LATENTS = 0.2  # twice the image codec's: CPU budgets give a video a few hund
 DEFAULT_CONFIG = VideoLatentConfig()
 PROBE_FRACTION = 6  # a --target-bpp probe fits the first groups for 1/PROBE_FRACTION of the budget
 MAX_PROBES = 4
+MIN_PROBE_STEPS = 20
 
 
 @dataclasses.dataclass
@@ -102,8 +103,6 @@ def _lambda_for(x: torch.Tensor, clip: Any, options: Any, budget: dict, fit: Fit
     return lam, [{"lambda": p.lambda_, "bpp": round(p.bpp, 4)} for p in probes]
 
 
-MIN_PROBE_STEPS = 20
-
 
 def compress_latent(clip: Any, options: Any, device: Any, *, output: Path | None = None, resume: bool = False,
                     show_progress: bool = True, input: str | None = None,
@@ -114,6 +113,10 @@ def compress_latent(clip: Any, options: Any, device: Any, *, output: Path | None
         raise InputError("--model latent keeps no checkpoint to resume from; run without --resume")
     if clip.width < 2 or clip.height < 2:
         raise InputError("--model latent needs frames of at least 2x2 pixels")
+    if clip.width * clip.height > codec.MAX_PIXELS or clip.width * clip.height * config.group > \
+            codec.MAX_GROUP_PIXELS:
+        raise InputError(f"--model latent: {clip.width}x{clip.height} frames are too large for groups of "
+                         f"{config.group} frames (use --resize or --crop)")
     t_wall = time.perf_counter()
     budget = _budget(options)
     fit = FitConfig(seed=options.seed, lr_latents=LR_LATENTS)
