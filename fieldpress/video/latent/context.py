@@ -1,11 +1,12 @@
 """Causal context of a group's latent volume: the image codec's spatial context plus the previous frame.
 
-Level l of a group is a (frames, h, w) volume. Frame t of level l is coded after all of frame t-1 of
-that level (and after all coarser levels), in the image codec's two checkerboard passes. Every latent
-sees the image codec's features (the 3x3 parent window of the coarser level in the same frame; at
-non-anchors also 12 same-frame anchors) plus the 3x3 window of the previous frame at the same level
-(zeros in a group's first frame). Features are computed for a whole volume at once in training; the
-decoder evaluates them frame by frame on a two-frame volume, which yields the same numbers.
+Level l of a group is a (latent frames, h, w) volume. Latent frame t of level l is coded after all
+of latent frame t-1 of that level (and after all coarser levels), in the image codec's two
+checkerboard passes. Every latent sees the image codec's features (the 3x3 parent window of the
+coarser level in the same latent frame; at non-anchors also 12 same-frame anchors) plus the 3x3
+window of the previous latent frame at the same level (zeros in a group's first one). Features are
+computed for a whole volume at once in training; the decoder evaluates them one latent frame at a
+time on a two-frame volume, which yields the same numbers.
 """
 
 from __future__ import annotations

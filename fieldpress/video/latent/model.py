@@ -1,9 +1,10 @@
-"""One group of frames as latent volumes: per-frame latent pyramids, a causal context model that also
-sees the previous frame, and the image codec's synthesis applied to every frame.
+"""One group of frames as latent volumes: a latent pyramid every `time_stride` frames (blended linearly
+in time), a causal context model that also sees the previous latent frame, and the image codec's
+synthesis applied to every frame.
 
 The networks (context MLPs, per-level offsets, synthesis) are shared by the frames of a group and
-stored once per group; the latents are stored per frame, but static content costs almost nothing
-because the context model predicts each latent from the previous frame's.
+stored once per group; static content costs almost nothing because the context model predicts each
+latent from the previous latent frame's.
 """
 
 from __future__ import annotations
