@@ -39,8 +39,12 @@ def _fit_parser():  # noqa: ANN202
     size = p.add_mutually_exclusive_group()
     size.add_argument("--size", help="parameters stored (decoder + embeddings), e.g. 0.35M, 1.5M")
     size.add_argument("--target-bpp", type=float, help="choose the size that lands near this many bits/pixel")
+    p.add_argument("--lambda", dest="lmbda", type=float,
+                   help="rate-distortion weight, loss = MSE + LAMBDA * bpp (--model latent)")
+    p.add_argument("--quality", type=int, help="1..8, fewest bits at 1 (--model latent; default 4)")
     p.add_argument("--epochs", type=int, help="fit epochs (preset)")
-    p.add_argument("--minutes", type=float, help="wall-clock cap on fitting (caps --epochs)")
+    p.add_argument("--minutes", type=float,
+                   help="cap on fitting (caps --epochs; wall-clock, CPU time for --model latent)")
     p.add_argument("--frames", help="frame range START:END (end exclusive)")
     p.add_argument("--resize", help="resize frames to WxH (before --crop)")
     p.add_argument("--crop", help="crop WxH[+X+Y] (centred without +X+Y)")
@@ -167,7 +171,10 @@ def _clip_selection(args: argparse.Namespace, path: Path, pre: Any) -> tuple[Any
 def _fit_options(args: argparse.Namespace, pre: Any, clip: Any) -> Any:
     """`FitOptions` from the flags, the preset filling what they leave open."""
     from fieldpress.video.fit import FitOptions
+    from fieldpress.video.methods import METHODS
 
+    if (args.lmbda is not None or args.quality is not None) and (args.model or pre.model) not in METHODS:
+        raise InputError("--lambda and --quality apply to rate-distortion models (--model latent)")
     return FitOptions(
         model=args.model or pre.model,
         size=parse_count(args.size) if args.size else (None if args.target_bpp else pre.size),

@@ -43,8 +43,8 @@ class FitOptions:
     group_size: int | None = None
     key_every: int | None = None
     adaptive_groups: bool = True
-    lmbda: float | None = None
-    quality: int | None = None
+    lmbda: float | None = None  # rate-distortion weight: loss = MSE + lmbda * bpp
+    quality: int | None = None  # 1..8, a fixed lambda ladder
 
 
 def size_for_bpp(bpp: float, frames: int, width: int, height: int, bits: int) -> int:

@@ -42,3 +42,5 @@ def method_for(model: str) -> VideoMethod | None:
 
 register_video_method(VideoMethod("nirvana", "fieldpress.video.nirvana.method:compress",
                                   "NIRVANA: patch-wise SIREN per group of frames (CVPR 2023)"))
+register_video_method(VideoMethod("latent", "fieldpress.video.latent.method:compress_latent",
+                                  "latent grids per group of frames, CPU encoding (Cool-chic/C3 video)"))

@@ -29,8 +29,8 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 OUT = HERE / "codecs"
 FAMILIES = ("video", "image", "scene")
-EXTRA = ("latent", "neuralgs", "nirvana")  # written only when named: the latent-grid image codec
-# (set v1-latent), the NeuralGS scene codec (set v1-neuralgs), NIRVANA (set v1-nirvana)
+EXTRA = ("latent", "neuralgs", "nirvana", "video-latent")  # written only when named: the latent-grid
+# image codec (set v1-latent), NeuralGS (v1-neuralgs), NIRVANA (v1-nirvana), latent video (v1-video-latent)
 
 
 def clip_frames(n: int = 4, w: int = 32, h: int = 24) -> np.ndarray:
@@ -132,6 +132,11 @@ def main() -> None:
         _run("fit-image", str(image), "-o", str(path), "--model", "latent", "--steps", "30", "--quality", "5",
              "--seed", "1")
         expected[path.name] = {"codec": "latent", "sha256": sha256(decoded_image(path))}
+    if "video-latent" in families:
+        path = out / "latent.fpv"
+        _run("fit-video", str(clip), "-o", str(path), "--model", "latent", "--epochs", "15", "--quality", "5",
+             "--seed", "1")
+        expected[path.name] = {"codec": "latent", "sha256": sha256(decoded_video(path))}
     if "scene" in families:
         path = out / "lightgaussian.fpg"
         _run("compress-splat", str(scene), "-o", str(path), "--preset", "fast", "--codebook", "16",

@@ -1,0 +1,125 @@
+"""Fit a clip group by group: loss = MSE + lambda * bits per pixel, each group warm-started from the
+previous one, under a CPU-time budget shared between the groups.
+
+The schedule of each group is the image codec's (soft-round + noise with an annealed temperature and
+a cosine learning rate, then a short straight-through phase); the first group, which starts cold,
+gets `FIRST_GROUP_SHARE` times the budget per frame of the others. Under a CPU-time budget the
+schedule follows the share of the group's budget spent (so a busy machine shortens nothing).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from fieldpress.codec import proxies
+from fieldpress.codec.rate_control import check_lambda
+from fieldpress.errors import InputError
+from fieldpress.fields.latent.fit import FitConfig
+from fieldpress.video.latent.config import VideoLatentConfig
+from fieldpress.video.latent.model import LatentGroupModel
+
+FIRST_GROUP_SHARE = 2.0
+MIN_STEPS = 4
+
+
+@dataclass
+class GroupFit:
+    """A trained group: its model, first frame and training trace."""
+
+    model: LatentGroupModel
+    start: int
+    steps: int
+    seconds: float
+    last: dict[str, float]
+
+
+def group_ranges(frames: int, group: int) -> list[tuple[int, int]]:
+    """(start, end) of each group of `group` frames (the last may be shorter)."""
+    return [(s, min(s + group, frames)) for s in range(0, frames, group)]
+
+
+def _lr_factor(progress: float, fit: FitConfig) -> float:
+    soft_end = 1.0 - fit.proxy.ste_fraction
+    if progress >= soft_end:
+        return fit.lr_ste
+    u = progress / soft_end
+    return fit.final_lr_fraction + (1 - fit.final_lr_fraction) * 0.5 * (1 + math.cos(math.pi * u))
+
+
+def _step(model: LatentGroupModel, opt: torch.optim.Optimizer, target: Tensor, lambda_: float,
+          progress: float, fit: FitConfig) -> dict[str, float]:
+    state = proxies.schedule(progress, fit.proxy)
+    factor = _lr_factor(progress, fit)
+    for group, base in zip(opt.param_groups, (fit.lr_latents, fit.lr_networks)):
+        group["lr"] = base * factor
+    frames, bits = model(state)
+    mse = torch.mean((frames - target) ** 2)
+    loss = mse + lambda_ * bits / target[:, 0].numel()
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    if fit.grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), fit.grad_clip)
+    opt.step()
+    mse_v = float(mse.detach())
+    return {"mse": mse_v, "bpp": float(bits.detach()) / target[:, 0].numel(),
+            "psnr": -10 * math.log10(max(mse_v, 1e-12))}
+
+
+def fit_group(target: Tensor, config: VideoLatentConfig, lambda_: float, *, steps: int | None = None,
+              seconds: float | None = None, previous: LatentGroupModel | None = None,
+              fit: FitConfig = FitConfig()) -> tuple[LatentGroupModel, int, float, dict[str, float]]:
+    """Fit one group ((frames, 3, H, W) in [0, 1]) for `steps` or about `seconds` of CPU time, starting
+    from `previous` when given; returns (model, steps, CPU seconds, last step's record)."""
+    model = LatentGroupModel(config, target.shape[0], target.shape[2], target.shape[3])
+    if previous is not None:
+        model.warm_start(previous)
+    nets = [p for n, p in model.named_parameters() if not n.startswith("latents.")]
+    opt = torch.optim.Adam([{"params": list(model.latents.parameters()), "lr": fit.lr_latents},
+                            {"params": nets, "lr": fit.lr_networks}])
+    start = time.process_time()
+    step, rec = 0, {}
+    while True:  # progress: the share of the steps, or of the CPU time, spent so far
+        if steps is not None:
+            if step >= steps:
+                break
+            progress = step / steps
+        else:
+            progress = (time.process_time() - start) / max(float(seconds or 0.0), 1e-9)
+            if progress >= 1.0 and step >= MIN_STEPS:
+                break
+        rec = _step(model, opt, target, lambda_, min(progress, 1.0), fit)
+        step += 1
+    return model, step, time.process_time() - start, rec
+
+
+def fit_clip(frames: Tensor, config: VideoLatentConfig, lambda_: float, *, steps: int | None = None,
+             seconds: float | None = None, fit: FitConfig = FitConfig(),
+             progress: Callable[[int, int, dict[str, float]], None] | None = None) -> list[GroupFit]:
+    """Fit every group of `frames` ((T, 3, H, W) float in [0, 1]) in order. `steps` is per group;
+    `seconds` (CPU time of this process) is for the whole clip."""
+    check_lambda(lambda_)
+    if (steps is None) == (seconds is None):
+        raise InputError("give exactly one of steps or seconds")
+    torch.manual_seed(fit.seed)
+    ranges = group_ranges(frames.shape[0], config.group)
+    weights = [(e - s) * (FIRST_GROUP_SHARE if i == 0 else 1.0) for i, (s, e) in enumerate(ranges)]
+    out: list[GroupFit] = []
+    spent, previous = 0.0, None
+    for i, (s, e) in enumerate(ranges):
+        budget = None
+        if seconds is not None:  # what is left, shared by the groups still to fit
+            budget = max(0.0, seconds - spent) * weights[i] / sum(weights[i:])
+        model, n, sec, rec = fit_group(frames[s:e], config, lambda_, steps=steps, seconds=budget,
+                                       previous=previous, fit=fit)
+        spent += sec
+        out.append(GroupFit(model, s, n, sec, rec))
+        previous = model
+        if progress is not None:
+            progress(i + 1, len(ranges), {**rec, "steps": n, "seconds": sec})
+    return out

@@ -1,0 +1,164 @@
+"""``fit-video --model latent``: lambda from ``--lambda``, ``--quality`` or ``--target-bpp``, a CPU-time
+budget from ``--minutes``, a group-by-group fit, the file's bytes and their measurements.
+
+Why this design (one latent frame every `time_stride` frames per group, blended linearly in time, a
+context model that sees the previous latent frame, networks shared by the group, each group
+warm-started from the previous one) rather than a latent pyramid per frame or a motion model: on the
+CPU the encoder's cost is the context model and synthesis evaluated over every latent at every step,
+and a CPU budget of minutes gives each group only a few hundred steps. Measured on carphone frames
+0:32 at the preview budget (128 CPU-s, load 10-14; docs/formats/video-latent.md): a pyramid per frame
+got 56-76 steps per group and 25.1 dB at 0.42 bpp; one latent frame per 4 frames got 72-142 steps and
+28.1 dB at 0.27 bpp (fewer latents to code and to evaluate). The previous-latent-frame context makes
+static content nearly free without a motion model (no motion search fits the budget). Groups are
+coded independently, so decoding is random access by group; the warm start only shapes the fit.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from fieldpress.codec.rate_control import check_lambda, quality_lambda, search_lambda
+from fieldpress.codec.registry import encode_file, get_codec
+from fieldpress.errors import InputError
+from fieldpress.fields.latent.fit import FitConfig
+from fieldpress.fields.latent.pipeline import to_uint8
+from fieldpress.runtime import make_progress, torch_threads
+from fieldpress.video.latent import bitstream, codec
+from fieldpress.video.latent.config import VideoLatentConfig
+from fieldpress.video.latent.fit import GroupFit, fit_clip
+from fieldpress.video.pipeline import VideoResult, measure
+
+DEFAULT_QUALITY = 4
+LR_LATENTS = 0.2  # twice the image codec's: CPU budgets give a video a few hundred steps per group
+DEFAULT_CONFIG = VideoLatentConfig()
+PROBE_FRACTION = 6  # a --target-bpp probe fits the first groups for 1/PROBE_FRACTION of the budget
+MAX_PROBES = 4
+MIN_PROBE_STEPS = 20
+
+
+@dataclasses.dataclass
+class LatentVideoResult(VideoResult):
+    """A `VideoResult` plus the encoder's own reconstruction (uint8 (T, H, W, 3)) of the coded groups."""
+
+    reconstruction: np.ndarray | None = None
+
+
+def _frames_tensor(frames: np.ndarray) -> torch.Tensor:
+    """uint8 (T, H, W, 3) -> float (T, 3, H, W) in [0, 1]."""
+    return torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float() / 255.0
+
+
+def _budget(options: Any) -> dict[str, float | int]:
+    """CPU seconds for the whole clip (--minutes), or steps per group (--epochs without --minutes)."""
+    if options.minutes is not None:
+        if not options.minutes > 0:
+            raise InputError("--minutes must be positive")
+        return {"seconds": float(options.minutes) * 60.0}
+    return {"steps": int(options.epochs)}
+
+
+def encode_groups(fits: list[GroupFit], x: torch.Tensor, clip: Any, lambda_: float,
+                  facts: dict[str, Any]) -> tuple[bytes, np.ndarray]:
+    """(container bytes, the encoder's reconstruction) of fitted groups."""
+    groups, recon = [], []
+    for gf in fits:
+        target = x[gf.start:gf.start + gf.model.frames]
+        entry, words, weights, coded = bitstream.encode_group(gf.model, lambda_, target)
+        groups.append((entry, words, weights))
+        with torch.no_grad():
+            frames = coded.synthesize([p.detach().double().float() for p in coded.latents]).clamp(0, 1)
+        recon += [to_uint8(f) for f in frames]
+    encoded = codec.encode_clip(groups, fits[0].model.config, width=clip.width, height=clip.height,
+                                fps=clip.fps, frame_start=clip.frame_start, source=clip.source,
+                                lambda_=lambda_, extra={"fit": facts})
+    return encode_file(get_codec("video", "latent"), encoded), np.stack(recon)
+
+
+def _lambda_for(x: torch.Tensor, clip: Any, options: Any, budget: dict, fit: FitConfig,
+                config: VideoLatentConfig) -> tuple[float, list[dict[str, float]]]:
+    """The lambda of --lambda, --quality (default DEFAULT_QUALITY) or a --target-bpp search whose probes
+    are short fits of the first two groups, measured from their encoded bytes."""
+    given = [n for n in ("lmbda", "quality", "target_bpp") if getattr(options, n, None) is not None]
+    if len(given) > 1:
+        raise InputError("give at most one of --lambda, --quality and --target-bpp")
+    if options.lmbda is not None:
+        return check_lambda(options.lmbda), []
+    if options.target_bpp is None:
+        return quality_lambda(options.quality if options.quality is not None else DEFAULT_QUALITY), []
+    head = x[:2 * config.group]
+    short = ({"steps": max(MIN_PROBE_STEPS, int(budget["steps"]) // PROBE_FRACTION)} if "steps" in budget
+             else {"seconds": float(budget["seconds"]) * head.shape[0] / x.shape[0] / PROBE_FRACTION})
+
+    def probe(lam: float) -> float:
+        fits = fit_clip(head, config, lam, fit=fit, **short)
+        data, _ = encode_groups(fits, head, clip, lam, {})
+        return len(data) * 8.0 / (head.shape[0] * clip.width * clip.height)
+
+    lam, probes = search_lambda(options.target_bpp, probe, max_probes=MAX_PROBES)
+    return lam, [{"lambda": p.lambda_, "bpp": round(p.bpp, 4)} for p in probes]
+
+
+
+def compress_latent(clip: Any, options: Any, device: Any, *, output: Path | None = None, resume: bool = False,
+                    show_progress: bool = True, input: str | None = None,
+                    config: VideoLatentConfig = DEFAULT_CONFIG) -> LatentVideoResult:
+    """The ``latent`` `VideoMethod`: fit on the CPU (one thread; the budget is CPU time), encode, and
+    measure the file's own bytes decoded back."""
+    if resume:
+        raise InputError("--model latent keeps no checkpoint to resume from; run without --resume")
+    if clip.width < 2 or clip.height < 2:
+        raise InputError("--model latent needs frames of at least 2x2 pixels")
+    if clip.width * clip.height > codec.MAX_PIXELS or clip.width * clip.height * config.group > \
+            codec.MAX_GROUP_PIXELS:
+        raise InputError(f"--model latent: {clip.width}x{clip.height} frames are too large for groups of "
+                         f"{config.group} frames (use --resize or --crop)")
+    t_wall = time.perf_counter()
+    budget = _budget(options)
+    fit = FitConfig(seed=options.seed, lr_latents=LR_LATENTS)
+    x = _frames_tensor(clip.frames)
+    with torch_threads(1):
+        t0 = time.process_time()
+        lam, search = _lambda_for(x, clip, options, budget, fit, config)
+        search_s = time.process_time() - t0
+        with make_progress(show_progress) as bar:
+            task = bar.add_task("fit latent", total=-(-clip.count // config.group), info="")
+
+            def progress(done: int, total: int, rec: dict[str, float]) -> None:
+                bar.update(task, completed=done, info=f"{rec['psnr']:.2f} dB {rec['bpp']:.3f} bpp")
+
+            fits = fit_clip(x, config, lam, fit=fit, progress=progress, **budget)
+        fit_s = time.process_time() - t0 - search_s
+        facts = {"steps_per_group": [f.steps for f in fits], "fit_cpu_seconds": round(fit_s, 1)}
+        t1 = time.process_time()
+        data, recon = encode_groups(fits, x, clip, lam, facts)
+        encode_s = time.process_time() - t1
+        t2 = time.process_time()
+        metrics = measure(data, clip, torch.device("cpu"))
+        decode_s = time.process_time() - t2
+    header_groups = [g for g in _groups_of(data)]
+    metrics.update({
+        "model": "latent", "lambda": lam, "frames": clip.count, "size": f"{clip.width}x{clip.height}",
+        "groups": len(fits), "group_frames": config.group, "steps_per_group": facts["steps_per_group"],
+        "fit_cpu_seconds": round(fit_s, 1), "search_cpu_seconds": round(search_s, 1),
+        "encode_cpu_seconds": round(encode_s, 2), "decode_cpu_seconds": round(decode_s, 2),
+        "latent_bytes": sum(g["latent_bytes"] for g in header_groups),
+        "weight_bytes": sum(g["weight_bytes"] for g in header_groups),
+        "macs_per_pixel": round(fits[0].model.macs_per_pixel(), 1),
+        "train_psnr_last_group": round(fits[-1].last.get("psnr", 0.0), 3),
+    })
+    if search:
+        metrics["lambda_search"] = search
+    return LatentVideoResult(get_codec("video", "latent"), data, metrics, input=input,
+                             seconds=time.perf_counter() - t_wall, device="cpu", reconstruction=recon)
+
+
+def _groups_of(data: bytes) -> list[dict[str, Any]]:
+    from fieldpress.codec.container import open_container
+
+    return list(open_container(data).header["groups"])

@@ -1,0 +1,110 @@
+"""One group of frames as latent volumes: a latent pyramid every `time_stride` frames (blended linearly
+in time), a causal context model that also sees the previous latent frame, and the image codec's
+synthesis applied to every frame.
+
+The networks (context MLPs, per-level offsets, synthesis) are shared by the frames of a group and
+stored once per group; static content costs almost nothing because the context model predicts each
+latent from the previous latent frame's.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from fieldpress.codec import proxies
+from fieldpress.codec.entropy_models import laplace_bits
+from fieldpress.fields.latent import context as image_context
+from fieldpress.fields.latent.config import LATENT_MAX, LATENT_MIN
+from fieldpress.fields.latent.model import ContextMLP, Synthesis
+from fieldpress.video.latent import context
+from fieldpress.video.latent.config import VideoLatentConfig
+
+
+class LatentGroupModel(nn.Module):
+    """Latent volumes (frames, h_l, w_l) per level + context model + synthesis for one group."""
+
+    def __init__(self, config: VideoLatentConfig, frames: int, height: int, width: int) -> None:
+        super().__init__()
+        self.config, self.frames, self.height, self.width = config, frames, height, width
+        shapes = image_context.level_shapes(height, width, config.n_levels)
+        n = config.latent_frames(frames)
+        self.latents = nn.ParameterList([nn.Parameter(torch.zeros(n, *shapes[lv]))
+                                         for lv in config.levels])
+        self.arm_anchor = ContextMLP(context.ANCHOR_IN, config.arm_hidden)
+        self.arm_other = ContextMLP(context.NONANCHOR_IN, config.arm_hidden)
+        self.offsets = nn.Parameter(torch.zeros(len(config.levels), 2, 2))  # level, pass, (mean, log-scale)
+        self.synthesis = Synthesis(len(config.levels), config.synth_hidden, config.synth_convs)
+
+    def warm_start(self, previous: LatentGroupModel) -> None:
+        """Start from the previous group: its networks, and its last frame's latents in every frame."""
+        with torch.no_grad():
+            for mine, theirs in zip(self.latents, previous.latents):
+                mine.copy_(theirs[-1:].expand_as(mine))
+            for name, p in self.named_parameters():
+                if not name.startswith("latents."):
+                    p.copy_(previous.get_parameter(name))
+
+    def quantized_planes(self, state: proxies.ProxyState | None) -> list[Tensor]:
+        """Latents through the proxy (training) or rounded (state None), clamped to the coded range."""
+        out = []
+        for p in self.latents:
+            p = p.clamp(LATENT_MIN, LATENT_MAX)
+            out.append(torch.round(p) if state is None else proxies.apply(p, state))
+        return out
+
+    def rate_bits(self, planes: list[Tensor]) -> Tensor:
+        """Differentiable bits of all latent volumes under the context model."""
+        total = planes[0].new_zeros(())
+        for k, vol in enumerate(planes):
+            parent = planes[k + 1] if k + 1 < len(planes) else None
+            for anchors in (True, False):
+                feats = context.pass_inputs(vol, parent, anchors)
+                params = (self.arm_anchor if anchors else self.arm_other)(feats)
+                params = params + self.offsets[k, 0 if anchors else 1]
+                values = context.gather(vol, anchors)
+                total = total + laplace_bits(values, params[:, 0], params[:, 1]).sum()
+        return total
+
+    def in_time(self, planes: list[Tensor]) -> list[Tensor]:
+        """Latent frames -> one plane per frame: latent frame k sits at time (k + 1/2) * stride - 1/2;
+        frames between two latent frames blend them linearly (frames beyond the ends copy them)."""
+        s = self.config.time_stride
+        if s == 1:
+            return planes
+        n = planes[0].shape[0]
+        pos = ((torch.arange(self.frames, dtype=torch.float64) - (s - 1) / 2) / s).clamp(0, n - 1)
+        k0 = pos.floor().long().clamp(max=n - 1)
+        k1 = (k0 + 1).clamp(max=n - 1)
+        w = (pos - k0).to(planes[0].dtype)[:, None, None]
+        return [p[k0] * (1 - w) + p[k1] * w for p in planes]
+
+    def synthesize(self, planes: list[Tensor]) -> Tensor:
+        """(frames, 3, H, W) in [0, 1] (unclamped): the latent frames blended in time, every frame's
+        planes upsampled, then the synthesis."""
+        planes = self.in_time(planes)
+        size = (self.height, self.width)
+        mode = self.config.upsample
+        up = [p[:, None] if tuple(p.shape[1:]) == size else
+              F.interpolate(p[:, None], size=size, mode=mode, align_corners=False) for p in planes]
+        z = torch.cat(up, dim=1).permute(0, 2, 3, 1)  # (frames, H, W, levels)
+        head = self.synthesis.head
+        x = head[1](torch.relu(head[0](z))).permute(0, 3, 1, 2)
+        blocks = self.synthesis.blocks
+        for a, b in zip(blocks[0::2], blocks[1::2]):
+            x = x + b(torch.relu(a(x)))
+        return x
+
+    def forward(self, state: proxies.ProxyState | None) -> tuple[Tensor, Tensor]:
+        planes = self.quantized_planes(state)
+        return self.synthesize(planes), self.rate_bits(planes)
+
+    def macs_per_pixel(self) -> float:
+        """Decoder multiply-accumulates per pixel (context model + synthesis; upsampling excluded)."""
+        c = self.config
+        n_lat = sum(p.numel() for p in self.latents)
+        arm = lambda i: i * c.arm_hidden + c.arm_hidden**2 + 2 * c.arm_hidden  # noqa: E731
+        arm_macs = n_lat / 2 * (arm(context.ANCHOR_IN) + arm(context.NONANCHOR_IN))
+        synth = len(c.levels) * c.synth_hidden + 3 * c.synth_hidden + c.synth_convs * 2 * 81
+        return arm_macs / (self.frames * self.height * self.width) + synth + 2 * len(c.levels)

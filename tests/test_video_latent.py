@@ -1,0 +1,137 @@
+"""fit-video --model latent: the latent-grid video codec (group-by-group latents, previous-frame context):
+file round trip, random access by group, reported bytes vs the file, bad flags, and the context's
+frame-by-frame evaluation agreeing with the batched one."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from test_video_models import tiny_clip
+
+from fieldpress.cli import run_command
+from fieldpress.codec.container import open_container, read_info
+from fieldpress.fields.latent import context as image_context
+from fieldpress.video.cli import fit_video_command
+from fieldpress.video.codec import open_video
+from fieldpress.video.fit import FitOptions
+from fieldpress.video.io import VideoClip, write_video
+from fieldpress.video.latent import context
+from fieldpress.video.latent.config import VideoLatentConfig
+from fieldpress.video.latent.method import compress_latent
+from tests.helpers.reads import record_reads
+
+CONFIG = VideoLatentConfig(n_levels=4, group=3, time_stride=2, arm_hidden=8, synth_hidden=8)
+
+
+@pytest.fixture(scope="module")
+def result():  # noqa: ANN201
+    clip = VideoClip(tiny_clip(5, 20, 24), fps=10.0, source={"file": "synthetic"})
+    opts = FitOptions(model="latent", epochs=12, quality=5, size=None)
+    return clip, compress_latent(clip, opts, torch.device("cpu"), show_progress=False, config=CONFIG)
+
+
+def test_the_file_decodes_to_the_encoders_reconstruction_bit_for_bit(result) -> None:  # noqa: ANN001
+    clip, res = result
+    decoded = open_video(res.data).decode()
+    assert decoded.shape == (5, 20, 24, 3) and decoded.dtype == np.uint8
+    assert np.array_equal(decoded, res.reconstruction)
+    assert res.metrics["groups"] == 2 and res.metrics["steps_per_group"] == [12, 12]
+    header = open_container(res.data).header
+    assert [g["frames"] for g in header["groups"]] == [3, 2] and header["config"]["time_stride"] == 2
+
+
+def test_random_access_by_group_equals_the_full_decode_and_reads_only_its_group(result) -> None:  # noqa: ANN001
+    _, res = result
+    full = open_video(res.data).decode()
+    for start, end in [(0, 1), (1, 4), (3, 5), (4, 5), (2, 3)]:
+        dec = open_video(res.data)
+        reads = record_reads(dec.container)
+        part = dec.decode(start, end)
+        assert np.array_equal(part, full[start:end])
+        touched = {name.split("/")[0] for name in reads}
+        assert touched == {f"g{g:06d}" for g in range(start // 3, (end - 1) // 3 + 1)}
+
+
+def test_reported_bits_match_the_file(result, tmp_path: Path) -> None:  # noqa: ANN001
+    clip, res = result
+    assert res.metrics["bpp"] == pytest.approx(len(res.data) * 8 / (5 * 20 * 24), abs=1e-5)
+    header = open_container(res.data).header
+    (tmp_path / "f.fpv").write_bytes(res.data)
+    lengths = {s.name: s.length for s in read_info(tmp_path / "f.fpv").streams}
+    for g, entry in enumerate(header["groups"]):
+        assert entry["latent_bytes"] == lengths[f"g{g:06d}/latents"]
+        assert entry["weight_bytes"] == lengths[f"g{g:06d}/weights"]
+        words = open_container(res.data).array(f"g{g:06d}/latents")
+        # the range coder spends what the integer tables say, plus at most two words of flushing
+        assert entry["latent_bits"] <= words.size * 32 <= entry["latent_bits"] + 64 + 32
+    assert res.metrics["latent_bytes"] + res.metrics["weight_bytes"] < len(res.data)
+
+
+def test_the_frame_by_frame_context_is_the_batched_context() -> None:
+    g = torch.Generator().manual_seed(0)
+    vol = torch.randint(-5, 6, (4, 9, 11), generator=g).double()
+    parent = torch.randint(-5, 6, (4, 5, 6), generator=g).double()
+    for anchors in (True, False):
+        batched = context.pass_inputs(vol, parent, anchors)
+        n = batched.shape[0] // 4
+        for t in range(4):
+            rows = batched[t * n:(t + 1) * n]
+            assert torch.equal(rows, context.frame_inputs(vol, parent, t, anchors))
+            spatial = image_context.pass_inputs(vol[t], parent[t], anchors)
+            assert torch.equal(rows[:, :spatial.shape[1]], spatial)
+            prev = vol[t - 1] if t else torch.zeros_like(vol[0])
+            assert torch.equal(rows[:, spatial.shape[1]], context.gather(prev[None], anchors))
+
+
+@pytest.mark.parametrize("flags", [["--lambda", "0"], ["--lambda", "-1"], ["--quality", "9"],
+                                   ["--quality", "2", "--lambda", "0.01"], ["--minutes", "0"],
+                                   ["--target-bpp", "-1"]])
+def test_bad_rate_flags_exit_2_with_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                             flags: list[str]) -> None:
+    src = tmp_path / "in.mp4"
+    write_video(tiny_clip(2, 16, 16), src, 10.0, lossless=True)
+    before = src.read_bytes()
+    out = tmp_path / "out.fpv"
+    argv = [str(src), "-o", str(out), "--model", "latent", "--epochs", "2", *flags]
+    assert run_command(fit_video_command, argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err
+    assert not out.exists() and src.read_bytes() == before
+
+
+def test_lambda_is_refused_for_a_weight_model(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    src = tmp_path / "in.mp4"
+    write_video(tiny_clip(2, 16, 16), src, 10.0, lossless=True)
+    argv = [str(src), "-o", str(tmp_path / "o.fpv"), "--model", "hnerv", "--lambda", "0.01"]
+    assert run_command(fit_video_command, argv) == 2
+    assert "--lambda" in capsys.readouterr().err
+
+
+def test_fit_video_writes_a_latent_file_that_info_summarizes(tmp_path: Path,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    src = tmp_path / "in.mp4"
+    write_video(tiny_clip(3, 16, 24), src, 10.0, lossless=True)
+    out = tmp_path / "out.fpv"
+    argv = [str(src), "-o", str(out), "--model", "latent", "--epochs", "3", "--lambda", "0.01", "--json"]
+    assert run_command(fit_video_command, argv) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["codec"] == "latent" and summary["bytes"] == out.stat().st_size
+    assert summary["lambda"] == 0.01
+    from fieldpress.video.latent.declaration import summarize
+
+    facts = summarize(open_container(out).header)
+    assert facts["groups"].startswith("1 of 16") and facts["rate split"].startswith("latents ")
+
+
+def test_latent_frames_blend_linearly_in_time() -> None:
+    from fieldpress.video.latent.model import LatentGroupModel
+
+    model = LatentGroupModel(VideoLatentConfig(n_levels=2, group=8, time_stride=4), 7, 4, 4)
+    planes = [torch.stack([torch.zeros(*p.shape[1:]), torch.ones(*p.shape[1:])]) for p in model.latents]
+    per_frame = model.in_time(planes)[0][:, 0, 0]
+    # latent frames sit at times 1.5 and 5.5; frames 0, 1 copy the first, 6 the second
+    assert per_frame.tolist() == pytest.approx([0, 0, 0.125, 0.375, 0.625, 0.875, 1.0])
