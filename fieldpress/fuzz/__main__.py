@@ -7,8 +7,10 @@ import argparse
 import json
 import sys
 import tempfile
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -45,8 +47,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         targets = [t for t in all_targets(Path(work)) if not args.only or any(o in t.name for o in args.only)]
         if not targets:
             parser.error("--only matched no target")
-        report = run_fuzz(targets, minutes * 60, out=args.out, seed=args.seed, inputs=args.inputs).to_dict()
-    report["command"] = "python -m fieldpress.fuzz " + " ".join(sys.argv[1:] if argv is None else argv)
+        command = "python -m fieldpress.fuzz " + " ".join(sys.argv[1:] if argv is None else argv)
+        progress = _progress_writer(args.report, command) if args.report is not None else None
+        report = run_fuzz(targets, minutes * 60, out=args.out, seed=args.seed, inputs=args.inputs,
+                          progress=progress).to_dict()
+    report.update(command=command, finished=True)
     if args.report is not None:
         atomic_write_text(args.report, json.dumps(report, indent=1) + "\n")
     if args.json:
@@ -54,6 +59,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         _print(report)
     return 0 if report["crashes"] == 0 and report["hangs"] == 0 else 1
+
+
+def _progress_writer(path: Path, command: str, every: float = 60.0) -> Callable[[Any], None]:
+    """Rewrite the report file (marked unfinished) at most once a `every` seconds: a long run that is
+    stopped still leaves its figures so far."""
+    from fieldpress.io import atomic_write_text
+
+    last = [time.monotonic()]
+
+    def write(report: Any) -> None:
+        if time.monotonic() - last[0] >= every:
+            last[0] = time.monotonic()
+            data = report.to_dict()
+            data.update(command=command, finished=False)
+            atomic_write_text(path, json.dumps(data, indent=1) + "\n")
+
+    return write
 
 
 def _one_thread() -> None:

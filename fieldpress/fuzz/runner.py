@@ -22,7 +22,7 @@ import signal
 import time
 import traceback
 import tracemalloc
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -235,9 +235,11 @@ def warm_up() -> None:
 
 
 def run_fuzz(targets: Sequence[Target], seconds: float, out: Path | None = None, seed: int = 0,
-             batch: int = BATCH, inputs: int | None = None) -> FuzzReport:
+             batch: int = BATCH, inputs: int | None = None,
+             progress: Callable[[FuzzReport], None] | None = None) -> FuzzReport:
     """Fuzz every target round-robin for `seconds` of wall time or, given `inputs`, until that many
-    inputs have run, whichever comes first (at least one batch each); crashes land in `out`."""
+    inputs have run, whichever comes first (at least one batch each); crashes land in `out`.
+    `progress(report)` is called after every batch (the report's times are filled in so far)."""
     warm_up()
     report = FuzzReport(targets={t.name: TargetStats() for t in targets})
     parts = {t.name: [_parts(b) if t.container else None for b in t.seeds] for t in targets}
@@ -259,6 +261,10 @@ def run_fuzz(targets: Sequence[Target], seconds: float, out: Path | None = None,
                 if rounds > 0 and not more():
                     break
                 _batch(t, parts[t.name], report.targets[t.name], report, out, seed + rounds, batch)
+                if progress is not None:
+                    report.seconds = time.perf_counter() - start
+                    report.cpu_seconds = time.process_time() - cpu_start
+                    progress(report)
             rounds += 1
     finally:
         if not tracing and tracemalloc.is_tracing():
