@@ -199,7 +199,7 @@ def _skeleton(args: argparse.Namespace, clip, clip_path: Path) -> dict:  # noqa:
             "bpp": "file bytes * 8 / (frames * W * H)",
             "psnr": "RGB 8-bit, MSE pooled over all frames",
             "psnr_frame_mean": "mean of per-frame PSNR (papers' protocol)",
-            "ms_ssim": "fieldpress.metrics.ms_ssim (pytorch-msssim)",
+            "ms_ssim": "fieldpress.metrics.ms_ssim (pytorch-msssim's arithmetic)",
             "decode_fps": "fieldpress: frames / decode seconds from the file, one frame at a time, "
             "model load excluded; baselines: ffmpeg subprocess to rgb24 incl. start-up",
         },

@@ -4,9 +4,11 @@
   frame (float64 sums, frames taken in chunks to bound memory); the papers' protocol is the mean of
   per-frame PSNR. A zero error, or any PSNR above it, is reported as ``PSNR_CAP_DB`` = 100 dB, so a
   lossless frame cannot turn a mean into infinity and JSON summaries stay finite.
-- MS-SSIM through pytorch-msssim (Gaussian window, sigma 1.5, data range 255, float64), averaged over
-  frames. The window is 11, or 7 when the short side is under 161 px. pytorch-msssim needs the short
-  side above (window - 1) x 2**4 for its 5 scales; smaller frames use the largest number of scales L
+- MS-SSIM (Gaussian window, sigma 1.5, data range 255, float64), averaged over frames: our own small
+  implementation of Wang et al. 2003, the same arithmetic as pytorch-msssim's public `ms_ssim` (checked
+  against it in tests/test_metrics.py), because that library offers 5 scales only. The window is 11,
+  or 7 when the short side is under 161 px. 5 scales need the short
+  side above (window - 1) x 2**4; smaller frames use the largest number of scales L
   with short side > (window - 1) x 2**(L-1), keeping the first L standard weights renormalised to sum 1
   (L = 1 is plain SSIM); frames narrower than the window shrink the window to the largest odd size
   that fits.
@@ -16,7 +18,6 @@
 
 from __future__ import annotations
 
-import importlib
 import math
 from typing import Any
 
@@ -27,7 +28,7 @@ from torch import Tensor
 from fieldpress.errors import InputError
 
 PSNR_CAP_DB = 100.0
-MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)  # Wang et al. 2003, pytorch-msssim's default
+MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)  # Wang et al. 2003 (pytorch-msssim's default)
 _CHUNK_ELEMENTS = 1 << 24  # elements per chunk (128 MiB of float64)
 
 
@@ -119,19 +120,52 @@ def _nchw(x: Tensor) -> Tensor:
     return x.permute(0, 3, 1, 2)
 
 
-def _ms_ssim_batch(x: Tensor, y: Tensor, win: int, levels: int) -> Tensor:
-    import pytorch_msssim
+def gaussian_window(size: int, sigma: float = 1.5) -> Tensor:
+    """The normalised 1-D Gaussian window, computed in float32 (as pytorch-msssim does, so the figures
+    match it to rounding) before any cast."""
+    coords = torch.arange(size, dtype=torch.float32) - size // 2
+    g = torch.exp(-(coords ** 2) / (2 * sigma ** 2))
+    return g / g.sum()
 
-    if levels == 5:
-        return pytorch_msssim.ms_ssim(x, y, data_range=255.0, win_size=win, size_average=False)
-    # pytorch-msssim insists on 5 scales; fewer scales reuse its single-scale kernel (`_ssim`).
-    ssim_mod = importlib.import_module("pytorch_msssim.ssim")
+
+def _blur(x: Tensor, window: Tensor) -> Tensor:
+    """Separable 'valid' Gaussian blur of (N, C, H, W), per channel; a side shorter than the window
+    is left unblurred (pytorch-msssim's rule; the window and scale rules never ask for it)."""
+    channels, size = x.shape[1], window.numel()
+    w = window.to(x.device, x.dtype).view(1, 1, 1, size).repeat(channels, 1, 1, 1)
+    if x.shape[-1] >= size:
+        x = torch.nn.functional.conv2d(x, w, groups=channels)
+    if x.shape[-2] >= size:
+        x = torch.nn.functional.conv2d(x, w.transpose(2, 3), groups=channels)
+    return x
+
+
+def ssim_and_cs(x: Tensor, y: Tensor, window: Tensor, data_range: float = 255.0) -> tuple[Tensor, Tensor]:
+    """Per-channel SSIM and contrast-structure term (N, C) of (N, C, H, W) images (Wang et al. 2004,
+    K1 = 0.01, K2 = 0.03, means over the valid area)."""
+    c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
+    mu_x, mu_y = _blur(x, window), _blur(y, window)
+    mu_xx, mu_yy, mu_xy = mu_x * mu_x, mu_y * mu_y, mu_x * mu_y
+    var_x, var_y = _blur(x * x, window) - mu_xx, _blur(y * y, window) - mu_yy
+    cov = _blur(x * y, window) - mu_xy
+    cs_map = (2 * cov + c2) / (var_x + var_y + c2)
+    ssim_map = (2 * mu_xy + c1) / (mu_xx + mu_yy + c1) * cs_map
+    return ssim_map.flatten(2).mean(-1), cs_map.flatten(2).mean(-1)
+
+
+def _ms_ssim_batch(x: Tensor, y: Tensor, win: int, levels: int) -> Tensor:
+    """MS-SSIM per image of (N, C, H, W) over `levels` scales (Wang et al. 2003): the contrast-structure
+    terms of the first levels - 1 scales and the SSIM of the last, each clamped at 0, raised to the
+    first `levels` standard weights (renormalised to sum 1 when fewer than 5), multiplied, then
+    averaged over channels. Between scales a 2x2 average pool, padded on odd sides.
+    levels = 5 is pytorch-msssim's ms_ssim."""
+    window = gaussian_window(win)
     weights = torch.tensor(MS_SSIM_WEIGHTS[:levels], dtype=x.dtype, device=x.device)
-    weights = weights / weights.sum()
-    kernel = ssim_mod._fspecial_gauss_1d(win, 1.5).repeat([x.shape[1], 1, 1, 1])
+    if levels < len(MS_SSIM_WEIGHTS):  # the full set is used as published (it sums to 1.0001)
+        weights = weights / weights.sum()
     parts = []
     for i in range(levels):
-        s, cs = ssim_mod._ssim(x, y, data_range=255.0, win=kernel, size_average=False)
+        s, cs = ssim_and_cs(x, y, window)
         if i < levels - 1:
             parts.append(torch.relu(cs))
             pad = [d % 2 for d in x.shape[2:]]
@@ -165,10 +199,9 @@ def ms_ssim(ref: Any, test: Any) -> float:
 
 def ssim(ref: Any, test: Any) -> float:
     """Mean over frames of single-scale SSIM with the MS-SSIM window rule."""
-    import pytorch_msssim
 
     def fn(x: Tensor, y: Tensor, h: int, w: int) -> Tensor:
-        return pytorch_msssim.ssim(x, y, data_range=255.0, win_size=ms_ssim_window(h, w), size_average=False)
+        return ssim_and_cs(x, y, gaussian_window(ms_ssim_window(h, w)))[0].mean(1)
 
     return _per_frame(ref, test, fn)
 

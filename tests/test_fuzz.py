@@ -73,6 +73,12 @@ def _sleep(data: bytes) -> None:
     time.sleep(5)
 
 
+def _spin(data: bytes) -> None:
+    end = time.process_time() + 5
+    while time.process_time() < end:  # CPU time: the hang limit's clock
+        pass
+
+
 def _hog(data: bytes) -> None:
     _hog.keep = bytearray(80 << 20)  # type: ignore[attr-defined]
     _hog.keep[::4096] = b"x" * len(range(0, 80 << 20, 4096))  # touch every page: resident
@@ -80,16 +86,27 @@ def _hog(data: bytes) -> None:
 
 def test_the_harness_detects_crashes_hangs_and_memory(tmp_path: Path,
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(runner, "HANG_SECONDS", 0.2)
+    monkeypatch.setattr(runner, "HANG_SECONDS", 0.2)  # CPU seconds
+    monkeypatch.setattr(runner, "WALL_FACTOR", 2.0)  # a call blocked for 0.4 s of wall time hangs too
     seeds = (b"ab", b"abc")
     report = run_fuzz([Target("buggy", seeds, _raise), Target("slow", (b"x",), _sleep),
                        Target("hog", (b"y",), _hog)], seconds=0, out=tmp_path, batch=1).to_dict()
     assert report["targets"]["buggy"]["crashes"] >= 1 and report["targets"]["buggy"]["rejected"] >= 1
     assert report["targets"]["slow"]["hangs"] >= 1
+    assert report["targets"]["slow"]["max_seconds"] < 0.2 <= report["targets"]["slow"]["max_wall_seconds"]
     assert report["targets"]["hog"]["over_memory"] >= 1 and report["worst_memory_ratio"] > 1
     saved = {p.name.split("-")[0] for p in tmp_path.glob("*.bin")}
     assert saved == {"crash", "hang", "memory"}
     assert "RuntimeError: a reader bug" in next(tmp_path.glob("crash-*.txt")).read_text()
+
+
+def test_a_hang_is_cpu_time_not_wall_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A busy loop is stopped by the CPU-time alarm, however loaded the machine (no wall limit here)."""
+    monkeypatch.setattr(runner, "HANG_SECONDS", 0.2)
+    monkeypatch.setattr(runner, "WALL_FACTOR", 1000.0)
+    report = run_fuzz([Target("spin", (b"z",), _spin)], seconds=0, out=None, batch=1).to_dict()
+    assert report["targets"]["spin"]["hangs"] >= 1
+    assert 0.2 <= report["targets"]["spin"]["max_seconds"] < 2  # CPU seconds: stopped at the limit
 
 
 @pytest.mark.parametrize("finding", sorted(FINDINGS.glob("*.bin")), ids=lambda p: p.stem)
@@ -106,3 +123,25 @@ def test_command_line_reports_json(tmp_path: Path, capsys: pytest.CaptureFixture
     assert fuzz_main(["--minutes", "0.01", "--only", "scene:splat", "--out", str(tmp_path), "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert list(report["targets"]) == ["scene:splat"] and report["inputs"] > 0 and report["crashes"] == 0
+    assert report["finished"] and report["cpu_seconds"] >= 0
+
+
+def test_a_run_stops_after_a_number_of_inputs_and_writes_its_report(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    saved = tmp_path / "report.json"
+    argv = ["--inputs", "150", "--only", "scene:splat", "--out", str(tmp_path), "--report", str(saved)]
+    assert fuzz_main(argv) == 0
+    report = json.loads(saved.read_text())
+    assert 150 <= report["inputs"] < 150 + runner.BATCH + 20  # stops at the first batch past the count
+    assert report["finished"] and report["command"].endswith(" ".join(argv))
+    assert "inputs in" in capsys.readouterr().out  # the table was printed too
+
+
+def test_the_report_is_rewritten_while_a_run_goes(tmp_path: Path) -> None:
+    from fieldpress.fuzz.__main__ import _progress_writer
+
+    path = tmp_path / "partial.json"
+    report = runner.FuzzReport(targets={"t": runner.TargetStats(inputs=7)})
+    _progress_writer(path, "cmd", every=0.0)(report)
+    partial = json.loads(path.read_text())
+    assert partial["inputs"] == 7 and partial["finished"] is False and partial["command"] == "cmd"

@@ -112,7 +112,7 @@ def test_unwritable_dtypes_and_names_are_refused() -> None:
         encode_ply([("vertex", np.zeros(2, dtype=[("x", "f4")]))], comments=["a\nb"])
 
 
-def _float64_file(path: Path, x: np.ndarray) -> None:
+def _float64_file(path: Path, x: np.ndarray, fmt: str | None = None) -> None:
     scene = synthetic_scene(len(x), sh_degree=0, seed=1)
     save_scene(scene, path)
     header, elements = read_ply(path.read_bytes())
@@ -123,7 +123,7 @@ def _float64_file(path: Path, x: np.ndarray) -> None:
         wide[n] = table[n]
     wide["x"] = x
     wide["weight"] = x
-    path.write_bytes(encode_ply([("vertex", wide)], header.format))
+    path.write_bytes(encode_ply([("vertex", wide)], fmt or header.format))
 
 
 def test_float64_columns_exact_in_float32_read_silently_and_write_back_as_float64(tmp_path: Path) -> None:
@@ -137,14 +137,21 @@ def test_float64_columns_exact_in_float32_read_silently_and_write_back_as_float6
     assert (tmp_path / "again.ply").read_bytes() == path.read_bytes()
 
 
-def test_float64_columns_that_lose_precision_warn_by_name(tmp_path: Path) -> None:
+@pytest.mark.parametrize("fmt", ["binary_little_endian", "binary_big_endian", "ascii"])
+def test_float64_columns_that_lose_precision_warn_by_name(tmp_path: Path, fmt: str) -> None:
     path = tmp_path / "f64.ply"
     x = np.array([0.1, 1e-300, 2.0 ** 60 + 1], np.float64)
-    _float64_file(path, x)
+    _float64_file(path, x, fmt)
+    assert parse_header(path.read_bytes()).element("vertex").properties[0].dtype == "f8"
     with pytest.warns(UserWarning, match=re.escape("x (float64) narrowed to float32")):
         scene = load_scene(path)
     assert np.array_equal(scene.extras["weight"], x)  # an extra property keeps its float64 exactly
-    assert parse_header(path.read_bytes()).element("vertex").properties[0].dtype == "f8"
+    assert np.array_equal(scene.means[:, 0].numpy(), x.astype(np.float32))  # narrowed, as the warning says
+    save_scene(scene, tmp_path / "again.ply")  # written back as double, holding the narrowed values
+    _, elements = read_ply((tmp_path / "again.ply").read_bytes())
+    assert parse_header((tmp_path / "again.ply").read_bytes()).element("vertex").properties[0].dtype == "f8"
+    assert np.array_equal(elements["vertex"]["x"], x.astype(np.float32).astype(np.float64))
+    assert np.array_equal(elements["vertex"]["weight"], x)
 
 
 def test_binary_header_counts_beyond_the_file_are_refused() -> None:

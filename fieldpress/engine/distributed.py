@@ -4,12 +4,21 @@ The global batch is split over ranks; each rank's loss is weighted by its share 
 the gradients are summed with one all-reduce per step (one flat buffer), so every rank takes the
 same step as a single process on the whole batch, up to floating-point summation order.
 gloo on the CPU, nccl on CUDA. Only rank 0 writes checkpoints, logs and progress.
+
+Ctrl-C is agreed on every step through a gloo group on the host (`any_rank_host`): every rank stops
+after the same step, without a device sync (the flag travels in its own gloo group, under NCCL too).
+A command that does more than fit (encode, measure, write) holds the group itself (`command_group`),
+does that work on rank 0 only (`is_main_process`) and lets the other ranks wait at `host_barrier`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import datetime
 import os
+from collections.abc import Iterator
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -17,13 +26,18 @@ from torch import nn
 
 from fieldpress.errors import InputError
 
+HOST_TIMEOUT = datetime.timedelta(hours=6)  # the host group's barrier waits out rank 0's encode + measure
+
 
 @dataclasses.dataclass(frozen=True)
 class DistInfo:
+    """This process's place in the job (rank 0 of 1 outside torchrun)."""
+
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
     owns_group: bool = False
+    host_group: Any = dataclasses.field(default=None, compare=False, repr=False)  # gloo, for host flags
 
     @property
     def enabled(self) -> bool:
@@ -63,7 +77,9 @@ def setup(device: torch.device) -> DistInfo:
         backend = "nccl" if device.type == "cuda" else "gloo"
         dist.init_process_group(backend=backend, init_method="env://", rank=rank, world_size=world)
         owns = True
-    return DistInfo(rank=dist.get_rank(), world_size=dist.get_world_size(), local_rank=local, owns_group=owns)
+    host = dist.new_group(backend="gloo", timeout=HOST_TIMEOUT)
+    return DistInfo(rank=dist.get_rank(), world_size=dist.get_world_size(), local_rank=local, owns_group=owns,
+                    host_group=host)
 
 
 def teardown(info: DistInfo) -> None:
@@ -120,3 +136,35 @@ def any_rank(flag: bool, device: torch.device, info: DistInfo) -> bool:
     t = torch.tensor([1.0 if flag else 0.0], device=device)
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
     return bool(t.item() > 0)
+
+
+def any_rank_host(flag: bool, info: DistInfo) -> bool:
+    """True when the flag is set on any rank: a one-number all-reduce on the host (no device sync)."""
+    if not info.enabled:
+        return flag
+    t = torch.tensor([1 if flag else 0], dtype=torch.int32)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX, group=info.host_group)
+    return bool(t.item())
+
+
+def is_main_process() -> bool:
+    """Rank 0 under torchrun (read from the environment, so it holds after the group is gone), or a
+    single process: the one that encodes, measures and writes."""
+    return from_env()[0] == 0
+
+
+@contextlib.contextmanager
+def command_group(device: torch.device) -> Iterator[DistInfo]:
+    """Hold the process group for a whole command under torchrun (the Fitter, not owning it, then
+    leaves it up for the barrier after the fit); a no-op for one process."""
+    info = setup(device)
+    try:
+        yield info
+    finally:
+        teardown(info)
+
+
+def host_barrier(info: DistInfo) -> None:
+    """Wait until every rank gets here (the host gloo group: no device sync, a long timeout)."""
+    if info.enabled:
+        dist.barrier(group=info.host_group)

@@ -3,7 +3,8 @@
 It owns seeding, device and precision, the stages (fit, prune + fine-tune, QAT), warmup + cosine
 schedules, Adam, time and epoch budgets, progress, checkpoints with exact resume, Ctrl-C, the JSONL
 metrics log and data parallelism under torchrun. The hot loop reads nothing back from the device
-except at log intervals, so on a GPU it adds no host syncs to the model's own.
+except at log intervals, so on a GPU it adds no host syncs to the model's own (under torchrun the
+ranks agree on Ctrl-C each step through a host-side gloo all-reduce, also without a device sync).
 """
 
 from __future__ import annotations
@@ -52,7 +53,25 @@ from fieldpress.engine.stages import STAGE_KINDS, StageKind
 from fieldpress.errors import InputError, ResumeError
 
 BUDGET_CHECK_EVERY = 8  # steps between the (collective) time-budget checks under DDP
+DDP_SIGINT_GRACE_S = 5.0  # under torchrun a SIGINT this soon after the first is torchrun forwarding it
 PROGRESS_EVERY_S = 0.2  # the bar is advanced at most this often (rich's lock and redraws are not free)
+
+
+def _late_sigint(previous: Any, until: float) -> Any:
+    """The SIGINT handler left behind by a fit interrupted under torchrun: torchrun's forwarded copy of
+    the Ctrl-C may land after the fit has stopped, so SIGINTs before `until` are dropped; after it the
+    previous handler is back."""
+
+    def handler(signum: int, frame: Any) -> None:
+        if time.monotonic() < until:
+            return
+        signal.signal(signal.SIGINT, previous)
+        if callable(previous):
+            previous(signum, frame)
+        elif previous != signal.SIG_IGN:
+            raise KeyboardInterrupt
+
+    return handler
 
 
 def _normalise(obj: Any) -> Any:
@@ -183,21 +202,29 @@ class Fitter:
     # ------------------------------------------------------------------ Ctrl-C
     @contextlib.contextmanager
     def _sigint_guard(self):  # noqa: ANN202
-        """First Ctrl-C: finish the step, checkpoint, raise KeyboardInterrupt. Second: raise at once."""
+        """First Ctrl-C: finish the step, checkpoint, raise KeyboardInterrupt. Second: raise at once.
+        Under torchrun a terminal's Ctrl-C reaches each rank twice (from the terminal, then forwarded
+        by torchrun), so a second SIGINT within DDP_SIGINT_GRACE_S of the first is not a second Ctrl-C;
+        the ranks agree on stopping after the same step (`_after_step`)."""
         if threading.current_thread() is not threading.main_thread():
             yield
             return
+        first = [0.0]
 
         def handler(signum: int, frame: Any) -> None:
             if self._interrupt:
+                if self.dist.enabled and time.monotonic() - first[0] < DDP_SIGINT_GRACE_S:
+                    return
                 raise KeyboardInterrupt
-            self._interrupt = True
+            self._interrupt, first[0] = True, time.monotonic()
 
         previous = signal.signal(signal.SIGINT, handler)
         try:
             yield
         finally:
-            signal.signal(signal.SIGINT, previous)
+            late = self._interrupt and self.dist.enabled and first[0] > 0
+            signal.signal(signal.SIGINT, _late_sigint(previous, first[0] + DDP_SIGINT_GRACE_S) if late
+                          else previous)
 
     # ------------------------------------------------------------------ optimizer
     def _make_optimizer(self, stage: Stage) -> torch.optim.Optimizer:
@@ -412,9 +439,10 @@ class Fitter:
         if time.perf_counter() - run.shown >= PROGRESS_EVERY_S:
             self.progress.update(self.task, advance=run.pending)
             run.pending, run.shown = 0, time.perf_counter()
-        if self._interrupt:
+        if ddp.any_rank_host(self._interrupt, dist):  # every rank stops after the same step
             self.progress.update(self.task, advance=run.pending)
-            self._save(run.position(spe), run.optimizer, run.acc, run.acc_steps)
+            self._save(run.position(spe), run.optimizer, run.acc, run.acc_steps)  # rank 0 only
+            ddp.host_barrier(dist)  # torchrun stops the job at the first rank's exit: not before the save
             raise KeyboardInterrupt
         every = cfg.checkpoint_every_steps
         if (time.perf_counter() - self._last_ckpt >= cfg.checkpoint_every_s

@@ -1,7 +1,11 @@
-"""The fuzz loop: hypothesis draws seeds and mutations, each target runs them under a 10 s alarm while
-the process's peak memory is watched, and every outcome is counted: rejected cleanly (an InputError,
-one line), accepted, crashed (anything else escaped: saved with its traceback), hung (over the time
-limit), or over the memory bar (peak growth above 4x the input plus 64 MiB).
+"""The fuzz loop: hypothesis draws seeds and mutations, each target runs them under a 10 s CPU-time
+alarm while the process's peak memory is watched, and every outcome is counted: rejected cleanly (an
+InputError, one line), accepted, crashed (anything else escaped: saved with its traceback), hung (over
+the time limit), or over the memory bar (peak growth above 4x the input plus 64 MiB).
+
+The hang limit is CPU time (the process's user + system time, ITIMER_PROF), so a loaded machine does
+not turn slow inputs into hangs; a wall-clock alarm at WALL_FACTOR times the limit still catches an
+input that blocks without using the CPU.
 
 Peak memory is the growth of the resident set's high-water mark over the input (Linux: VmHWM, reset
 through /proc/self/clear_refs before each input; so torch's and constriction's allocations count),
@@ -18,7 +22,7 @@ import signal
 import time
 import traceback
 import tracemalloc
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,7 +35,8 @@ from fieldpress.errors import InputError
 from fieldpress.fuzz.mutate import mutate_bytes, mutate_container
 from fieldpress.fuzz.targets import Target
 
-HANG_SECONDS = 10.0
+HANG_SECONDS = 10.0  # CPU seconds
+WALL_FACTOR = 6.0  # a call blocked (not computing) for this many times HANG_SECONDS of wall time hangs too
 MEMORY_FACTOR, MEMORY_FIXED = 4, 64 << 20
 BATCH = 100  # inputs per hypothesis run before the loop moves to the next target
 
@@ -50,7 +55,8 @@ class TargetStats:
     crashes: int = 0
     hangs: int = 0
     over_memory: int = 0
-    max_seconds: float = 0.0
+    max_seconds: float = 0.0  # CPU seconds
+    max_wall_seconds: float = 0.0
     max_peak_bytes: int = 0
     max_input_bytes: int = 0
     worst_ratio_input_bytes: int = 0  # input size at the largest peak/(4x input + 64 MiB)
@@ -64,7 +70,8 @@ class TargetStats:
 class FuzzReport:
     """What a run tried and found, per target and in total."""
 
-    seconds: float = 0.0
+    seconds: float = 0.0  # wall time
+    cpu_seconds: float = 0.0  # the process's CPU time
     targets: dict[str, TargetStats] = field(default_factory=dict)
     crash_files: list[str] = field(default_factory=list)
 
@@ -72,7 +79,8 @@ class FuzzReport:
         return sum(getattr(t, key) for t in self.targets.values())
 
     def to_dict(self) -> dict[str, Any]:
-        return {"seconds": round(self.seconds, 1), "inputs": self.total("inputs"),
+        return {"seconds": round(self.seconds, 1), "cpu_seconds": round(self.cpu_seconds, 1),
+                "inputs": self.total("inputs"),
                 "crashes": self.total("crashes"), "hangs": self.total("hangs"),
                 "over_memory": self.total("over_memory"),
                 "worst_memory_ratio": max((t.worst_ratio for t in self.targets.values()), default=0.0),
@@ -132,22 +140,25 @@ def run_one(target: Target, data: bytes, stats: TargetStats, report: FuzzReport,
     stats.inputs += 1
     stats.max_input_bytes = max(stats.max_input_bytes, len(data))
     before = PEAK.start()
-    start = time.perf_counter()
-    signal.setitimer(signal.ITIMER_REAL, HANG_SECONDS)
+    start, cpu_start = time.perf_counter(), time.process_time()
+    signal.setitimer(signal.ITIMER_PROF, HANG_SECONDS)
+    signal.setitimer(signal.ITIMER_REAL, HANG_SECONDS * WALL_FACTOR)
     outcome, detail = "accepted", ""
     try:
         target.run(data)
     except InputError:
         outcome = "rejected"
     except Hang:
-        outcome, detail = "hang", f"over {HANG_SECONDS} s"
+        outcome, detail = "hang", f"over {HANG_SECONDS} CPU s (or {HANG_SECONDS * WALL_FACTOR} s blocked)"
     except Exception:  # noqa: BLE001 - anything but InputError escaping a reader is the bug we look for
         outcome, detail = "crash", traceback.format_exc()
     finally:
+        signal.setitimer(signal.ITIMER_PROF, 0)
         signal.setitimer(signal.ITIMER_REAL, 0)
-    elapsed = time.perf_counter() - start
+    elapsed, wall = time.process_time() - cpu_start, time.perf_counter() - start
     peak = PEAK.peak(before)
     stats.max_seconds = max(stats.max_seconds, elapsed)
+    stats.max_wall_seconds = max(stats.max_wall_seconds, wall)
     stats.max_peak_bytes = max(stats.max_peak_bytes, peak)
     ratio = peak / (MEMORY_FACTOR * input_size(data) + MEMORY_FIXED)
     if ratio > stats.worst_ratio:
@@ -155,9 +166,9 @@ def run_one(target: Target, data: bytes, stats: TargetStats, report: FuzzReport,
     if ratio > 1:
         stats.over_memory += 1
         _save(out, target, data, f"peak {peak} bytes for a {len(data)}-byte input", report, "memory")
-    if outcome == "hang" or elapsed > HANG_SECONDS:
+    if outcome == "hang" or elapsed > HANG_SECONDS or wall > HANG_SECONDS * WALL_FACTOR:
         stats.hangs += 1
-        _save(out, target, data, detail or f"{elapsed:.1f} s", report, "hang")
+        _save(out, target, data, detail or f"{elapsed:.1f} CPU s, {wall:.1f} s", report, "hang")
     elif outcome == "crash":
         stats.crashes += 1
         _save(out, target, data, detail, report, "crash")
@@ -224,26 +235,42 @@ def warm_up() -> None:
 
 
 def run_fuzz(targets: Sequence[Target], seconds: float, out: Path | None = None, seed: int = 0,
-             batch: int = BATCH) -> FuzzReport:
-    """Fuzz every target round-robin for `seconds` (at least one batch each); crashes land in `out`."""
+             batch: int = BATCH, inputs: int | None = None,
+             progress: Callable[[FuzzReport], None] | None = None) -> FuzzReport:
+    """Fuzz every target round-robin for `seconds` of wall time or, given `inputs`, until that many
+    inputs have run, whichever comes first (at least one batch each); crashes land in `out`.
+    `progress(report)` is called after every batch (the report's times are filled in so far)."""
     warm_up()
     report = FuzzReport(targets={t.name: TargetStats() for t in targets})
     parts = {t.name: [_parts(b) if t.container else None for b in t.seeds] for t in targets}
-    previous = signal.signal(signal.SIGALRM, _on_alarm)
+    previous = {s: signal.signal(s, _on_alarm) for s in (signal.SIGALRM, signal.SIGPROF)}
     tracing = tracemalloc.is_tracing()
-    start, rounds = time.perf_counter(), 0
+    start, cpu_start, rounds = time.perf_counter(), time.process_time(), 0
+
+    def more() -> bool:
+        enough = inputs is not None and report.total("inputs") >= inputs
+        return not enough and time.perf_counter() - start < seconds
+
     try:
         for t in targets:  # every seed once uncounted (first-use imports and caches), then counted
             for blob in t.seeds:
                 run_one(t, blob, TargetStats(), FuzzReport(), None)
                 run_one(t, blob, report.targets[t.name], report, out)
-        while rounds == 0 or time.perf_counter() - start < seconds:
+        while rounds == 0 or more():
             for t in targets:
+                if rounds > 0 and not more():
+                    break
                 _batch(t, parts[t.name], report.targets[t.name], report, out, seed + rounds, batch)
+                if progress is not None:
+                    report.seconds = time.perf_counter() - start
+                    report.cpu_seconds = time.process_time() - cpu_start
+                    progress(report)
             rounds += 1
     finally:
         if not tracing and tracemalloc.is_tracing():
             tracemalloc.stop()
-        signal.signal(signal.SIGALRM, previous)
+        for s, handler in previous.items():
+            signal.signal(s, handler)
     report.seconds = time.perf_counter() - start
+    report.cpu_seconds = time.process_time() - cpu_start
     return report

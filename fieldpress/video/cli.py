@@ -79,12 +79,17 @@ def _fit_parser():  # noqa: ANN202
 def fit_video_command(argv: Sequence[str] | None = None) -> int:
     """Fit a video INR to a clip and write a .fpv."""
     args = _fit_parser().parse_args(argv)
-    run_fit_video(args).emit(args.json)
+    summary = run_fit_video(args)
+    if summary is not None:
+        summary.emit(args.json)
     return 0
 
 
-def run_fit_video(args: argparse.Namespace) -> RunSummary:
-    """fit-video's work on parsed flags: fit (resuming with --resume), write the .fpv, return the summary."""
+def run_fit_video(args: argparse.Namespace) -> RunSummary | None:
+    """fit-video's work on parsed flags: fit (resuming with --resume), write the .fpv, return the summary.
+    Under torchrun every rank fits; rank 0 alone encodes, measures and writes while the others wait
+    at a barrier, and get None (they print nothing)."""
+    from fieldpress.engine.distributed import command_group, host_barrier
     from fieldpress.video.io import read_video, show_warnings_as_lines
     from fieldpress.video.pipeline import compress, write
 
@@ -98,9 +103,14 @@ def run_fit_video(args: argparse.Namespace) -> RunSummary:
     opts = _fit_options(args, pre, clip)
     signature = {"input": str(path.resolve()), "input_bytes": path.stat().st_size, "frames": args.frames,
                  "resize": list(resize) if resize else None, "crop": args.crop}
-    result = compress(clip, opts, device, output=output, resume=args.resume, signature=signature,
-                      show_progress=progress_enabled(args.json), input=str(path))
-    write(result, output)
+    with command_group(device) as dist:
+        result = compress(clip, opts, device, output=output, resume=args.resume, signature=signature,
+                          show_progress=progress_enabled(args.json), input=str(path))
+        if result is not None:
+            write(result, output)
+        host_barrier(dist)
+    if result is None:
+        return None
     result.seconds = time.perf_counter() - t0
     return RunSummary.from_result("fit-video", result, output)
 

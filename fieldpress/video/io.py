@@ -4,7 +4,10 @@ and write frames back as an mp4 (x264) or a folder of PNGs.
 Frames are kept as ``uint8 (T, H, W, 3)`` numpy arrays (a 720p, 132-frame clip is 365 MB as uint8,
 four times that as float) and converted to float per batch by the fitting code. Reading applies
 ``--frames`` first (frames outside the range are decoded but never converted), then ``--resize``
-(swscale, area filter) on the whole frame, then ``--crop``.
+(swscale, area filter) on the whole frame, then ``--crop``. Input deeper than 8 bits (10-bit HEVC,
+ProRes, FFV1) is converted through 16-bit RGB and rounded to 8 bits, with a warning. A variable
+frame rate clip keeps every decoded frame in presentation order; its rate is the average over the
+frames read (from their timestamps), with a warning.
 """
 
 from __future__ import annotations
@@ -54,6 +57,7 @@ class VideoClip:
 
 
 _TEN_BIT_MARKERS = ("p10", "p12", "p14", "p16", "10le", "10be", "12le", "12be")
+VFR_TOLERANCE = 0.05  # relative spread of frame durations above which a clip counts as variable-rate
 
 
 def _fps_of(stream: Any) -> float:
@@ -63,6 +67,42 @@ def _fps_of(stream: Any) -> float:
             if value > 0:
                 return value
     return 25.0
+
+
+def bit_depth(stream: Any) -> int:
+    """Bits per component of the stream's pixel format (8 when PyAV cannot say)."""
+    fmt = stream.format or getattr(stream.codec_context, "format", None)
+    bits = [int(c.bits) for c in getattr(fmt, "components", ()) or ()]
+    if bits:
+        return max(bits)
+    pix_fmt = str(stream.codec_context.pix_fmt or "")
+    return 10 if any(m in pix_fmt for m in _TEN_BIT_MARKERS) else 8
+
+
+def _rgb8(frame: Any, resize: tuple[int, int] | None, deep: bool) -> np.ndarray:
+    """One decoded frame as uint8 RGB. A deep (more than 8-bit) frame goes through 16-bit RGB and is
+    rounded to nearest (swscale's own 8-bit path truncates: a third of 10-bit values end one lower)."""
+    size = {} if resize is None else {"width": resize[0], "height": resize[1], "interpolation": "AREA"}
+    if not deep:
+        return frame.to_ndarray(format="rgb24", **size)
+    wide = frame.to_ndarray(format="rgb48le", **size).astype(np.uint32)
+    return ((wide * 255 + 32767) // 65535).astype(np.uint8)
+
+
+def variable_rate(times: list[float], tick: float = 0.0) -> float | None:
+    """The average rate of presentation times that are not evenly spaced (None when they are, or
+    when there are too few): frames per second over the span of the decoded frames. Steps may
+    differ by 5% plus one `tick` (the time base: 59.94 fps in milliseconds is 16 and 17 ms)."""
+    if len(times) < 3:
+        return None
+    ordered = np.sort(np.asarray(times, dtype=np.float64))
+    steps = np.diff(ordered)
+    span = float(ordered[-1] - ordered[0])
+    if steps.min() <= 0 or span <= 0:
+        return None
+    if steps.max() - steps.min() <= VFR_TOLERANCE * float(np.median(steps)) + 1.001 * tick:
+        return None
+    return (len(times) - 1) / span
 
 
 Crop = tuple[int, int, "int | None", "int | None"]
@@ -83,7 +123,9 @@ def read_video(path: str | Path, frames: tuple[int, int | None] | None = None,
                resize: tuple[int, int] | None = None,
                crop: tuple[int, int, int | None, int | None] | None = None) -> VideoClip:
     """Decode `path` to uint8 RGB frames: ``frames`` is (start, end-exclusive or None), ``resize``
-    (W, H) and ``crop`` (W, H, X|None, Y|None; None offsets centre the crop)."""
+    (W, H) and ``crop`` (W, H, X|None, Y|None; None offsets centre the crop). Frames come in
+    presentation order, one per decoded frame (a variable-rate clip is neither padded nor thinned);
+    deeper than 8-bit input is rounded to 8 bits with a warning."""
     import av
 
     path = Path(path)
@@ -98,43 +140,17 @@ def read_video(path: str | Path, frames: tuple[int, int | None] | None = None,
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
         pix_fmt = stream.codec_context.pix_fmt or (stream.format.name if stream.format else "unknown")
-        if any(m in str(pix_fmt) for m in _TEN_BIT_MARKERS):
-            warn(f"{path.name}: {pix_fmt} input is read as 8-bit RGB (high bit depth is dropped)")
+        depth = bit_depth(stream)
+        if depth > 8:
+            warn(f"{path.name}: {pix_fmt} is {depth}-bit; fieldpress codes 8-bit RGB, so frames are "
+                 f"converted to 8 bits (rounded to nearest) and the extra precision is dropped")
         if container.streams.audio:
             warn(f"{path.name}: the audio track is dropped (fieldpress compresses the pictures only)")
-        fps = _fps_of(stream)
+        fps, tick = _fps_of(stream), stream.time_base or 0
         duration = float(stream.duration * stream.time_base) if stream.duration and stream.time_base else None
-        if (stream.average_rate and stream.guessed_rate
-                and abs(float(stream.average_rate) - float(stream.guessed_rate)) > 0.05):
-            warn(f"{path.name}: variable frame rate; keeping the average {fps:.3f} fps")
         source = {"width": int(stream.codec_context.width), "height": int(stream.codec_context.height),
                   "pix_fmt": str(pix_fmt), "codec": stream.codec_context.name, "file": path.name}
-        out: list[np.ndarray] = []
-        index = -1
-        box = None
-        try:
-            for frame in container.decode(stream):
-                index += 1
-                if index < start:
-                    continue
-                if end is not None and index >= end:
-                    break
-                if resize is not None:
-                    rgb = frame.to_ndarray(width=resize[0], height=resize[1], format="rgb24",
-                                           interpolation="AREA")
-                else:
-                    rgb = frame.to_ndarray(format="rgb24")
-                if crop is not None:
-                    if box is None:
-                        box = _crop_box(rgb.shape[1], rgb.shape[0], crop)
-                    x, y, cw, ch = box
-                    rgb = rgb[y:y + ch, x:x + cw]
-                out.append(np.ascontiguousarray(rgb))
-        except av.error.FFmpegError as exc:
-            if not out:
-                raise InputError(f"{path}: the video stream cannot be decoded ({_short(exc)})") from None
-            warn(f"{path.name}: decoding stopped after {index} frames ({_short(exc)}); "
-                 "the file looks truncated")
+        out, times, index = _decode(container, stream, path, start, end, resize, crop, depth > 8)
     if not out:
         if index < 0:
             raise InputError(f"{path}: the video has no decodable frames (empty or truncated file)")
@@ -142,9 +158,51 @@ def read_video(path: str | Path, frames: tuple[int, int | None] | None = None,
                          f"(the clip has {index + 1})")
     if end is not None and len(out) < end - start:
         warn(f"{path.name}: --frames asked for {end - start} frames, the clip gave {len(out)}")
+    average = variable_rate(times, float(tick))
+    if average is not None:
+        fps = average
+        warn(f"{path.name}: variable frame rate; every frame is kept in order, timed at the average "
+             f"{fps:.3f} fps")
     if duration:
         source["duration"] = round(duration, 6)
     return VideoClip(frames=np.stack(out), fps=fps, frame_start=start, source=source)
+
+
+def _decode(container: Any, stream: Any, path: Path, start: int, end: int | None,
+            resize: tuple[int, int] | None, crop: Crop | None,
+            deep: bool) -> tuple[list[np.ndarray], list[float], int]:
+    """The selected frames (uint8 RGB), their presentation times in seconds (where known) and the
+    last decoded index; a decoding error after the first frame keeps what came before, with a warning."""
+    import av
+
+    out: list[np.ndarray] = []
+    times: list[float] = []
+    index = -1
+    box = None
+    try:
+        for frame in container.decode(stream):
+            index += 1
+            if index < start:
+                continue
+            if end is not None and index >= end:
+                break
+            rgb = _rgb8(frame, resize, deep)
+            if crop is not None:
+                if box is None:
+                    box = _crop_box(rgb.shape[1], rgb.shape[0], crop)
+                x, y, cw, ch = box
+                rgb = rgb[y:y + ch, x:x + cw]
+            out.append(np.ascontiguousarray(rgb))
+            if frame.pts is not None and frame.time_base:
+                times.append(float(frame.pts * frame.time_base))
+    except av.error.FFmpegError as exc:
+        if not out:
+            raise InputError(f"{path}: the video stream cannot be decoded ({_short(exc)})") from None
+        warn(f"{path.name}: decoding stopped after {index} frames ({_short(exc)}); "
+             "the file looks truncated")
+    if len(times) != len(out):
+        times = []
+    return out, times, index
 
 
 def _short(exc: BaseException) -> str:

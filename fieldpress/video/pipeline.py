@@ -184,10 +184,12 @@ def _epochs_done(stages: list[dict]) -> Any:
 def compress(clip: VideoClip, options: FitOptions, device: torch.device, *, output: Path | None = None,
              resume: bool = False, signature: dict | None = None, show_progress: bool = True,
              evaluate: Evaluate | None = None, eval_every: int | None = None,
-             input: str | None = None) -> VideoResult:
+             input: str | None = None) -> VideoResult | None:
     """Fit `clip` and return the ``.fpv`` bytes with their measurements (nothing written but the
-    checkpoint at ``<output>.ckpt/`` when `output` is given; `resume` continues from it).
+    checkpoint at ``<output>.ckpt/`` when `output` is given; `resume` continues from it). Under
+    torchrun only rank 0 goes on past the fit; the other ranks get None.
     `evaluate` / `eval_every` (epochs) are handed to the Fitter (e.g. to log PSNR as a fit goes)."""
+    from fieldpress.engine.distributed import is_main_process
     from fieldpress.video.methods import method_for
 
     method = method_for(options.model)
@@ -202,6 +204,8 @@ def compress(clip: VideoClip, options: FitOptions, device: torch.device, *, outp
         fitted, plan = fit_model(model, source, options, device, output=output, resume=resume,
                                  signature=signature, show_progress=show_progress, evaluate=evaluate,
                                  eval_every=eval_every)
+        if not is_main_process():  # under torchrun rank 0 alone quantizes, encodes and measures
+            return None
         model = fitted.model.eval()
         q = quantize_model(model, fitted.masks, source, options, device)
         facts = {"epochs": plan, "stored_params": stored_params, "prune": options.prune,
@@ -231,9 +235,12 @@ def write(result: Result, output: Path, *, keep_checkpoint: bool = False) -> int
 
 def fit_clip(clip: VideoClip, output: Path, opts: FitOptions, device: torch.device, *, resume: bool = False,
              signature: dict | None = None, show_progress: bool = True, keep_checkpoint: bool = False,
-             evaluate: Evaluate | None = None, eval_every: int | None = None) -> FitOutcome:
-    """`compress`, then write `output` and (unless `keep_checkpoint`) remove its checkpoint."""
+             evaluate: Evaluate | None = None, eval_every: int | None = None) -> FitOutcome | None:
+    """`compress`, then write `output` and (unless `keep_checkpoint`) remove its checkpoint (None on
+    the ranks other than 0 under torchrun)."""
     result = compress(clip, opts, device, output=output, resume=resume, signature=signature,
                       show_progress=show_progress, evaluate=evaluate, eval_every=eval_every)
+    if result is None:
+        return None
     nbytes = write(result, output, keep_checkpoint=keep_checkpoint)
     return FitOutcome(Path(output), nbytes, result.metrics, result.model, result.interrupted)

@@ -1,8 +1,11 @@
 """A tiny, deterministic fit used by the resume (SIGKILL) and DDP (torchrun) tests as a subprocess.
 
     python tests/helpers/tiny_fit.py OUTPUT [--resume] [--sleep S] [--epochs N] [--batch B]
+        [--status DIR] [--every STEPS]
 
-Writes the final weights to OUTPUT.weights.safetensors (rank 0 only).
+Writes the final weights to OUTPUT.weights.safetensors (rank 0; other ranks add .rankN). With
+--status DIR each rank writes its pid to DIR/started.rankN at its first step and writes its exit code
+(fieldpress's mapping: 130 on Ctrl-C) to DIR/exit.rankN.
 """
 
 from __future__ import annotations
@@ -51,8 +54,10 @@ def make_model(seed: int = 0, dropout: float = 0.0, rated: bool = False) -> nn.M
                nn.Linear(32, 1))
 
 
-def make_loss(sleep: float = 0.0):
+def make_loss(sleep: float = 0.0, started: Path | None = None):
     def loss_fn(model: nn.Module, batch: dict[str, torch.Tensor]):
+        if started is not None and not started.exists():
+            started.write_text(str(os.getpid()))
         if sleep:
             time.sleep(sleep)
         mse = ((model(batch["x"]) - batch["y"]) ** 2).mean()
@@ -63,13 +68,13 @@ def make_loss(sleep: float = 0.0):
 
 def run(output: Path | None, *, resume: bool = False, sleep: float = 0.0, epochs: int = 6, batch: int = 8,
         every_steps: int | None = 5, stages: list[Stage] | None = None, dropout: float = 0.1,
-        rated: bool = False) -> nn.Module:
+        rated: bool = False, started: Path | None = None) -> nn.Module:
     """Fit the tiny MLP (two fit stages unless `stages` are given) and return it."""
     model = make_model(dropout=dropout, rated=rated)
     stages = stages or [Stage("fit", epochs, 1e-2, warmup=0.2), Stage("fit", 2, 2e-3, schedule="constant")]
     config = FitConfig(batch_size=batch, seed=7, checkpoint_every_s=3600, checkpoint_every_steps=every_steps,
                        grad_clip=1.0)
-    Fitter(model, Points(), make_loss(sleep), config, stages, output=output,
+    Fitter(model, Points(), make_loss(sleep, started), config, stages, output=output,
            signature={"epochs": epochs, "batch": batch}, show_progress=False).run(resume=resume)
     return model
 
@@ -82,15 +87,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=6)
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--dropout", type=float, default=0.1)
+    parser.add_argument("--status", type=Path, default=None)
+    parser.add_argument("--every", type=int, default=5, help="checkpoint every STEPS steps (0: never)")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
-    model = run(args.output, resume=args.resume, sleep=args.sleep, epochs=args.epochs, batch=args.batch,
-                dropout=args.dropout)
     rank = int(os.environ.get("RANK", "0"))
+    started = args.status / f"started.rank{rank}" if args.status else None
+    model = run(args.output, resume=args.resume, sleep=args.sleep, epochs=args.epochs, batch=args.batch,
+                dropout=args.dropout, every_steps=args.every or None, started=started)
     suffix = ".weights.safetensors" if rank == 0 else f".weights.rank{rank}.safetensors"
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(args.output) + suffix)
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from fieldpress.cli import run_command
+
+    code = run_command(main)
+    if "--status" in sys.argv:
+        folder = Path(sys.argv[sys.argv.index("--status") + 1])
+        (folder / f"exit.rank{os.environ.get('RANK', '0')}").write_text(str(code))
+    sys.exit(code)
