@@ -36,6 +36,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 PSNR_CAP = 70.0  # lossless rows (inf) are drawn at the cap
 PEERS = (("ply", ".ply"), ("compressed.ply", ".compressed.ply"), ("spz", ".spz"))
 SPLAT_TRANSFORM = "@playcanvas/splat-transform@3.7.0"
+ON_ROW: list[Any] = []  # callables run after each measured row (main saves the JSON there)
 
 
 def _versions() -> dict[str, str]:
@@ -68,6 +69,13 @@ def _row(method: str, path: Path, n_in: int, enc_s: float, dec_s: float, referen
     return row
 
 
+def _add(rows: list[dict[str, Any]], row: dict[str, Any]) -> None:
+    """Append a measured row and run the ON_ROW hooks (the JSON is saved row by row)."""
+    rows.append(row)
+    for hook in ON_ROW:
+        hook()
+
+
 def splat_transform(prefix: Path) -> Path | None:
     """The splat-transform executable, installed into `prefix` with npm when node is present (else None)."""
     exe = prefix / "node_modules" / ".bin" / "splat-transform"
@@ -94,11 +102,11 @@ def _st(exe: Path, *args: str) -> float:
 
 
 def peer_rows(exe: Path, src: Path, n_in: int, reference: np.ndarray, cams: list[Any], work: Path,
-              decimate: list[int]) -> list[dict[str, Any]]:
-    """splat-transform's SOG and SPZ, and decimation (pairwise merging) to each rate then SOG."""
+              decimate: list[int], rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """splat-transform's SOG and SPZ, and decimation (pairwise merging) to each rate then SOG (appended
+    to `rows` as they come)."""
     from fieldpress.scenes.formats import load_scene
 
-    rows = []
     jobs = [("st-sog", [], ".sog"), ("st-spz", [], ".spz")]
     jobs += [(f"st-decimate{pct}%-sog", ["-d", f"{pct}%"], ".sog") for pct in decimate]
     for method, actions, suffix in jobs:
@@ -120,18 +128,17 @@ def peer_rows(exe: Path, src: Path, n_in: int, reference: np.ndarray, cams: list
         except subprocess.CalledProcessError as exc:
             rows.append({"method": method, "skipped": f"splat-transform failed: {exc.stderr.strip()[-200:]}"})
             continue
-        rows.append(_row(method, out, n_in, enc, dec, reference, decoded, cams,
+        _add(rows, _row(method, out, n_in, enc, dec, reference, decoded, cams,
                          {"spz_axes": decoded.meta.get("spz", {}).get("axes")}))
     return rows
 
 
 def our_rows(scene: Any, path: Path, args: argparse.Namespace, reference: np.ndarray, cams: list[Any],
-             work: Path) -> list[dict[str, Any]]:
-    """fieldpress: each preset, then each --quality level (the RD curve)."""
+             work: Path, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """fieldpress: each preset, then each --quality level (the RD curve), appended to `rows`."""
     from fieldpress.scenes.lightgaussian.codec import read_fpg
     from fieldpress.scenes.lightgaussian.pipeline import CompressOptions, compress
 
-    rows = []
     settings = [(f"fieldpress-{p}", {"preset": p}) for p in args.presets]
     settings += [(f"fieldpress-q{q}", {"quality": q}) for q in args.qualities]
     settings += [(f"reduce-{how}-q{q}", {"quality": q, "reduce": how})  # merge vs prune at equal count
@@ -152,11 +159,13 @@ def our_rows(scene: Any, path: Path, args: argparse.Namespace, reference: np.nda
         extra = {"prune": result.metrics["prune"], "stage_seconds": result.metrics["stage_seconds"],
                  "reduce": result.metrics.get("reduce"),
                  "options": {k: v for k, v in dataclasses.asdict(options).items() if v is not None}}
-        rows.append(_row(method, out, scene.n, enc, dec, reference, decoded, cams, extra))
+        _add(rows, _row(method, out, scene.n, enc, dec, reference, decoded, cams, extra))
     return rows
 
 
-def bench_scene(path: Path, args: argparse.Namespace, work: Path, exe: Path | None) -> dict[str, Any]:
+def bench_scene(path: Path, args: argparse.Namespace, work: Path, exe: Path | None,
+                results: list[dict[str, Any]]) -> dict[str, Any]:
+    """All rows of one scene; its entry is in `results` from the start and fills row by row."""
     from fieldpress.scenes.formats import formats, load_scene, save_scene
     from fieldpress.scenes.lightgaussian.pipeline import eval_cameras, render_views
 
@@ -167,6 +176,9 @@ def bench_scene(path: Path, args: argparse.Namespace, work: Path, exe: Path | No
     reference = render_views(scene, cams)
     ref_s = time.perf_counter() - t
     rows: list[dict[str, Any]] = []
+    entry = {"scene": path.name, "input_bytes": path.stat().st_size, "gaussians": scene.n,
+             "sh_degree": scene.sh_degree, "reference_render_s": round(ref_s, 3), "rows": rows}
+    results.append(entry)
     for name, suffix in PEERS if not args.no_formats else ():
         fmt = next((f for f in formats().values() if f.write and suffix in f.suffixes), None)
         if fmt is None:
@@ -178,15 +190,14 @@ def bench_scene(path: Path, args: argparse.Namespace, work: Path, exe: Path | No
         enc = time.perf_counter() - t
         t = time.perf_counter()
         decoded = load_scene(out)
-        rows.append(_row(name, out, scene.n, enc, time.perf_counter() - t, reference, decoded, cams))
+        _add(rows, _row(name, out, scene.n, enc, time.perf_counter() - t, reference, decoded, cams))
     if exe is not None:
         ply = work / f"{path.stem}.input.ply"  # splat-transform reads the same scene we do
         save_scene(scene, ply, "ply")
-        rows += peer_rows(exe, ply, scene.n, reference, cams, work, args.decimate)
-    rows += our_rows(scene, path, args, reference, cams, work)
-    return {"scene": path.name, "input_bytes": path.stat().st_size, "gaussians": scene.n,
-            "sh_degree": scene.sh_degree, "reference_render_s": round(ref_s, 3), "rows": rows,
-            "bars": bars(rows, scene.sh_degree)}
+        peer_rows(exe, ply, scene.n, reference, cams, work, args.decimate, rows)
+    our_rows(scene, path, args, reference, cams, work, rows)
+    entry["bars"] = bars(rows, scene.sh_degree)
+    return entry
 
 
 def _curve(rows: list[dict[str, Any]], prefix: str) -> list[tuple[float, float]]:
@@ -217,32 +228,37 @@ def bars(rows: list[dict[str, Any]], sh_degree: int) -> dict[str, Any]:
 
 
 SCALE_SNIPPET = """
-import json, resource, sys, time
+import json, resource, sys, time, torch
 from fieldpress.scenes.synthetic import synthetic_scene
 from fieldpress.scenes.lightgaussian.pipeline import CompressOptions, compress, decode_bytes
-n, preset = int(sys.argv[1]), sys.argv[2]
+n, preset, threads = int(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+torch.set_num_threads(threads)
 t = time.perf_counter(); scene = synthetic_scene(n, sh_degree=3, seed=0); make = time.perf_counter() - t
-t = time.perf_counter(); r = compress(scene, CompressOptions(preset=preset, evaluate=False))
-enc = time.perf_counter() - t
+t, c = time.perf_counter(), time.process_time()
+r = compress(scene, CompressOptions(preset=preset, evaluate=False))
+enc, enc_cpu = time.perf_counter() - t, time.process_time() - c
 rss_enc = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-t = time.perf_counter(); d = decode_bytes(r.data); dec = time.perf_counter() - t
+t, c = time.perf_counter(), time.process_time(); d = decode_bytes(r.data)
+dec, dec_cpu = time.perf_counter() - t, time.process_time() - c
 print(json.dumps({"preset": preset, "gaussians": n, "bytes": len(r.data), "bytes_per_gaussian":
-      round(len(r.data) / n, 3), "gaussians_out": d.n, "make_s": round(make, 2), "compress_s": round(enc, 2),
-      "decompress_s": round(dec, 2), "peak_rss_mb_after_compress": round(rss_enc),
+      round(len(r.data) / n, 3), "gaussians_out": d.n, "torch_threads": threads, "make_s": round(make, 2),
+      "compress_s": round(enc, 2), "compress_cpu_s": round(enc_cpu, 2), "decompress_s": round(dec, 2),
+      "decompress_cpu_s": round(dec_cpu, 2), "peak_rss_mb_after_compress": round(rss_enc),
       "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
       "stage_seconds": r.metrics["stage_seconds"]}))
 """
 
 
-def scale_rows(n: int, presets: list[str]) -> list[dict[str, Any]]:
+def scale_rows(n: int, presets: list[str], threads: int = 1) -> list[dict[str, Any]]:
     """A synthetic n-Gaussian SH-3 scene through each preset (no rendering of the result), one process
-    each."""
+    each, torch on `threads` threads; wall and process CPU seconds (CPU time is the figure to trust on
+    a loaded machine: with one thread it estimates the wall time on an idle one)."""
     root = Path(__file__).resolve().parent.parent
     env = {**os.environ, "PYTHONPATH": str(root)}
     rows = []
     for preset in presets:
-        done = subprocess.run([sys.executable, "-c", SCALE_SNIPPET, str(n), preset], capture_output=True,
-                              text=True, cwd=root, env=env)
+        done = subprocess.run([sys.executable, "-c", SCALE_SNIPPET, str(n), preset, str(threads)],
+                              capture_output=True, text=True, cwd=root, env=env)
         if done.returncode:
             rows.append({"preset": preset, "gaussians": n, "failed": done.stderr.strip()[-300:]})
         else:
@@ -303,6 +319,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--npm-prefix", type=Path, default=Path.home() / ".cache" / "fieldpress" / "npm")
     p.add_argument("--scale", type=int, default=0, help="also a synthetic SH-3 scene of this many Gaussians")
     p.add_argument("--scale-presets", nargs="*", default=["fast", "balanced"])
+    p.add_argument("--scale-threads", type=int, default=1, help="torch threads of the scale runs (1)")
     p.add_argument("--sig-views", type=int, default=16)
     p.add_argument("--sig-width", type=int, default=256)
     p.add_argument("--train-width", type=int, default=256)
@@ -330,12 +347,16 @@ def main(argv: list[str] | None = None) -> int:
         "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()
                      if k != "scenes"}, "scenes": results}
     with tempfile.TemporaryDirectory() as tmp:
-        for path in args.scenes:
-            results.append(bench_scene(path, args, Path(tmp), exe))
-            doc["seconds"] = round(time.perf_counter() - started, 1)  # written as it goes
+        def save() -> None:  # written row by row: a cut-off run keeps what it measured
+            doc["seconds"] = round(time.perf_counter() - started, 1)
             (RESULTS / f"{args.name}.json").write_text(json.dumps(doc, indent=2, default=str))
+
+        ON_ROW.append(save)
+        for path in args.scenes:
+            bench_scene(path, args, Path(tmp), exe, results)
+            save()
     if args.scale:
-        doc["scale"] = scale_rows(args.scale, args.scale_presets)
+        doc["scale"] = scale_rows(args.scale, args.scale_presets, args.scale_threads)
     doc["seconds"] = round(time.perf_counter() - started, 1)
     (RESULTS / f"{args.name}.json").write_text(json.dumps(doc, indent=2, default=str))
     if results:

@@ -264,3 +264,28 @@ def test_distillation_and_recovery_improve_renders():
     recovered, _ = recover(pruned, teacher, cams, cfg)
     assert recovered.n == pruned.n
     assert psnr(ref, render_views(recovered, cams)) > psnr(ref, render_views(pruned, cams)) + 1.0
+
+
+def test_vectree_two_level_search_close_to_flat():
+    """Above `flat_limit` the codebook is fitted group by group (the 1M-Gaussian path): same stored form,
+    every row assigned exactly within its probed groups, distortion close to flat k-means."""
+    rng = np.random.default_rng(6)
+    centers = rng.normal(size=(24, 8))
+    x = (centers[rng.integers(0, 24, 3000)] + 0.3 * rng.normal(size=(3000, 8))).astype(np.float32)
+    sig = rng.random(3000)
+    flat = vectree_encode(x, sig, VecTreeConfig(codebook_size=64, keep_fraction=0.2, seed=1))
+    tree = vectree_encode(x, sig, VecTreeConfig(codebook_size=64, keep_fraction=0.2, seed=1, flat_limit=1))
+    assert tree.codebook.shape == flat.codebook.shape and tree.codebook.dtype == np.float16
+    assert np.array_equal(tree.keep_mask, flat.keep_mask)
+    rest = ~tree.keep_mask
+
+    def err(code):
+        return float((((code.decode()[rest] - x[rest]) ** 2).sum(1) * sig[rest]).sum() / sig[rest].sum())
+
+    assert err(tree) < 1.1 * err(flat)
+    # with every group probed the search is exhaustive: each index is the nearest stored code
+    full = vectree_encode(x, sig, VecTreeConfig(codebook_size=64, keep_fraction=0.2, seed=1, flat_limit=1,
+                                                probes=64))
+    cb = full.codebook.astype(np.float32)
+    d = ((x[rest][:, None, :] - cb[None]) ** 2).sum(-1)
+    assert np.allclose(d[np.arange(d.shape[0]), full.index], d.min(1), rtol=1e-5, atol=1e-5)
