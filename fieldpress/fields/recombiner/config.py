@@ -89,7 +89,7 @@ class EncodeConfig:
     kl_budget: float = 0.5
     block_bits: int = 16
     steps: int = 400
-    lr: float = 0.01
+    lr: float = 0.003
     samples: int = 1
     initial_beta: float = 1e-5
     beta_step: float = 0.05
