@@ -44,6 +44,7 @@ JPEG_KODAK = [{"bpp": 0.25, "psnr": 24.66}, {"bpp": 0.5, "psnr": 28.95}, {"bpp":
 
 
 def crop(name: str, size: int = 256) -> np.ndarray:
+    """The central size x size crop of a Kodak image."""
     rgb = np.asarray(Image.open(KODAK / f"{name}.png").convert("RGB"))
     h, w = rgb.shape[:2]
     y, x = (h - size) // 2, (w - size) // 2
@@ -51,6 +52,7 @@ def crop(name: str, size: int = 256) -> np.ndarray:
 
 
 def pillow_points(rgb: np.ndarray, fmt: str, qualities: list[int]) -> list[dict]:
+    """Pillow JPEG/WebP at each quality: bpp from the bytes, PSNR decoded back."""
     pts = []
     for q in qualities:
         buf = io.BytesIO()
@@ -77,6 +79,7 @@ def psnr_at(points: list[dict], bpp: float) -> float | None:
 
 
 def run_codec(rgb: np.ndarray, name: str, options: ImageOptions) -> dict:
+    """One fieldpress codec point through the image pipeline, with its CPU seconds."""
     image = SourceImage(rgb, RasterInfo(rgb.shape[1], rgb.shape[0], "RGB", 8), name)
     t0 = time.process_time()
     result = compress_image(image, options, torch.device("cpu"))
@@ -107,6 +110,7 @@ def run_codec(rgb: np.ndarray, name: str, options: ImageOptions) -> dict:
 
 
 def plot(result: dict, path: Path) -> None:
+    """The mean RD curves over the crops beside the paper's full-Kodak numbers."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -144,6 +148,7 @@ def plot(result: dict, path: Path) -> None:
 
 
 def main() -> None:
+    """Run the bench (see the module docstring)."""
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--images", default="kodim01,kodim05")
     p.add_argument("--rates", default="0.25,0.5,1.0", help="RECOMBINER KL budgets, bits per pixel")

@@ -63,6 +63,7 @@ class RecombinerDecoder:
         self._prior = prior
 
     def prior(self) -> Prior:
+        """The prior to decode with; FormatError when it is not the one the file names."""
         prior = self._prior if isinstance(self._prior, Prior) else load_prior(self._prior)
         if prior.fingerprint() != self.prior_hash:
             raise FormatError(f"this file was coded with prior {self.prior_hash}, not {prior.fingerprint()} "
@@ -99,9 +100,11 @@ class RecombinerCodec:
     """The heavy half of the ``image/recombiner`` codec (declared in its ``declaration`` module)."""
 
     def encode(self, fitted: Any) -> Encoded:
+        """The header and streams of a finished fit (the pipeline's ``RecombinerFit``)."""
         return fitted.encode()
 
     def decode(self, container: Any, prior: str | Path | Prior | None = None) -> RecombinerDecoder:
+        """The decoder of a container (``prior``: the prior file or object; default the shipped one)."""
         return RecombinerDecoder(container, prior)
 
     def verify(self, container: Any) -> None:

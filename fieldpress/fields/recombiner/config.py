@@ -28,10 +28,12 @@ class NetConfig:
 
     @property
     def in_dim(self) -> int:
+        """Input features per pixel: Fourier features plus upsampled positional latents."""
         return 4 * self.fourier_freqs + self.pe_dim
 
     @property
     def dims(self) -> list[int]:
+        """Widths of the MLP from input to output."""
         return [self.in_dim, *self.hidden, self.out_dim]
 
     @property
@@ -42,10 +44,12 @@ class NetConfig:
 
     @property
     def n_weights(self) -> int:
+        """Reparameterised INR parameters per patch."""
         return sum(self.layer_sizes)
 
     @property
     def n_latent(self) -> int:
+        """Positional-latent dimensions per patch."""
         return self.latent_grid * self.latent_grid * self.latent_dim
 
     @property
@@ -54,6 +58,7 @@ class NetConfig:
         return self.n_weights + self.n_latent
 
     def to_dict(self) -> dict[str, Any]:
+        """The JSON form stored in priors."""
         out = dataclasses.asdict(self)
         out["hidden"] = list(self.hidden)
         return out

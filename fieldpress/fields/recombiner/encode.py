@@ -31,10 +31,12 @@ class Layout:
 
     @property
     def grid(self) -> tuple[int, int]:
+        """Patch rows and columns."""
         return (-(-self.height // self.patch), -(-self.width // self.patch))
 
     @property
     def n_patches(self) -> int:
+        """Patches in the grid."""
         return self.grid[0] * self.grid[1]
 
 
@@ -105,6 +107,7 @@ class PosteriorFit:
         self.steps = 0
 
     def block_kl_bits(self) -> Tensor:
+        """KL(q || p) of every block, bits (float64)."""
         with torch.no_grad():
             kl = gaussian_kl(self.loc, posterior_scale(self.raw), self.p_loc, self.p_scale)
             return torch.zeros(self.blocks.n, dtype=torch.float64, device=kl.device).index_add_(

@@ -32,10 +32,12 @@ class RecombinerFit:
 
     @property
     def steps(self) -> int:
+        """Posterior steps, fine-tuning included."""
         return self.result.steps
 
     @property
     def seconds(self) -> float:
+        """CPU seconds of the fit and coding."""
         return self.result.seconds
 
     @property
@@ -44,6 +46,7 @@ class RecombinerFit:
         return len(self.result.indices) * self.config.block_bits
 
     def facts(self) -> dict[str, Any]:
+        """The summary's description: prior, budget, blocks, index bits, KL before coding."""
         pixels = self.info.width * self.info.height
         return {"model": "recombiner", "prior": self.prior.fingerprint(), "kl_budget": self.config.kl_budget,
                 "block_bits": self.config.block_bits, "blocks": len(self.result.indices),
@@ -52,6 +55,7 @@ class RecombinerFit:
                 "fit_cpu_seconds": round(self.result.seconds, 1)}
 
     def preview(self) -> np.ndarray:
+        """The posterior mean's image before REC coding (``psnr_before_quant``)."""
         return codec.to_uint8(self.result.preview)
 
     def decode_options(self) -> dict[str, Any]:
@@ -59,6 +63,7 @@ class RecombinerFit:
         return {"prior": self.prior}
 
     def encode(self, options: Any = None) -> Encoded:
+        """Header and packed REC indices."""
         return codec.encoded(self.info, self.prior, self.seed, self.config.block_bits, self.result.indices)
 
 
@@ -93,6 +98,7 @@ def fit_recombiner(image: Any, options: Any, device: Any, hooks: Any) -> Recombi
         import sys
 
         def progress(msg: str) -> None:
+            """Coding progress on stderr."""
             print(msg, file=sys.stderr, flush=True)
     result = encode_image(prior, x, config, options.seed, torch.device(device), progress)
     return RecombinerFit(result, prior.cpu(), info, config, options.seed)

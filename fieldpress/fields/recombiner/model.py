@@ -43,6 +43,7 @@ class Upsampler(nn.Module):
         self.conv2 = nn.Conv2d(config.upsample_hidden, config.pe_dim, 3, **pad)
 
     def forward(self, x: Tensor) -> Tensor:
+        """(B, C, g, g) latents -> (B, pe_dim, P, P) features."""
         x = F.interpolate(x, scale_factor=self.factors[0], mode="nearest")
         x = F.leaky_relu(self.conv1(x))
         x = F.interpolate(x, scale_factor=self.factors[1], mode="nearest")

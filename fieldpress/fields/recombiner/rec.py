@@ -29,13 +29,16 @@ class Blocks:
 
     @property
     def n(self) -> int:
+        """Number of blocks."""
         return len(self.bounds) - 1
 
     @property
     def max_dims(self) -> int:
+        """Dimensions of the largest block (the candidate table's width)."""
         return int(np.diff(self.bounds).max())
 
     def dims(self, b: int) -> np.ndarray:
+        """The flattened dimensions of block ``b``."""
         return self.order[self.bounds[b]:self.bounds[b + 1]]
 
     def block_of(self) -> np.ndarray:
