@@ -63,6 +63,12 @@ def _fit_parser():
     rd.add_argument("--quality", type=int, help="1 (fewest bits) .. 8, a fixed lambda ladder (default 4)")
     rd.add_argument("--target-bpp", type=float, help="search lambda for this many bits per pixel "
                     "(short probe fits, then the full fit)")
+    rc = p.add_argument_group("RECOMBINER (--model recombiner)")
+    rc.add_argument("--prior", help="prior .safetensors (default: the one shipped with fieldpress)")
+    rc.add_argument("--kl-budget", type=float, help="bits per pixel spent on REC indices (default 0.5)")
+    rc.add_argument("--block-bits", type=int, help="bits per REC block: 2^B candidates (default 16)")
+    rc.add_argument("--finetune-chunks", type=int,
+                    help="code the blocks in this many chunks, fine-tuning after each (default 8)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
         "--threads",
@@ -91,7 +97,9 @@ def _image_options(args: argparse.Namespace) -> ImageOptions:
 
     return ImageOptions(model=args.model, params=parse_count(args.params), steps=args.steps,
                         minutes=args.minutes, bits=args.bits, seed=args.seed, threads=args.threads,
-                        lmbda=args.lmbda, quality=args.quality, target_bpp=args.target_bpp)
+                        lmbda=args.lmbda, quality=args.quality, target_bpp=args.target_bpp,
+                        prior=args.prior, kl_budget=args.kl_budget, block_bits=args.block_bits,
+                        finetune_chunks=args.finetune_chunks)
 
 
 def fit_image_command(argv: Sequence[str] | None = None) -> int:
@@ -135,6 +143,8 @@ def _decode_parser():
     p.add_argument(
         "-o", "--output", help="output PNG (default: INPUT.decoded.png, never the original's name)"
     )
+    p.add_argument("--prior", help="recombiner files: the prior they were coded with (default: the shipped "
+                   "one)")
     add_device_arg(p)
     return p
 
@@ -156,7 +166,7 @@ def decode_image_command(argv: Sequence[str] | None = None) -> int:
     src = input_file(args.input)
     output = _png_output(src, args.output)
     device = resolve_device(args.device)
-    decoded = decode(src, device)
+    decoded = decode(src, device, **({"prior": args.prior} if args.prior else {}))
     n_bytes = write_png(output, decoded.pixels, decoded.info)
     info = decoded.info
     metrics = {"codec": decoded.codec, "size": f"{info.width}x{info.height}", "mode": info.mode,

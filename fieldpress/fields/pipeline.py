@@ -83,6 +83,10 @@ class ImageOptions:
     lmbda: float | None = None  # rate-distortion methods: loss = distortion + lmbda * bpp
     quality: int | None = None  # ... or a fixed lambda ladder, 1 (fewest bits) .. 8
     target_bpp: float | None = None  # ... or the lambda whose file lands at this many bits per pixel
+    prior: str | None = None  # recombiner: the prior file (None: the shipped one)
+    kl_budget: float | None = None  # recombiner: bits per pixel spent on REC indices
+    block_bits: int | None = None  # recombiner: bits per REC block (2^bits candidates)
+    finetune_chunks: int | None = None  # recombiner: fine-tune after each of this many chunks of blocks
 
     @property
     def rate_distortion(self) -> bool:
@@ -106,6 +110,16 @@ class ImageOptions:
             raise InputError(f"--minutes must be positive, got {self.minutes}")
         if self.params < 1:
             raise InputError(f"--params must be positive, got {self.params}")
+        if self.kl_budget is not None and not self.kl_budget > 0:
+            raise InputError(f"--kl-budget must be a positive number of bits per pixel, got {self.kl_budget}")
+
+    def method_options(self) -> set[str]:
+        """The method-specific options that were given (METHOD_OPTIONS names them)."""
+        return {name for name in METHOD_OPTIONS if getattr(self, name) is not None}
+
+
+METHOD_OPTIONS = {"prior": "--prior", "kl_budget": "--kl-budget", "block_bits": "--block-bits",
+                  "finetune_chunks": "--finetune-chunks"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -156,6 +170,8 @@ class FittedImage(Protocol):
         """The codec's header and streams at ``options`` (bits, ...)."""
         ...
 
+    # optional: ``decode_options() -> dict``, what the decoder needs besides the file (a prior, ...)
+
 
 # ----------------------------------------------------------------------------- methods
 @dataclasses.dataclass(frozen=True)
@@ -168,6 +184,7 @@ class ImageMethod:
     fit: str | Callable[[SourceImage, ImageOptions, Any, FitHooks], FittedImage]
     description: str = ""
     rate_distortion: bool = False  # takes --lambda / --quality / --target-bpp
+    options: tuple[str, ...] = ()  # the ImageOptions fields of METHOD_OPTIONS it reads
 
     def codec_object(self) -> Codec:
         return get_codec(KIND, self.codec)
@@ -185,7 +202,11 @@ FIELD_METHOD = ImageMethod("field", "fieldpress.fields.image:fit_field",
 LATENT_METHOD = ImageMethod("latent", "fieldpress.fields.latent.method:fit_latent",
                             "an overfitted latent-grid codec trained for rate + lambda x distortion",
                             rate_distortion=True)
-METHODS: dict[str, ImageMethod] = {**{name: FIELD_METHOD for name in MODELS}, "latent": LATENT_METHOD}
+RECOMBINER_METHOD = ImageMethod("recombiner", "fieldpress.fields.recombiner.method:fit_recombiner",
+                                "RECOMBINER: a Bayesian INR posterior sample, relative-entropy coded under a "
+                                "learned prior", options=tuple(METHOD_OPTIONS))
+METHODS: dict[str, ImageMethod] = {**{name: FIELD_METHOD for name in MODELS}, "latent": LATENT_METHOD,
+                                   "recombiner": RECOMBINER_METHOD}
 
 
 def register_method(model: str, method: ImageMethod) -> ImageMethod:
@@ -247,16 +268,19 @@ class DecodedImage:
     header: dict[str, Any]
 
 
-def decode(path: str | Path | bytes, device: Any = "cpu") -> DecodedImage:
+def decode(path: str | Path | bytes, device: Any = "cpu", **options: Any) -> DecodedImage:
     """Decode an image file (a path or its bytes) with the codec its header names (or that claims
-    it, for old files)."""
+    it, for old files); ``options`` go to that codec's decoder (e.g. ``prior=`` for recombiner)."""
     from fieldpress.codec.container import open_container
 
     container = open_container(path)
     if container.kind != KIND:
         kind = container.kind
         raise InputError(f"{path}: a {kind} container, not an image (use the {kind} decoder)")
-    decoder = container.decoder()
+    try:
+        decoder = container.decoder(**options)
+    except TypeError:
+        raise InputError(f"{', '.join(options)} do not apply to {container.codec().name} files") from None
     return DecodedImage(decoder.image(device), decoder.info, container.codec().name, dict(container.header))
 
 
@@ -290,6 +314,10 @@ def fit(image: SourceImage, options: ImageOptions, device: torch.device,
                          f"({', '.join(m for m, v in METHODS.items() if v.rate_distortion)}), "
                          f"not {chosen.model}{why}")
     options = chosen
+    foreign = sorted(options.method_options() - set(method.options))
+    if foreign:
+        flags = ", ".join(METHOD_OPTIONS[name] for name in foreign)
+        raise InputError(f"{flags} do not apply to --model {options.model}")
     with _thread_policy(options, device):
         return method.run_fit(image, options, device, hooks)
 
@@ -315,7 +343,8 @@ def code(fitted: FittedImage, image: SourceImage, options: ImageOptions, device:
     options = resolve_model(options, image.info)
     codec = codec or method_for(options.model).codec_object()
     encoded = fitted.encode(options)
-    measured = _measure(image, decoded_pixels(encode_file(codec, encoded)), fitted)
+    decode_options = getattr(fitted, "decode_options", dict)()  # e.g. a recombiner fit's own prior
+    measured = _measure(image, decode(encode_file(codec, encoded), "cpu", **decode_options).pixels, fitted)
     info = image.info
     header = {**encoded.header, "psnr": round(measured["psnr"], 4),
               "psnr_channels": f"{info.mode} at {info.bit_depth} bits", "steps": fitted.steps}

@@ -29,8 +29,9 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 OUT = HERE / "codecs"
 FAMILIES = ("video", "image", "scene")
-EXTRA = ("latent", "neuralgs", "nirvana", "video-latent")  # written only when named: the latent-grid
-# image codec (set v1-latent), NeuralGS (v1-neuralgs), NIRVANA (v1-nirvana), latent video (v1-video-latent)
+EXTRA = ("latent", "neuralgs", "nirvana", "video-latent", "recombiner")  # written only when named: the
+# latent-grid image codec (set v1-latent), NeuralGS (v1-neuralgs), NIRVANA (v1-nirvana), latent video
+# (v1-video-latent), RECOMBINER (v1-recombiner; decoded with the shipped prior)
 
 
 def clip_frames(n: int = 4, w: int = 32, h: int = 24) -> np.ndarray:
@@ -137,6 +138,11 @@ def main() -> None:
         _run("fit-video", str(clip), "-o", str(path), "--model", "latent", "--epochs", "15", "--quality", "5",
              "--seed", "1")
         expected[path.name] = {"codec": "latent", "sha256": sha256(decoded_video(path))}
+    if "recombiner" in families:
+        path = out / "recombiner.fpi"
+        _run("fit-image", str(image), "-o", str(path), "--model", "recombiner", "--steps", "20",
+             "--kl-budget", "0.5", "--block-bits", "10", "--finetune-chunks", "2", "--seed", "1")
+        expected[path.name] = {"codec": "recombiner", "sha256": sha256(decoded_image(path))}
     if "scene" in families:
         path = out / "lightgaussian.fpg"
         _run("compress-splat", str(scene), "-o", str(path), "--preset", "fast", "--codebook", "16",

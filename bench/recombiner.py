@@ -1,0 +1,203 @@
+"""RECOMBINER on 256x256 Kodak crops beside JPEG, WebP (Pillow) and our latent-grid codec.
+
+Each crop is the central 256x256 of a Kodak image (the region `train_prior --exclude-center 256` kept
+out of the shipped prior's training patches). RECOMBINER runs at each `--rates` KL budget (bits per
+pixel of REC indices) with `--steps` posterior steps; the latent codec at each `--latent-qualities`
+capped at `--latent-minutes` CPU minutes; JPEG and WebP over their quality knobs. Every bpp is from
+the real file's bytes, every PSNR from 8-bit RGB decoded back; times are this process's CPU seconds
+(one torch thread). The paper's Kodak numbers sit beside ours. Writes bench/results/recombiner.json
+after every point and recombiner.png at the end.
+
+    python bench/recombiner.py --images kodim01,kodim05 --rates 0.25,0.5,1.0 --steps 300
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from fieldpress.codec.container import open_container  # noqa: E402
+from fieldpress.fields.image_io import RasterInfo  # noqa: E402
+from fieldpress.fields.pipeline import ImageOptions, SourceImage, compress_image  # noqa: E402
+from fieldpress.fields.recombiner.model import load_prior  # noqa: E402
+from fieldpress.io import atomic_write_text  # noqa: E402
+from fieldpress.metrics import psnr  # noqa: E402
+
+KODAK = ROOT.parent / "shared" / "data" / "images" / "kodak"
+OUT = ROOT / "bench" / "results" / "recombiner.json"
+# He et al., ICLR 2024, Kodak (full 768x512 images, GPU-scale prior and encoder), RGB PSNR; the values
+# read from the C3 repository's baselines file (../shared/notes/overfitted-codecs.md)
+PAPER_KODAK = [{"bpp": 0.25, "psnr": 29.69}, {"bpp": 0.5, "psnr": 32.04}, {"bpp": 0.75, "psnr": 33.56}]
+JPEG_KODAK = [{"bpp": 0.25, "psnr": 24.66}, {"bpp": 0.5, "psnr": 28.95}, {"bpp": 0.75, "psnr": 31.06}]
+
+
+def crop(name: str, size: int = 256) -> np.ndarray:
+    """The central size x size crop of a Kodak image."""
+    rgb = np.asarray(Image.open(KODAK / f"{name}.png").convert("RGB"))
+    h, w = rgb.shape[:2]
+    y, x = (h - size) // 2, (w - size) // 2
+    return np.ascontiguousarray(rgb[y : y + size, x : x + size])
+
+
+def pillow_points(rgb: np.ndarray, fmt: str, qualities: list[int]) -> list[dict]:
+    """Pillow JPEG/WebP at each quality: bpp from the bytes, PSNR decoded back."""
+    pts = []
+    for q in qualities:
+        buf = io.BytesIO()
+        Image.fromarray(rgb).save(buf, fmt, quality=q)
+        dec = np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert("RGB"))
+        pts.append(
+            {
+                "q": q,
+                "bytes": len(buf.getvalue()),
+                "bpp": len(buf.getvalue()) * 8 / rgb.shape[0] / rgb.shape[1],
+                "psnr": round(psnr(rgb, dec), 3),
+            }
+        )
+    return pts
+
+
+def psnr_at(points: list[dict], bpp: float) -> float | None:
+    """A baseline's PSNR at ``bpp`` (linear in log-rate; None outside its range)."""
+    pts = sorted(points, key=lambda p: p["bpp"])
+    r = np.log([p["bpp"] for p in pts])
+    if not pts or not r[0] <= np.log(bpp) <= r[-1]:
+        return None
+    return round(float(np.interp(np.log(bpp), r, [p["psnr"] for p in pts])), 3)
+
+
+def run_codec(rgb: np.ndarray, name: str, options: ImageOptions) -> dict:
+    """One fieldpress codec point through the image pipeline, with its CPU seconds."""
+    image = SourceImage(rgb, RasterInfo(rgb.shape[1], rgb.shape[0], "RGB", 8), name)
+    t0 = time.process_time()
+    result = compress_image(image, options, torch.device("cpu"))
+    keep = (
+        "psnr",
+        "bpp",
+        "ms_ssim",
+        "psnr_before_quant",
+        "index_bits",
+        "index_bpp",
+        "blocks",
+        "block_bits",
+        "kl_budget",
+        "kl_bits_before_coding",
+        "steps",
+        "lambda",
+    )
+    point = {
+        "bytes": result.bytes,
+        "cpu_seconds": round(time.process_time() - t0, 1),
+        **{k: result.metrics[k] for k in keep if k in result.metrics},
+    }
+    if options.model == "recombiner":  # the KL spent is the index bits, and the stream is exactly them
+        stream = len(open_container(result.data).payload("indices"))
+        point["index_stream_bytes"], point["header_and_table_bytes"] = stream, result.bytes - stream
+        point["stream_is_index_bits"] = stream == (point["index_bits"] + 7) // 8
+    return point
+
+
+def plot(result: dict, path: Path) -> None:
+    """The mean RD curves over the crops beside the paper's full-Kodak numbers."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    styles = {"recombiner": "o-", "latent": "d-", "jpeg": "s--", "webp": "^--"}
+    for key, style in styles.items():
+        curves = [img[key] for img in result["images"].values() if img.get(key)]
+        if not curves:
+            continue
+        n = min(len(c) for c in curves)
+        pts = [sorted(c, key=lambda p: p["bpp"])[:n] for c in curves]
+        ax.plot(
+            [np.mean([c[i]["bpp"] for c in pts]) for i in range(n)],
+            [np.mean([c[i]["psnr"] for c in pts]) for i in range(n)],
+            style,
+            label=f"{key} (ours, crops)" if key in ("recombiner", "latent") else key,
+        )
+    for pts, label, style in [
+        (PAPER_KODAK, "RECOMBINER paper (full Kodak, GPU)", "k:"),
+        (JPEG_KODAK, "JPEG (full Kodak, C3 baselines)", "c:"),
+    ]:
+        ax.plot([p["bpp"] for p in pts], [p["psnr"] for p in pts], style, label=label)
+    ax.set(
+        title=f"RECOMBINER on {len(result['images'])} Kodak 256x256 crops (mean)",
+        xlabel="bpp (file bytes)",
+        ylabel="RGB PSNR (dB)",
+        xlim=(0, 1.6),
+    )
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main() -> None:
+    """Run the bench (see the module docstring)."""
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--images", default="kodim01,kodim05")
+    p.add_argument("--rates", default="0.25,0.5,1.0", help="RECOMBINER KL budgets, bits per pixel")
+    p.add_argument("--steps", type=int, default=300, help="posterior steps before coding")
+    p.add_argument("--latent-qualities", default="2,4,6")
+    p.add_argument("--latent-minutes", type=float, default=0.5, help="CPU minutes per latent fit")
+    p.add_argument("--prior", help="prior file (default: the shipped one)")
+    p.add_argument("--out", default=str(OUT))
+    args = p.parse_args()
+    torch.set_num_threads(1)
+    out = Path(args.out)
+    prior = load_prior(args.prior)
+    result = {
+        "bench": "recombiner",
+        "machine": platform.machine(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "device": "cpu, 1 thread",
+        "time": "CPU seconds (time.process_time)",
+        "command": "python " + " ".join(sys.argv),
+        "prior": {"fingerprint": prior.fingerprint(), **prior.meta},
+        "paper_kodak": PAPER_KODAK,
+        "jpeg_kodak_full": JPEG_KODAK,
+        "images": {},
+    }
+    for name in args.images.split(","):
+        rgb = crop(name)
+        img = result["images"].setdefault(name, {"crop": "central 256x256"})
+        img["jpeg"] = pillow_points(rgb, "JPEG", [5, 10, 20, 30, 50, 70, 85, 95])
+        img["webp"] = pillow_points(rgb, "WEBP", [5, 20, 40, 60, 80, 95])
+        for rate in [float(r) for r in args.rates.split(",")]:
+            opts = ImageOptions(model="recombiner", kl_budget=rate, steps=args.steps, prior=args.prior)
+            pt = run_codec(rgb, name, opts)
+            pt["jpeg_at_bpp"], pt["webp_at_bpp"] = (
+                psnr_at(img["jpeg"], pt["bpp"]),
+                psnr_at(img["webp"], pt["bpp"]),
+            )
+            img.setdefault("recombiner", []).append(pt)
+            print(f"{name} recombiner {rate}: {pt}", flush=True)
+            atomic_write_text(out, json.dumps(result, indent=1))
+        for q in [int(q) for q in args.latent_qualities.split(",") if q]:
+            pt = run_codec(rgb, name, ImageOptions(model="latent", quality=q, minutes=args.latent_minutes))
+            img.setdefault("latent", []).append({"quality": q, **pt})
+            print(f"{name} latent q{q}: {pt}", flush=True)
+            atomic_write_text(out, json.dumps(result, indent=1))
+        plot(result, out.with_suffix(".png"))  # after every image, so a cut-short run keeps its plot
+    atomic_write_text(out, json.dumps(result, indent=1))
+    plot(result, out.with_suffix(".png"))
+
+
+if __name__ == "__main__":
+    main()
