@@ -39,9 +39,6 @@ def _fit_parser():  # noqa: ANN202
     size = p.add_mutually_exclusive_group()
     size.add_argument("--size", help="parameters stored (decoder + embeddings), e.g. 0.35M, 1.5M")
     size.add_argument("--target-bpp", type=float, help="choose the size that lands near this many bits/pixel")
-    p.add_argument("--lambda", dest="lmbda", type=float,
-                   help="rate-distortion weight, loss = MSE + LAMBDA * bpp (--model latent)")
-    p.add_argument("--quality", type=int, help="1..8, fewest bits at 1 (--model latent; default 4)")
     p.add_argument("--epochs", type=int, help="fit epochs (preset)")
     p.add_argument("--minutes", type=float,
                    help="cap on fitting (caps --epochs; wall-clock, CPU time for --model latent)")
@@ -67,9 +64,10 @@ def _fit_parser():  # noqa: ANN202
                         help="nirvana: groups of exactly --group-size frames")
     rd = p.add_mutually_exclusive_group()
     rd.add_argument("--lambda", dest="lmbda", type=float,
-                    help="rate-distortion methods: loss = MSE + LAMBDA x bpp")
+                    help="rate-distortion methods (latent, nirvana): loss = MSE + LAMBDA x bpp")
     rd.add_argument("--quality", type=int,
-                    help="rate-distortion methods: quality 1..8 (a fixed lambda ladder)")
+                    help="rate-distortion methods (latent, nirvana): quality 1..8, fewest bits at 1 "
+                         "(a fixed lambda ladder; default 4)")
     add_device_arg(p)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--resume", action="store_true", help="continue from OUTPUT.ckpt/ after an interruption")
@@ -184,7 +182,8 @@ def _fit_options(args: argparse.Namespace, pre: Any, clip: Any) -> Any:
     from fieldpress.video.methods import METHODS
 
     if (args.lmbda is not None or args.quality is not None) and (args.model or pre.model) not in METHODS:
-        raise InputError("--lambda and --quality apply to rate-distortion models (--model latent)")
+        raise InputError("--lambda and --quality apply to rate-distortion models "
+                         f"({', '.join(sorted(METHODS))}), not {args.model or pre.model}")
     return FitOptions(
         model=args.model or pre.model,
         size=parse_count(args.size) if args.size else (None if args.target_bpp else pre.size),
