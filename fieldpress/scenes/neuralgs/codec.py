@@ -23,7 +23,7 @@ from fieldpress.codec import entropy, entropy_models
 from fieldpress.codec.entropy_models import N_TABLES, FactorizedLaplace
 from fieldpress.codec.registry import Encoded, write_file
 from fieldpress.errors import FormatError, InputError
-from fieldpress.scenes.lightgaussian.codec import _json_safe, _section
+from fieldpress.scenes.lightgaussian.codec import SceneDecoder, _json_safe, _section
 from fieldpress.scenes.lightgaussian.position import PositionGrid, decode_positions, encode_positions
 from fieldpress.scenes.neuralgs.declaration import NEURALGS
 from fieldpress.scenes.neuralgs.model import (
@@ -227,20 +227,9 @@ def decode_streams(header: dict[str, Any], streams: Any, run: bool = True) -> An
                                      a["sh_rest"], extras=extras, meta=meta)
 
 
-class NeuralGSDecoder:
-    """The decoder `Container.decoder()` returns for a NeuralGS scene file."""
-
-    def __init__(self, container: Any) -> None:
-        self.container = container
-        self.header = container.header
-
-    @property
-    def gaussians(self) -> int:
-        return int(self.header.get("gaussians", 0))
-
-    @property
-    def sh_degree(self) -> int:
-        return int(self.header.get("sh_degree", 0))
+class NeuralGSDecoder(SceneDecoder):
+    """The decoder `Container.decoder()` returns for a NeuralGS scene file (LightGaussian's, with the
+    MLPs run to decode)."""
 
     def scene(self) -> Any:
         """Decode positions and MLP weights, run the MLPs: a GaussianScene."""
