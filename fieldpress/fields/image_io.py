@@ -50,6 +50,10 @@ class RasterInfo:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RasterInfo:
         info = cls(**{f.name: data[f.name] for f in dataclasses.fields(cls) if f.name in data})
+        sizes = (info.width, info.height, info.bit_depth)
+        if not all(type(v) is int for v in sizes) or not isinstance(info.mode, str):  # bool is no size
+            raise InputError(f"bad image layout in the header: {info.width!r}x{info.height!r}, "
+                             f"{info.mode!r} at {info.bit_depth!r} bits")
         if info.mode not in MODES.values() or info.bit_depth not in (8, 16):
             raise InputError(f"unsupported image layout {info.mode} at {info.bit_depth} bits")
         if info.width < 1 or info.height < 1 or info.width * info.height > MAX_PIXELS:
