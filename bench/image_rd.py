@@ -96,6 +96,17 @@ def psnr_at(points: list[dict], bpp: float) -> float | None:
     return float(np.interp(np.log(bpp), r, [p["psnr"] for p in pts]))
 
 
+CURVE_POINTS = 25  # training-curve samples kept per fit (every step made the JSON megabytes)
+
+
+def thin_curve(curve: list[dict], points: int = CURVE_POINTS) -> list[dict]:
+    """About `points` evenly spaced samples of a per-step training curve, the last step always kept."""
+    if len(curve) <= points:
+        return curve
+    stride = -(-len(curve) // points)
+    return curve[::stride] + ([curve[-1]] if (len(curve) - 1) % stride else [])
+
+
 def ours(rgb: np.ndarray, qualities: list[int], minutes: float, tmp: Path, config: LatentConfig,
          log) -> list[dict]:
     pts = []
@@ -109,7 +120,8 @@ def ours(rgb: np.ndarray, qualities: list[int], minutes: float, tmp: Path, confi
         rep["psnr"] = psnr(rgb, dec)
         rep["quality"] = q
         hist = rep.pop("history")
-        rep["curve"] = [{k: round(h[k], 5) for k in ("step", "seconds", "psnr", "bpp")} for h in hist]
+        keys = ("step", "seconds", "psnr", "bpp")
+        rep["curve"] = thin_curve([{k: round(h[k], 5) for k in keys} for h in hist])
         pts.append(rep)
         log(f"  ours q{q} lambda {lam:g}: {rep['bpp']:.4f} bpp, {rep['psnr']:.3f} dB, {rep['steps']} steps, "
             f"{rep['fit_cpu_s']:.0f} CPU-s fit, decode {rep['decode_s']:.2f} s")
@@ -167,6 +179,9 @@ def merge(paths: list[str], out: Path) -> None:
     result = runs[0]
     for r in runs[1:]:
         result["images"].update(r["images"])
+    for img in result["images"].values():
+        for p in img.get("ours", []):
+            p["curve"] = thin_curve(p.get("curve", []))
     summarize(result)
     atomic_write_text(out, json.dumps(result, indent=1))
     plot(result, out.with_suffix(".png"))
