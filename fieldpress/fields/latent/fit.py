@@ -100,7 +100,8 @@ class _Loop:
     budget: BudgetPlan | None = None
 
 
-def _lr_factor(progress: float, fit: FitConfig) -> float:
+def lr_factor(progress: float, fit: FitConfig) -> float:
+    """The learning-rate multiplier at `progress` (0..1): cosine over the soft phase, then `lr_ste`."""
     soft_end = 1.0 - fit.proxy.ste_fraction
     if progress >= soft_end:
         return fit.lr_ste
@@ -108,7 +109,9 @@ def _lr_factor(progress: float, fit: FitConfig) -> float:
     return fit.final_lr_fraction + (1 - fit.final_lr_fraction) * 0.5 * (1 + math.cos(math.pi * u))
 
 
-def _optimizer(model: LatentImageModel, fit: FitConfig) -> torch.optim.Optimizer:
+def latent_optimizer(model: torch.nn.Module, fit: FitConfig) -> torch.optim.Optimizer:
+    """Adam with two groups: the latents (``model.latents``) at `lr_latents`, every other parameter at
+    `lr_networks` (the order `_step` sets their rates in)."""
     nets = [p for n, p in model.named_parameters() if not n.startswith("latents.")]
     return torch.optim.Adam([{"params": list(model.latents.parameters()), "lr": fit.lr_latents},
                              {"params": nets, "lr": fit.lr_networks}])
@@ -117,7 +120,7 @@ def _optimizer(model: LatentImageModel, fit: FitConfig) -> torch.optim.Optimizer
 def _step(model: LatentImageModel, opt: torch.optim.Optimizer, target: Tensor, lambda_: float,
           progress: float, fit: FitConfig) -> dict[str, float]:
     state = proxies.schedule(progress, fit.proxy)
-    factor = _lr_factor(progress, fit)
+    factor = lr_factor(progress, fit)
     for group, base in zip(opt.param_groups, (fit.lr_latents, fit.lr_networks)):
         group["lr"] = base * factor
     image, bits = model(state)
@@ -234,7 +237,7 @@ def fit_latent_image(image: Tensor, config: LatentConfig, lambda_: float, steps:
     torch.manual_seed(fit.seed)
     target = image[None].float()
     model = LatentImageModel(config, image.shape[1], image.shape[2])
-    opt = _optimizer(model, fit)
+    opt = latent_optimizer(model, fit)
     signature = _signature(checkpoints, config, lambda_, steps, seconds, fit) if checkpoints else {}
     if checkpoints is not None and checkpoints.resume:
         loop = _restore(checkpoints, signature, model, opt)

@@ -20,7 +20,7 @@ from torch import Tensor
 from fieldpress.codec import proxies
 from fieldpress.codec.rate_control import check_lambda
 from fieldpress.errors import InputError
-from fieldpress.fields.latent.fit import FitConfig
+from fieldpress.fields.latent.fit import FitConfig, latent_optimizer, lr_factor
 from fieldpress.video.latent.config import VideoLatentConfig
 from fieldpress.video.latent.model import LatentGroupModel
 
@@ -44,18 +44,10 @@ def group_ranges(frames: int, group: int) -> list[tuple[int, int]]:
     return [(s, min(s + group, frames)) for s in range(0, frames, group)]
 
 
-def _lr_factor(progress: float, fit: FitConfig) -> float:
-    soft_end = 1.0 - fit.proxy.ste_fraction
-    if progress >= soft_end:
-        return fit.lr_ste
-    u = progress / soft_end
-    return fit.final_lr_fraction + (1 - fit.final_lr_fraction) * 0.5 * (1 + math.cos(math.pi * u))
-
-
 def _step(model: LatentGroupModel, opt: torch.optim.Optimizer, target: Tensor, lambda_: float,
           progress: float, fit: FitConfig) -> dict[str, float]:
     state = proxies.schedule(progress, fit.proxy)
-    factor = _lr_factor(progress, fit)
+    factor = lr_factor(progress, fit)
     for group, base in zip(opt.param_groups, (fit.lr_latents, fit.lr_networks)):
         group["lr"] = base * factor
     frames, bits = model(state)
@@ -79,9 +71,7 @@ def fit_group(target: Tensor, config: VideoLatentConfig, lambda_: float, *, step
     model = LatentGroupModel(config, target.shape[0], target.shape[2], target.shape[3])
     if previous is not None:
         model.warm_start(previous)
-    nets = [p for n, p in model.named_parameters() if not n.startswith("latents.")]
-    opt = torch.optim.Adam([{"params": list(model.latents.parameters()), "lr": fit.lr_latents},
-                            {"params": nets, "lr": fit.lr_networks}])
+    opt = latent_optimizer(model, fit)
     start = time.process_time()
     step, rec = 0, {}
     while True:  # progress: the share of the steps, or of the CPU time, spent so far
