@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -143,12 +143,21 @@ class TeacherViews:
 
 def teacher_loss(model: nn.Module, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, Any]]:
     """(1 - 0.2) L1 + 0.2 (1 - SSIM) of the student render against the teacher image, batch mean."""
+    assert isinstance(model, SceneModel)
+    return render_views_loss(model.scene(), batch)
+
+
+ExtraTerm = Callable[[Tensor, Tensor, Any], Tensor]
+
+
+def render_views_loss(scene: Any, batch: dict[str, Tensor],
+                      extra: ExtraTerm | None = None) -> tuple[Tensor, dict[str, Any]]:
+    """Render `scene` at each camera of `batch`: (1 - 0.2) L1 + 0.2 (1 - SSIM) against its image, plus
+    `extra(rgb, target, camera)` when given; the batch mean and its PSNR (the fine-tunes' one loss)."""
     from pytorch_msssim import ssim
 
     from fieldpress.scenes.renderer import render
 
-    assert isinstance(model, SceneModel)
-    scene = model.scene()
     losses, mses = [], []
     for cam_t, target in zip(batch["camera"], batch["image"]):
         cam = _camera_from_tensor(cam_t)
@@ -157,7 +166,8 @@ def teacher_loss(model: nn.Module, batch: dict[str, Tensor]) -> tuple[Tensor, di
         l1 = (rgb - target).abs().mean()
         win = 11 if min(cam.width, cam.height) > 11 else 3
         s = ssim(rgb.permute(2, 0, 1)[None], target.permute(2, 0, 1)[None], data_range=1.0, win_size=win)
-        losses.append((1 - LAMBDA_SSIM) * l1 + LAMBDA_SSIM * (1 - s))
+        term = (1 - LAMBDA_SSIM) * l1 + LAMBDA_SSIM * (1 - s)
+        losses.append(term if extra is None else term + extra(rgb, target, cam))
         mses.append(((rgb.detach().clamp(0, 1) - target) ** 2).mean())
     loss = torch.stack(losses).mean()
     mse = torch.stack(mses).mean().clamp_min(1e-12)

@@ -44,7 +44,6 @@ DEFAULT_QUALITY = 5
 HEADER_BYTES = 3000  # kept free for the JSON header when sizing to --target-size
 MAX_BATCH = 8192  # Gaussians per attribute-fitting step
 FREQ_WEIGHT = 0.1  # weight of the frequency (Fourier amplitude) loss in the fine-tune
-LAMBDA_SSIM = 0.2
 Progress = Callable[[str], None]
 
 
@@ -254,28 +253,16 @@ class RenderFit(nn.Module):
 
 def render_loss(model: nn.Module, batch: dict[str, Tensor], info: Any) -> tuple[Tensor, dict[str, Any]]:
     """(1 - 0.2) L1 + 0.2 (1 - SSIM) + FREQ_WEIGHT x L1 of Fourier amplitudes (Tang et al. Eq. 4-5)."""
-    from pytorch_msssim import ssim
-
-    from fieldpress.scenes.lightgaussian.distill import _camera_from_tensor
-    from fieldpress.scenes.renderer import render
+    from fieldpress.scenes.lightgaussian.distill import render_views_loss
 
     assert isinstance(model, RenderFit)
-    scene = model.scene(info)
-    losses, mses = [], []
-    for cam_t, target in zip(batch["camera"], batch["image"]):
-        cam = _camera_from_tensor(cam_t)
-        rgb, _ = render(scene, cam, cam.width, cam.height)
-        target = target.to(rgb.device)
-        l1 = (rgb - target).abs().mean()
-        win = 11 if min(cam.width, cam.height) > 11 else 3
-        s = ssim(rgb.permute(2, 0, 1)[None], target.permute(2, 0, 1)[None], data_range=1.0, win_size=win)
-        freq = (torch.fft.rfft2(rgb, dim=(0, 1)).abs() - torch.fft.rfft2(target, dim=(0, 1)).abs()).abs()
-        freq = freq.mean() / math.sqrt(cam.width * cam.height)
-        losses.append((1 - LAMBDA_SSIM) * l1 + LAMBDA_SSIM * (1 - s) + FREQ_WEIGHT * freq)
-        mses.append(((rgb.detach().clamp(0, 1) - target) ** 2).mean())
-    loss = torch.stack(losses).mean()
-    mse = torch.stack(mses).mean().clamp_min(1e-12)
-    return loss, {"loss": loss.detach(), "psnr": -10.0 * torch.log10(mse)}
+    return render_views_loss(model.scene(info), batch, extra=_frequency_term)
+
+
+def _frequency_term(rgb: Tensor, target: Tensor, cam: Any) -> Tensor:
+    """FREQ_WEIGHT x the mean L1 distance of the two images' Fourier amplitudes, size-normalised."""
+    freq = (torch.fft.rfft2(rgb, dim=(0, 1)).abs() - torch.fft.rfft2(target, dim=(0, 1)).abs()).abs()
+    return FREQ_WEIGHT * (freq.mean() / math.sqrt(cam.width * cam.height))
 
 
 def fine_tune(model: RenderFit, teacher: Any, cameras: Sequence[Any], plan: Plan, options: NeuralGSOptions,
