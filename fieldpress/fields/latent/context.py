@@ -26,39 +26,6 @@ def level_shapes(height: int, width: int, n_levels: int) -> list[tuple[int, int]
     return [(-(-height // 2**lv), -(-width // 2**lv)) for lv in range(n_levels)]
 
 
-def _shifted(plane: Tensor, dr: int, dc: int, pad: int) -> Tensor:
-    """plane[i + dr, j + dc] with zeros outside (a slice of a zero-padded copy: cheap to differentiate)."""
-    h, w = plane.shape
-    padded = F.pad(plane[None, None], (pad, pad, pad, pad))[0, 0]
-    return padded[pad + dr:pad + dr + h, pad + dc:pad + dc + w]
-
-
-def parent_features(parent: Tensor | None, h: int, w: int) -> Tensor:
-    """(9, h, w) parent context for a level of size (h, w) from the coarser plane (or zeros).
-
-    Feature (u, v), u, v in (0, +1, -1) meaning (same, towards the child, away from it), is the parent
-    at (i // 2 + u * t_i, j // 2 + v * t_j) with t = -1 for even and +1 for odd child coordinates.
-    """
-    if parent is None:
-        return torch.zeros(PARENT_FEATURES, h, w)
-    hp, wp = parent.shape
-    padded = F.pad(parent[None, None], (1, 1, 1, 1))[0, 0]
-    shift = {(dr, dc): padded[1 + dr:1 + dr + hp, 1 + dc:1 + dc + wp]
-             for dr in (-1, 0, 1) for dc in (-1, 0, 1)}
-    feats = []
-    for u in (0, 1, -1):
-        for v in (0, 1, -1):
-            phases = torch.stack([torch.stack([shift[(u * ti, v * tj)] for tj in (-1, 1)]) for ti in (-1, 1)])
-            # (2 row parities, 2 col parities, hp, wp) -> (2hp, 2wp): child (2a + pi, 2b + pj)
-            feats.append(phases.permute(2, 0, 3, 1).reshape(2 * hp, 2 * wp)[:h, :w])
-    return torch.stack(feats)
-
-
-def neighbour_features(plane: Tensor) -> Tensor:
-    """(12, h, w) same-level context (meaningful at non-anchors, where all 12 positions are anchors)."""
-    return torch.stack([_shifted(plane, di, dj, 2) for di, dj in NEIGHBOUR_OFFSETS])
-
-
 ANCHOR_PHASES = ((0, 0), (1, 1))  # (row, col) parities of anchors; coding order within a pass
 OTHER_PHASES = ((0, 1), (1, 0))
 
@@ -80,11 +47,56 @@ def scatter(plane: Tensor, values: Tensor, anchors: bool) -> None:
         pos += n
 
 
+PARENT_ORDER = tuple((u, v) for u in (0, 1, -1) for v in (0, 1, -1))  # (same, towards, away)
+
+
+def windows(x: Tensor) -> Tensor:
+    """(g, 9, h, w) 3x3 windows of (g, h, w), zeros outside; row 3 * (dr + 1) + dc + 1 is x[i+dr, j+dc]."""
+    g, h, w = x.shape
+    return F.unfold(x[:, None], 3, padding=1).reshape(g, 9, h, w)
+
+
+def _anchor_phases(vol: Tensor) -> Tensor:
+    """(2g, hh, ww): the (0, 0) and (1, 1) phases of (g, h, w), zero-padded to ceil(h / 2) x ceil(w / 2)."""
+    g, h, w = vol.shape
+    hh, ww = -(-h // 2), -(-w // 2)
+    even = F.pad(vol, (0, 2 * ww - w, 0, 2 * hh - h)).reshape(g, hh, 2, ww, 2)
+    return torch.cat([even[:, :, 0, :, 0], even[:, :, 1, :, 1]])
+
+
+def _phase_rows(pi: int, pj: int, neighbours: bool) -> list[int]:
+    """Rows of the stacked windows (9 parent rows, then 9 per anchor phase) that give the features of
+    the positions of phase (pi, pj): the parent window flipped per parity, then the 12 neighbours."""
+    ti, tj = (-1 if pi == 0 else 1), (-1 if pj == 0 else 1)
+    rows = [(u * ti + 1) * 3 + v * tj + 1 for u, v in PARENT_ORDER]
+    if neighbours:
+        for di, dj in NEIGHBOUR_OFFSETS:
+            phase = 0 if (pi + di) % 2 == 0 else 1  # every neighbour of a non-anchor is an anchor
+            rows.append(9 + 9 * phase + ((pi + di) // 2 + 1) * 3 + (pj + dj) // 2 + 1)
+    return rows
+
+
+def spatial_inputs(vol: Tensor, parent: Tensor | None, anchors: bool) -> Tensor:
+    """Features (g, C, N) of one pass over each of the g planes of `vol` (g, h, w), coding order.
+
+    Built from 3x3 windows of the coarser level and of the anchor phases at half resolution, so every
+    feature is computed once, only where it is used (the same numbers as shifting the full planes).
+    """
+    g, h, w = vol.shape
+    hh, ww = -(-h // 2), -(-w // 2)
+    sources = [windows(parent) if parent is not None else vol.new_zeros(g, PARENT_FEATURES, hh, ww)]
+    if not anchors:
+        sources.append(windows(_anchor_phases(vol)).reshape(2, g, 9, hh, ww).transpose(0, 1)
+                       .reshape(g, 18, hh, ww))
+    source = torch.cat(sources, dim=1) if len(sources) > 1 else sources[0]
+    parts = []
+    for pi, pj in (ANCHOR_PHASES if anchors else OTHER_PHASES):
+        rows = torch.tensor(_phase_rows(pi, pj, not anchors))
+        part = source.index_select(1, rows)[:, :, :(h - pi + 1) // 2, :(w - pj + 1) // 2]
+        parts.append(part.reshape(g, rows.numel(), -1))
+    return torch.cat(parts, dim=-1)
+
+
 def pass_inputs(plane: Tensor, parent: Tensor | None, anchors: bool) -> Tensor:
     """Features (N, C) of one pass over `plane` (anchors or non-anchors), in coding order."""
-    h, w = plane.shape
-    par = parent_features(parent, h, w).to(plane.dtype)
-    if anchors:
-        return gather(par, True).T
-    nb = neighbour_features(plane)
-    return gather(torch.cat([par, nb]), False).T
+    return spatial_inputs(plane[None], None if parent is None else parent[None], anchors)[0].T

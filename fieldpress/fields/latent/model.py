@@ -40,8 +40,9 @@ class ContextMLP(nn.Module):
 
 
 class Synthesis(nn.Module):
-    """Upsampled latents (H, W, L) -> RGB (1, 3, H, W): per-pixel MLP to 3 channels, then residual
-    blocks of two 3x3 convs (channels-last layout: about 3x faster than NCHW on the CPU)."""
+    """Upsampled latents (B, L, H, W) -> RGB (B, 3, H, W): a per-pixel MLP to 3 channels, then residual
+    blocks of two 3x3 convs. The MLP runs as (C, L) x (L, H*W) products: on the CPU about 1.7x faster
+    to train than a Linear over channels-last pixels, whose inner dimension is only L."""
 
     def __init__(self, channels: int, hidden: int, blocks: int) -> None:
         super().__init__()
@@ -54,21 +55,26 @@ class Synthesis(nn.Module):
                 conv.bias.zero_()
 
     def forward(self, z: Tensor) -> Tensor:
-        x = self.head[1](torch.relu(self.head[0](z)))  # (H, W, 3)
-        x = x.permute(2, 0, 1)[None]  # a channels-last (1, 3, H, W) view
-        for a, b in zip(self.blocks[0::2], self.blocks[1::2]):
-            x = x + b(torch.relu(a(x)))
+        b, c, h, w = z.shape
+        first, last = self.head
+        pixels = z.reshape(b, c, h * w)
+        hidden = torch.relu(torch.baddbmm(first.bias[:, None], first.weight.expand(b, -1, -1), pixels))
+        x = torch.baddbmm(last.bias[:, None], last.weight.expand(b, -1, -1), hidden).reshape(b, 3, h, w)
+        for conv_a, conv_b in zip(self.blocks[0::2], self.blocks[1::2]):
+            x = x + conv_b(torch.relu(conv_a(x)))
         return x
 
 
 def upsample(planes: list[Tensor], height: int, width: int, mode: str) -> Tensor:
-    """Every plane resized to (height, width) and stacked channels-last: (H, W, L)."""
+    """Every plane (..., h, w) resized to (height, width) and stacked as channels: (..., L, H, W)."""
     out = []
     for p in planes:
-        if p.shape != (height, width):
-            p = F.interpolate(p[None, None], size=(height, width), mode=mode, align_corners=False)[0, 0]
+        if p.shape[-2:] != (height, width):
+            lead = p.shape[:-2]
+            p = F.interpolate(p.reshape(-1, 1, *p.shape[-2:]), size=(height, width), mode=mode,
+                              align_corners=False).reshape(*lead, height, width)
         out.append(p)
-    return torch.stack(out, dim=-1)
+    return torch.stack(out, dim=-3)
 
 
 class LatentImageModel(nn.Module):
@@ -111,7 +117,7 @@ class LatentImageModel(nn.Module):
 
     def synthesize(self, planes: list[Tensor]) -> Tensor:
         """(1, 3, H, W) image in [0, 1] (unclamped) from the latent planes."""
-        return self.synthesis(upsample(planes, self.height, self.width, self.config.upsample))
+        return self.synthesis(upsample(planes, self.height, self.width, self.config.upsample)[None])
 
     def forward(self, state: proxies.ProxyState | None) -> tuple[Tensor, Tensor]:
         planes = self.quantized_planes(state)

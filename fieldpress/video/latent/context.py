@@ -12,7 +12,6 @@ time on a two-frame volume, which yields the same numbers.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from fieldpress.fields.latent import context as image_context
@@ -22,52 +21,28 @@ ANCHOR_IN = image_context.ANCHOR_IN + TEMPORAL_FEATURES
 NONANCHOR_IN = image_context.NONANCHOR_IN + TEMPORAL_FEATURES
 
 
-def _window(vol: Tensor, offsets: list[tuple[int, int]], pad: int) -> Tensor:
-    """(len(offsets), g, h, w): vol[t, i + dr, j + dc] with zeros outside."""
-    g, h, w = vol.shape
-    padded = F.pad(vol[:, None], (pad, pad, pad, pad))[:, 0]
-    return torch.stack([padded[:, pad + dr:pad + dr + h, pad + dc:pad + dc + w] for dr, dc in offsets])
-
-
-def parent_features(parent: Tensor | None, g: int, h: int, w: int, dtype: torch.dtype) -> Tensor:
-    """(9, g, h, w): per frame, the image codec's parent features (same order and flips)."""
-    if parent is None:
-        return torch.zeros(image_context.PARENT_FEATURES, g, h, w, dtype=dtype)
-    _, hp, wp = parent.shape
-    padded = F.pad(parent[:, None], (1, 1, 1, 1))[:, 0]
-    shift = {(dr, dc): padded[:, 1 + dr:1 + dr + hp, 1 + dc:1 + dc + wp]
-             for dr in (-1, 0, 1) for dc in (-1, 0, 1)}
-    feats = []
-    for u in (0, 1, -1):
-        for v in (0, 1, -1):
-            phases = torch.stack([torch.stack([shift[(u * ti, v * tj)] for tj in (-1, 1)]) for ti in (-1, 1)])
-            # (2 row parities, 2 col parities, g, hp, wp) -> (g, 2hp, 2wp)
-            feats.append(phases.permute(2, 3, 0, 4, 1).reshape(g, 2 * hp, 2 * wp)[:, :h, :w])
-    return torch.stack(feats)
+TEMPORAL_ROWS = tuple((dr + 1) * 3 + dc + 1 for dr in (0, -1, 1) for dc in (0, -1, 1))  # windows() rows
 
 
 def temporal_features(vol: Tensor) -> Tensor:
-    """(9, g, h, w): the 3x3 window of the previous frame of the same level (zeros for frame 0)."""
+    """(g, 9, h, w): the 3x3 window of the previous frame of the same level (zeros for frame 0)."""
     prev = torch.cat([torch.zeros_like(vol[:1]), vol[:-1]])
-    return _window(prev, [(dr, dc) for dr in (0, -1, 1) for dc in (0, -1, 1)], 1)
+    return image_context.windows(prev)[:, list(TEMPORAL_ROWS)]
 
 
 def gather(x: Tensor, anchors: bool) -> Tensor:
     """Values of (..., g, h, w) at one pass's positions: (..., g * N), frame by frame in coding order."""
-    phases = image_context.ANCHOR_PHASES if anchors else image_context.OTHER_PHASES
-    parts = [x[..., a::2, b::2].reshape(*x.shape[:-2], -1) for a, b in phases]
-    out = torch.cat(parts, dim=-1)
+    out = image_context.gather(x, anchors)
     return out.reshape(*x.shape[:-3], -1)
 
 
 def pass_inputs(vol: Tensor, parent: Tensor | None, anchors: bool) -> Tensor:
     """Features (g * N, C) of one pass over every frame of `vol`, frame by frame in coding order."""
-    g, h, w = vol.shape
-    feats = [parent_features(parent, g, h, w, vol.dtype)]
-    if not anchors:
-        feats.append(_window(vol, list(image_context.NEIGHBOUR_OFFSETS), 2))
-    feats.append(temporal_features(vol))
-    return gather(torch.cat(feats), anchors).T
+    g = vol.shape[0]
+    spatial = image_context.spatial_inputs(vol, parent, anchors)
+    temporal = image_context.gather(temporal_features(vol), anchors)
+    rows = torch.cat([spatial, temporal], dim=1)
+    return rows.transpose(1, 2).reshape(g * rows.shape[2], rows.shape[1])
 
 
 def frame_inputs(vol: Tensor, parent: Tensor | None, t: int, anchors: bool) -> Tensor:

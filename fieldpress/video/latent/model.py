@@ -10,14 +10,13 @@ latent from the previous latent frame's.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from fieldpress.codec import proxies
 from fieldpress.codec.entropy_models import laplace_bits
 from fieldpress.fields.latent import context as image_context
 from fieldpress.fields.latent.config import LATENT_MAX, LATENT_MIN
-from fieldpress.fields.latent.model import ContextMLP, Synthesis
+from fieldpress.fields.latent.model import ContextMLP, Synthesis, upsample
 from fieldpress.video.latent import context
 from fieldpress.video.latent.config import VideoLatentConfig
 
@@ -84,17 +83,7 @@ class LatentGroupModel(nn.Module):
         """(frames, 3, H, W) in [0, 1] (unclamped): the latent frames blended in time, every frame's
         planes upsampled, then the synthesis."""
         planes = self.in_time(planes)
-        size = (self.height, self.width)
-        mode = self.config.upsample
-        up = [p[:, None] if tuple(p.shape[1:]) == size else
-              F.interpolate(p[:, None], size=size, mode=mode, align_corners=False) for p in planes]
-        z = torch.cat(up, dim=1).permute(0, 2, 3, 1)  # (frames, H, W, levels)
-        head = self.synthesis.head
-        x = head[1](torch.relu(head[0](z))).permute(0, 3, 1, 2)
-        blocks = self.synthesis.blocks
-        for a, b in zip(blocks[0::2], blocks[1::2]):
-            x = x + b(torch.relu(a(x)))
-        return x
+        return self.synthesis(upsample(planes, self.height, self.width, self.config.upsample))
 
     def forward(self, state: proxies.ProxyState | None) -> tuple[Tensor, Tensor]:
         planes = self.quantized_planes(state)
