@@ -9,12 +9,11 @@ proxy-quantized latents (`fieldpress.codec.proxies`) with the differentiable Lap
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from fieldpress.codec import proxies
 from fieldpress.codec.entropy_models import laplace_bits
-from fieldpress.fields.latent import context
+from fieldpress.fields.latent import context, upsampling
 from fieldpress.fields.latent.config import LATENT_MAX, LATENT_MIN, LatentConfig
 
 
@@ -71,8 +70,8 @@ def upsample(planes: list[Tensor], height: int, width: int, mode: str) -> Tensor
     for p in planes:
         if p.shape[-2:] != (height, width):
             lead = p.shape[:-2]
-            p = F.interpolate(p.reshape(-1, 1, *p.shape[-2:]), size=(height, width), mode=mode,
-                              align_corners=False).reshape(*lead, height, width)
+            p = upsampling.resize(p.reshape(-1, 1, *p.shape[-2:]), (height, width), mode).reshape(
+                *lead, height, width)
         out.append(p)
     return torch.stack(out, dim=-3)
 

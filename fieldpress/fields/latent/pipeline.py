@@ -21,7 +21,7 @@ def to_tensor(rgb: np.ndarray) -> torch.Tensor:
     """(H, W, 3) uint8 -> (3, H, W) float32 in [0, 1]."""
     if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
         raise InputError(f"the latent codec takes 8-bit RGB images, got {rgb.dtype} {rgb.shape}")
-    return torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1).float() / 255.0
+    return torch.from_numpy(np.array(rgb)).permute(2, 0, 1).float() / 255.0  # a copy: inputs may be read-only
 
 
 def to_uint8(image: torch.Tensor) -> np.ndarray:
