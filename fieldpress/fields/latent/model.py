@@ -37,7 +37,7 @@ class ContextMLP(nn.Module):
         for i, layer in enumerate(self.layers):
             h = torch.addmm(layer.bias[:, None], layer.weight, h)
             if i < len(self.layers) - 1:
-                h = torch.relu(h)
+                h = torch.relu_(h)
         return h.T
 
 
@@ -60,7 +60,7 @@ class Synthesis(nn.Module):
         b, c, h, w = z.shape
         first, last = self.head
         pixels = z.reshape(b, c, h * w)
-        hidden = torch.relu(torch.baddbmm(first.bias[:, None], first.weight.expand(b, -1, -1), pixels))
+        hidden = torch.relu_(torch.baddbmm(first.bias[:, None], first.weight.expand(b, -1, -1), pixels))
         x = torch.baddbmm(last.bias[:, None], last.weight.expand(b, -1, -1), hidden).reshape(b, 3, h, w)
         for conv_a, conv_b in zip(self.blocks[0::2], self.blocks[1::2]):
             x = x + conv_b(torch.relu(conv_a(x)))
