@@ -2,10 +2,11 @@
 
 Schedule (after Cool-chic, shortened for CPU budgets): soft-round + noise with annealed temperature
 and a cosine learning rate, then a short straight-through phase at a low learning rate. A CPU-time
-budget is turned into a step count from the first steps' speed (``engine.plan_budget``), so the
-schedule knows its length. With ``Checkpointing`` the loop state (latents, networks, Adam, RNG, step,
-plan, trace) goes to ``<output>.ckpt/`` through the engine's checkpoint helpers, and a resumed fit
-continues bit for bit: the same seed and steps give the same file with or without interruptions.
+budget is turned into a step count from the speed of steps 4-8 (``engine.plan_budget``; the first
+three run slower and would leave a third of the budget unused), so the schedule knows its length.
+With ``Checkpointing`` the loop state (latents, networks, Adam, RNG, step, plan, trace) goes to
+``<output>.ckpt/`` through the engine's checkpoint helpers, and a resumed fit continues bit for bit:
+the same seed and steps give the same file with or without interruptions.
 """
 
 from __future__ import annotations
@@ -39,7 +40,8 @@ from fieldpress.errors import InputError, ResumeError
 from fieldpress.fields.latent.config import LatentConfig
 from fieldpress.fields.latent.model import LatentImageModel
 
-PROBE_STEPS = 3
+WARMUP_STEPS = 3  # not timed for the plan: the first steps allocate and run up to 1.5x slower
+PROBE_STEPS = 8  # a CPU-time budget is planned after this many steps, from steps 4-8
 CHECKPOINT_FORMAT = "latent-fit/1"
 
 
@@ -244,14 +246,18 @@ def fit_latent_image(image: Tensor, config: LatentConfig, lambda_: float, steps:
     else:
         loop = _Loop(0, steps if steps is not None else 10**9, [])
     start, last_save = time.process_time(), time.perf_counter()
+    warm = start
     elapsed = lambda: loop.seconds_before + time.process_time() - start  # noqa: E731
     with _sigint_flag() as interrupted:
         while loop.step < loop.total:
             known = steps is not None or loop.step >= PROBE_STEPS
             rec = _step(model, opt, target, lambda_, loop.step / loop.total if known else 0.0, fit)
             loop.step += 1
+            if steps is None and loop.step == WARMUP_STEPS:
+                warm = time.process_time()
             if steps is None and loop.step == PROBE_STEPS:
-                loop.budget = _plan(seconds, (time.process_time() - start) / PROBE_STEPS)  # type: ignore[arg-type]
+                per_step = (time.process_time() - warm) / (PROBE_STEPS - WARMUP_STEPS)
+                loop.budget = _plan(seconds, per_step)  # type: ignore[arg-type]
                 loop.total = loop.budget.epochs["fit"]
             rec.update(step=loop.step, seconds=elapsed())
             loop.history.append(rec)
