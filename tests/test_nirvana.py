@@ -145,6 +145,7 @@ def test_fit_video_writes_a_file_and_info_shows_the_groups(tmp_path: Path,
     shown = json.loads(capsys.readouterr().out)["summary"]
     assert shown["groups"] == 3 and shown["key groups"] == 2 and shown["key group first frames"] == [0, 4]
     assert set(shown["rate split"]) == {"key_bytes", "residual_bytes"}
+    assert shown["steps per group"] == 2 and "steps planned from" not in shown
 
 
 def test_damaged_headers_are_format_errors() -> None:
