@@ -209,9 +209,11 @@ def plot(report: dict) -> None:
             a.scatter(r["encode_cpu_seconds"], r["psnr"], s=60, label=f"{name} ({r['bpp']:.3f} bpp)")
     for r in car.get("nirvana", []):
         a.scatter(r["encode_cpu_seconds"], r["psnr"], marker="^", color="C3")
-        a.annotate(f"{r['steps_per_group']} st, {r['bpp']:.3f}", (r["encode_cpu_seconds"], r["psnr"]),
-                   fontsize=7)
-    a.scatter([], [], marker="^", color="C3", label="nirvana (label: steps/group, bpp)")
+        a.annotate(f"{r['steps_per_group']}, {r['lambda']:g}, {r['bpp']:.3f}",
+                   (r["encode_cpu_seconds"], r["psnr"]), fontsize=7)
+    a.scatter([], [], marker="^", color="C3", label="nirvana (label: steps/group, lambda, bpp)")
+    if car.get("nerv"):
+        a.axhline(car["nerv"]["psnr"], color="C0", lw=0.8, ls=":", label="nerv's final PSNR")
     a.set(xscale="log", xlabel="encode CPU seconds (1 thread)", ylabel="PSNR of the file (dB)",
           title=f"carphone {car.get('frames', '')}")
     a.legend(fontsize=8)
