@@ -4,6 +4,7 @@ scene cut (carphone then a crop of bunny, joined into one lossless mp4 by the bu
     nice -n 5 python bench/nirvana.py [--frames 0:32] [--nerv-size 80k --nerv-epochs 120] [--hnerv]
     nice -n 5 python bench/nirvana.py --part joined      # only the scene-cut clip (keeps carphone's rows)
     nice -n 5 python bench/nirvana.py --part carphone-nirvana --steps 150   # more NIRVANA runs only
+    nice -n 5 python bench/nirvana.py --part carphone-hnerv                 # HNeRV beside the stored NeRV
 
 Every number is measured on a real file: bpp = file bytes x 8 / (frames x W x H), PSNR (pooled, RGB
 8-bit) of the file decoded back. Times are CPU seconds (`time.process_time()`, one torch thread), not
@@ -107,19 +108,21 @@ def carphone(args, report) -> None:  # noqa: ANN001
 
     start, end = parse_frames(args.frames)
     clip = read_video(DATA / "carphone.mp4", frames=(start, end))
-    if args.part == "carphone-nirvana":
+    baselines = ("nerv", "hnerv") if args.hnerv else ("nerv",)
+    if args.part in ("carphone-nirvana", "carphone-hnerv"):
         if report.get("carphone", {}).get("frames") != args.frames or "nerv" not in report["carphone"]:
             sys.exit(f"no stored NeRV row for carphone {args.frames}: run --part carphone first")
+        baselines = ("hnerv",) if args.part == "carphone-hnerv" else ()
     else:
         report["carphone"] = {"frames": args.frames, "nirvana": []}
-        size = parse_count(args.nerv_size)
-        for name in ("nerv", "hnerv") if args.hnerv else ("nerv",):
-            opts = FitOptions(model=name, size=size, epochs=args.nerv_epochs, bits=8, minutes=None)
-            report["carphone"][name] = run(clip, opts)
-            save(report)
-            print(name, report["carphone"][name]["bytes"], report["carphone"][name]["psnr"], flush=True)
+    for name in baselines:
+        opts = FitOptions(model=name, size=parse_count(args.nerv_size), epochs=args.nerv_epochs, bits=8,
+                          minutes=None)
+        report["carphone"][name] = {**run(clip, opts), "epochs": args.nerv_epochs}
+        save(report)
+        print(name, report["carphone"][name]["bytes"], report["carphone"][name]["psnr"], flush=True)
     rows = report["carphone"]["nirvana"]
-    for steps in args.steps:
+    for steps in args.steps if args.part != "carphone-hnerv" else ():
         for lmbda in args.lambdas:
             opts = FitOptions(model="nirvana", epochs=steps, lmbda=lmbda, bits=8, group_size=args.group_size,
                               key_every=args.key_every, minutes=None)
@@ -238,9 +241,10 @@ def plot(report: dict) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--part", choices=("all", "carphone", "carphone-nirvana", "joined"), default="all",
-                   help="run one part only, keeping the other part's rows in nirvana.json (carphone-nirvana: "
-                        "only NIRVANA runs on carphone, beside the stored NeRV rows)")
+    p.add_argument("--part", choices=("all", "carphone", "carphone-nirvana", "carphone-hnerv", "joined"),
+                   default="all", help="run one part only, keeping the other rows in nirvana.json "
+                   "(carphone-nirvana / carphone-hnerv: only NIRVANA runs / only HNeRV on carphone, "
+                   "beside the stored NeRV row)")
     p.add_argument("--frames", default="0:32")
     p.add_argument("--nerv-size", default="80k", help="NeRV stores at least 57k parameters on carphone")
     p.add_argument("--nerv-epochs", type=int, default=120)
@@ -263,7 +267,7 @@ def main() -> None:
     report.setdefault("settings", {})[args.part] = {**vars(args),
                                                     "time": "CPU seconds (process_time), 1 torch thread"}
     report.pop("note", None)
-    if args.part in ("all", "carphone", "carphone-nirvana"):
+    if args.part.startswith("carphone") or args.part == "all":
         carphone(args, report)
     if args.part in ("all", "joined"):
         joined(args, report)
