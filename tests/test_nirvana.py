@@ -111,6 +111,7 @@ def test_resume_after_an_interruption_writes_the_same_file(tmp_path: Path,
     (["--lambda", "-1"], "lambda"),
     (["--quality", "9"], "quality"),
     (["--bits", "12"], "--bits"),
+    (["--minutes", "0"], "--minutes"),
 ])
 def test_bad_flags_exit_2_with_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str], flags: list[str],
                                         message: str) -> None:
@@ -144,6 +145,7 @@ def test_fit_video_writes_a_file_and_info_shows_the_groups(tmp_path: Path,
     shown = json.loads(capsys.readouterr().out)["summary"]
     assert shown["groups"] == 3 and shown["key groups"] == 2 and shown["key group first frames"] == [0, 4]
     assert set(shown["rate split"]) == {"key_bytes", "residual_bytes"}
+    assert shown["steps per group"] == 2 and "steps planned from" not in shown
 
 
 def test_damaged_headers_are_format_errors() -> None:
@@ -157,3 +159,38 @@ def test_damaged_headers_are_format_errors() -> None:
         bad = open_container(encode_container("video", {**c.header, **change}, streams))
         with pytest.raises(FormatError):
             NirvanaDecoder(bad).decode(0, 1)
+
+
+def test_minutes_plans_the_steps_per_group_within_the_cpu_budget(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    from fieldpress.engine.budget import stored_budget
+    from fieldpress.video.nirvana.fit import MIN_STEPS
+
+    clip = VideoClip(synthetic(8), fps=10.0, source={})
+    minutes = 0.1  # 6 CPU-seconds for the whole encode (about 3 are the probe and the reserve)
+    result = nirvana_method.compress(clip, options(minutes=minutes, epochs=1), CPU, show_progress=False)
+    fit_info = open_container(result.data).header["fit"]
+    steps = result.metrics["steps_per_group"]
+    assert steps == fit_info["steps"] >= MIN_STEPS and steps != 1  # the budget, not --epochs, set them
+    assert fit_info["budget"]["cpu_minutes"] == minutes and fit_info["budget"]["seconds_per_step"] > 0
+    # probe, planned fit and coding stay inside the budget (this process's CPU time)
+    assert result.metrics["encode_cpu_seconds"] <= minutes * 60, result.metrics
+    # an interrupted --minutes fit resumes with the plan its checkpoint holds (no new probe)
+    out = tmp_path / "m.fpv"
+    real, calls = nirvana_method.fit_group, []
+
+    def dying(*args: object, **kw: object) -> object:
+        calls.append(1)
+        if len(calls) == 3:  # after two groups (the probe calls fit.fit_group, not this one)
+            raise KeyboardInterrupt
+        return real(*args, **kw)
+
+    monkeypatch.setattr(nirvana_method, "fit_group", dying)
+    with pytest.raises(KeyboardInterrupt):
+        nirvana_method.compress(clip, options(minutes=minutes), CPU, output=out, show_progress=False)
+    monkeypatch.setattr(nirvana_method, "fit_group", real)
+    plan = stored_budget(out)
+    assert plan is not None
+    resumed = nirvana_method.compress(clip, options(minutes=minutes), CPU, output=out, resume=True,
+                                      show_progress=False)
+    assert resumed.metrics["steps_per_group"] == plan.epochs["fit"]

@@ -41,7 +41,8 @@ def _fit_parser():  # noqa: ANN202
     size.add_argument("--target-bpp", type=float, help="choose the size that lands near this many bits/pixel")
     p.add_argument("--epochs", type=int, help="fit epochs (preset)")
     p.add_argument("--minutes", type=float,
-                   help="cap on fitting (caps --epochs; wall-clock, CPU time for --model latent)")
+                   help="cap on fitting (caps --epochs; wall-clock; --model latent and nirvana: a CPU-time "
+                        "budget that sets the steps, over --epochs)")
     p.add_argument("--frames", help="frame range START:END (end exclusive)")
     p.add_argument("--resize", help="resize frames to WxH (before --crop)")
     p.add_argument("--crop", help="crop WxH[+X+Y] (centred without +X+Y)")

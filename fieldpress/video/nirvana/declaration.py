@@ -16,7 +16,7 @@ def summarize(header: Mapping[str, Any]) -> dict[str, Any]:
     groups = header.get("groups") or []
     keys = [g[0] for g in groups if isinstance(g, list) and len(g) == 3 and g[2]]
     rate = header.get("rate") or {}
-    fit = header.get("fit") or {}
+    fit = header.get("fit") if isinstance(header.get("fit"), dict) else {}
     total = sum(v for v in rate.values() if isinstance(v, int)) if isinstance(rate, dict) else 0
     out: dict[str, Any] = {
         "model": "nirvana",
@@ -33,7 +33,11 @@ def summarize(header: Mapping[str, Any]) -> dict[str, Any]:
                     f"{cfg.get('bits')}-bit weights") if isinstance(cfg, dict) else None,
         "params per group": fit.get("params_per_group"),
         "lambda": fit.get("lambda"),
+        "steps per group": fit.get("steps"),
     }
+    budget = fit.get("budget")
+    if isinstance(budget, dict) and budget.get("cpu_minutes") is not None:
+        out["steps planned from"] = f"--minutes {budget.get('cpu_minutes')} (CPU time)"
     if isinstance(rate, dict) and total:
         out["rate split"] = {k: f"{v} B ({100 * v / total:.1f}%)" for k, v in rate.items()
                              if isinstance(v, int)}

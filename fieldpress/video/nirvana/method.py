@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from fieldpress.engine.budget import BudgetPlan
 from fieldpress.runtime import Stopwatch, cpu_threads, make_progress, torch_threads
 from fieldpress.video.nirvana.codec import best_rows, coded_bits
 from fieldpress.video.nirvana.fit import (
@@ -20,6 +21,8 @@ from fieldpress.video.nirvana.fit import (
     fit_group,
     groups_for,
     load_progress,
+    plan_steps,
+    probe_step_seconds,
     save_progress,
     settings,
 )
@@ -44,8 +47,10 @@ def _start_scales(cfg: NirvanaConfig, key: bool, prev: torch.Tensor | None, prev
 
 def fit_groups(frames: np.ndarray, cfg: NirvanaConfig, groups: list[Group], fit: NirvanaFit,
                device: torch.device, *, output: Path | None, resume: bool, signature: dict,
-               show_progress: bool) -> tuple[list[list[torch.Tensor]], list[Group], list[dict]]:
-    """Fit the groups in order; returns every group's integers, the groups (keys updated) and facts."""
+               show_progress: bool, budget: BudgetPlan | None = None,
+               ) -> tuple[list[list[torch.Tensor]], list[Group], list[dict]]:
+    """Fit the groups in order (`fit.steps` per group); returns every group's integers, the groups (keys
+    updated) and facts. `budget` (a ``--minutes`` plan) goes into every checkpoint."""
     targets = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float().div(255.0)
     n_tensors = len(cfg.shapes())
     done: list[list[torch.Tensor]] = []
@@ -74,7 +79,7 @@ def fit_groups(frames: np.ndarray, cfg: NirvanaConfig, groups: list[Group], fit:
             facts.append({**fact, "group": g, "key": grp.key,
                           "cpu_seconds": round(time.process_time() - t0, 3)})
             if output is not None:
-                save_progress(output, done, scales, groups, facts, signature)
+                save_progress(output, done, scales, groups, facts, signature, budget)
             bar.update(task, advance=1, info=f"psnr {fact['psnr']:.2f}")
     return done, groups, facts
 
@@ -84,6 +89,22 @@ def _signature(clip: Any, fit: NirvanaFit, cfg: NirvanaConfig) -> dict[str, Any]
 
     digest = hashlib.sha256(np.ascontiguousarray(clip.frames).tobytes()).hexdigest()
     return {"nirvana": asdict(fit), "config": cfg.to_dict(), "frames_sha256": digest, "fps": clip.fps}
+
+
+def _planned(frames: np.ndarray, cfg: NirvanaConfig, groups: list[Group], fit: NirvanaFit,
+             device: torch.device, resume_from: Path | None,
+             cpu0: float) -> tuple[NirvanaFit, BudgetPlan | None]:
+    """The fit to run: `fit` as asked, or with ``--minutes`` its steps per group planned from a probe of
+    one step on the first group (a resume reuses the checkpoint's plan)."""
+    if fit.minutes is None:
+        return fit, None
+    g0 = groups[0]
+    target = torch.from_numpy(np.ascontiguousarray(frames[g0.start:g0.start + g0.length]))
+    target = target.permute(0, 3, 1, 2).float().div(255.0).to(device)
+    init = [x.to(device) for x in initial_integers(cfg, torch.Generator().manual_seed(fit.seed))]
+    plan = plan_steps(fit, groups, lambda: probe_step_seconds(cfg, target, init, fit),
+                      time.process_time() - cpu0, resume_from)
+    return replace(fit, steps=plan.epochs["fit"]), plan
 
 
 def compress(clip: Any, options: Any, device: torch.device, *, output: Path | None = None,
@@ -100,12 +121,17 @@ def compress(clip: Any, options: Any, device: torch.device, *, output: Path | No
     threads = cpu_threads() if device.type == "cpu" else 0
     with Stopwatch() as sw, torch_threads(threads):
         cpu0 = time.process_time()
-        ints, groups, facts = fit_groups(clip.frames, cfg, groups, fit, device, output=output, resume=resume,
-                                         signature=_signature(clip, fit, cfg), show_progress=show_progress)
+        run_fit, budget = _planned(clip.frames, cfg, groups, fit, device, output if resume else None, cpu0)
+        ints, groups, facts = fit_groups(clip.frames, cfg, groups, run_fit, device, output=output,
+                                         resume=resume, signature=_signature(clip, fit, cfg),
+                                         show_progress=show_progress, budget=budget)
         fit_cpu = sum(f["cpu_seconds"] for f in facts)
-        summary = {"lambda": fit.lmbda, "steps": fit.steps, "params_per_group": cfg.n_params(),
+        summary = {"lambda": fit.lmbda, "steps": run_fit.steps, "params_per_group": cfg.n_params(),
                    "cuts": [g.start for g in groups if g.reason == "cut"],
                    "rate_keys": [g.start for g in groups if g.reason == "rate"]}
+        if budget is not None:
+            summary["budget"] = {"cpu_minutes": budget.minutes,
+                                 "seconds_per_step": round(budget.seconds_per_step, 6)}
         encoded = CODEC.encode(cfg, groups, [[x.numpy() for x in g] for g in ints], frames=clip.count,
                                fps=clip.fps, frame_start=clip.frame_start, source=clip.source,
                                extra={"fit": summary})
@@ -118,6 +144,7 @@ def compress(clip: Any, options: Any, device: torch.device, *, output: Path | No
         "key_groups": sum(g.key for g in groups), "group_size": fit.group_size, "lambda": fit.lmbda,
         "rate": encoded.header["rate"], "fit_cpu_seconds": round(fit_cpu, 2),
         "encode_cpu_seconds": round(encode_cpu, 2), "group_psnr": [f["psnr"] for f in facts],
+        "steps_per_group": run_fit.steps, **({"budget": summary["budget"]} if budget is not None else {}),
         **{k: v for k, v in summary.items() if k in ("cuts", "rate_keys")},
     })
     return VideoResult(codec, data, metrics, input=input, seconds=sw.seconds, device=str(device))
