@@ -106,7 +106,7 @@ def test_a_hang_is_cpu_time_not_wall_time(monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.setattr(runner, "WALL_FACTOR", 1000.0)
     report = run_fuzz([Target("spin", (b"z",), _spin)], seconds=0, out=None, batch=1).to_dict()
     assert report["targets"]["spin"]["hangs"] >= 1
-    assert 0.2 <= report["targets"]["spin"]["max_seconds"] < 2  # CPU seconds: stopped at the limit
+    assert 0.18 <= report["targets"]["spin"]["max_seconds"] < 2  # stopped at the limit, give or take a tick
 
 
 @pytest.mark.parametrize("finding", sorted(FINDINGS.glob("*.bin")), ids=lambda p: p.stem)
