@@ -26,6 +26,7 @@ from fieldpress import __version__
 from fieldpress.codec.qtensor import QTensor, from_parts, stream
 from fieldpress.codec.registry import Encoded
 from fieldpress.errors import FormatError, InputError
+from fieldpress.video.codecs import PLAIN_VERSION
 from fieldpress.video.data import to_uint8
 from fieldpress.video.models import VideoINR, build_model, load_config
 from fieldpress.video.models.base import SideInfo
@@ -315,7 +316,8 @@ class VideoCodecImpl:
             header["side_info"] = {name: dict(meta) for name, meta in rd_side.items()}
         if extra:
             header.update(extra)
-        return Encoded(header, streams)
+        # files without a trained rate keep version 2's layout and say so (older readers read them)
+        return Encoded(header, streams, version=None if is_rd_meta(weight_meta) else PLAIN_VERSION)
 
     def decode(self, container: Any, device: str | torch.device = "cpu") -> VideoDecoder:
         return VideoDecoder(container, device=device)

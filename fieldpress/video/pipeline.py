@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 import shutil
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +26,6 @@ from fieldpress.codec.registry import Result, encode_file, get_codec
 from fieldpress.errors import InputError
 from fieldpress.runtime import Stopwatch, cpu_threads, torch_threads
 from fieldpress.video.codec import open_video
-from fieldpress.video.codecs import PLAIN_VERSION
 from fieldpress.video.data import ClipSource, make_loss, to_uint8
 from fieldpress.video.fit import BUDGET_MARGIN, FitOptions, plan_epochs, quality, size_for_bpp, stages_for
 from fieldpress.video.io import VideoClip
@@ -178,8 +177,7 @@ def encode_bytes(model: VideoINR, q: Quantized, clip: VideoClip,
     codec = get_codec("video", model.name)
     encoded = codec.encode(model, q.weight_streams, q.weight_meta, fps=clip.fps, frame_start=clip.frame_start,
                            source=clip.source, side=q.side, extra={"fit": fit_facts})
-    # a file without trained rate keeps the layout (and the codec_version) it always had
-    return codec, encode_file(replace(codec, version=PLAIN_VERSION), encoded)
+    return codec, encode_file(codec, encoded)
 
 
 def encode_rd_fit(model: Any, source: ClipSource, clip: VideoClip, opts: FitOptions, facts: dict[str, Any],
