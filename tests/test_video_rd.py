@@ -153,3 +153,44 @@ def test_fit_video_with_quality_writes_an_rd_file(tmp_path: Path, small_mp4: Pat
 
     assert "lambda 0.02" in read_info(out).to_dict()["summary"]["rate trained"]
     verify_container(open_container(out))
+
+
+def test_resume_inside_the_rd_stage_reproduces_the_file(tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ctrl-C at the 3rd rd step (after the steps and scales were set), then --resume: the same bytes as
+    an uninterrupted fit."""
+    import signal
+
+    import fieldpress.video.rd as rd
+
+    clip, opts, device = _clip(), _opts("hnerv", epochs=1, rd_epochs=2), torch.device("cpu")
+    reference = compress(clip, opts, device, show_progress=False)
+    real = rd.rd_loss
+
+    def interrupting(name: str):  # noqa: ANN202
+        inner, infos = real(name), []
+
+        def loss_fn(model: torch.nn.Module, batch: dict, info: object) -> tuple:
+            infos.append(info)
+            if len(infos) == 8:  # 5 fit steps (10 frames, batch 2), then the 3rd rd step
+                signal.raise_signal(signal.SIGINT)
+            return inner(model, batch, info)
+
+        return loss_fn
+
+    out = tmp_path / "r.fpv"
+    monkeypatch.setattr(rd, "rd_loss", interrupting)
+    with pytest.raises(KeyboardInterrupt):
+        compress(clip, opts, device, output=out, show_progress=False)
+    monkeypatch.setattr(rd, "rd_loss", real)
+    resumed = compress(clip, opts, device, output=out, resume=True, show_progress=False)
+    assert resumed.data == reference.data
+
+
+def test_prune_then_rd_stores_the_pruned_weights_as_zeros() -> None:
+    result = compress(_clip(), _opts("nerv", prune=0.5, prune_epochs=1, rd_epochs=1), torch.device("cpu"),
+                      show_progress=False)
+    assert result.metrics["epochs_planned"] == {"fit": 2, "prune": 1, "rd": 1}
+    state = open_video(result.data).model.state_dict()
+    conv = state["blocks.1.conv.weight"]
+    assert (conv == 0).float().mean() >= 0.3  # global magnitude pruning: this layer lost a share
