@@ -43,6 +43,8 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--no-cam", dest="cam", action="store_false")
     ap.add_argument("--x265", nargs="*", type=int, default=[25, 30, 35, 40, 45], help="x265 CRF ladder")
     ap.add_argument("--out", default=None)
+    ap.add_argument("--append", action="store_true",
+                    help="add this run's points to an existing JSON (same clip and frames; x265 kept)")
     return ap.parse_args(argv)
 
 
@@ -63,7 +65,8 @@ def _fit_point(clip, size: int, args: argparse.Namespace, lmbda: float | None) -
     keep = ("bpp", "psnr", "psnr_frame_mean", "ms_ssim", "psnr_before_quant", "steps", "rd_lambda",
             "rate_model_bits", "payload_bits", "header_and_table_bytes")
     return {"codec": f"fieldpress-{args.model}" + ("-rd" if rd else ""), "size": size, "params": m["params"],
-            "bytes": res.bytes, **{k: m[k] for k in keep if k in m}, "cpu_seconds": round(cpu, 1)}
+            "epochs": args.epochs, "rd_epochs": args.rd_epochs if rd else 0, "bytes": res.bytes,
+            **{k: m[k] for k in keep if k in m}, "cpu_seconds": round(cpu, 1)}
 
 
 def _x265_points(clip, args: argparse.Namespace, work: Path) -> list[dict]:  # noqa: ANN001
@@ -92,7 +95,9 @@ def plot(result: dict, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(6.5, 4.4))
     groups: dict[str, list[dict]] = {}
     for p in result["points"]:
-        groups.setdefault(p["codec"], []).append(p)
+        label = p["codec"] if "epochs" not in p else f"{p['codec']} {p['epochs']} ep"
+        label += f" {p['size'] // 1000}k" if p["codec"].endswith("-rd") else ""
+        groups.setdefault(label, []).append(p)
     for name, pts in sorted(groups.items()):
         pts = sorted(pts, key=lambda p: p["bpp"])
         style = "s--" if name == "x265" else "o-"
@@ -107,8 +112,7 @@ def plot(result: dict, path: Path) -> None:
     ax.set_xscale("log")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    ax.set_title(f"{c['file']} frames {c['frames']}, {c['width']}x{c['height']}: "
-                 f"{result['settings']['epochs']} epochs per fit", fontsize=9)
+    ax.set_title(f"{c['file']} frames {c['frames']}, {c['width']}x{c['height']}, CPU fits", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -133,15 +137,22 @@ def main(argv: list[str] | None = None) -> int:
               "protocol": {"bpp": "file bytes * 8 / (frames * W * H)", "psnr": "RGB 8-bit, pooled MSE",
                            "cpu_seconds": "time.process_time() of the whole compress (fit, encode, decode "
                                           "back, measure), torch at 1 thread, shared loaded machine"},
-              "settings": {k: v for k, v in vars(args).items() if k not in ("clip", "out")},
+              "settings": {k: v for k, v in vars(args).items() if k not in ("clip", "out", "append")},
               "points": [], "complete": False}
+    if args.append and out.exists():
+        old = json.loads(out.read_text())
+        if old["clip"] != result["clip"]:
+            raise SystemExit(f"{out} holds another clip or frame range")
+        result["points"], result["runs"] = old["points"], [*old.get("runs", [old["settings"]])]
+        result["runs"].append(result["settings"])
 
     def save() -> None:
         atomic_write_text(out, json.dumps(result, indent=1) + "\n")
 
-    with tempfile.TemporaryDirectory() as tmp:
-        result["points"] += _x265_points(clip, args, Path(tmp))
-        save()
+    if not any(p["codec"] == "x265" for p in result["points"]):
+        with tempfile.TemporaryDirectory() as tmp:
+            result["points"] += _x265_points(clip, args, Path(tmp))
+            save()
     jobs = [(parse_count(s), None) for s in args.sizes]
     jobs += [(parse_count(args.rd_size), lam) for lam in args.lambdas]
     for size, lam in jobs:

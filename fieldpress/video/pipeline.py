@@ -201,7 +201,8 @@ def encode_rd_fit(model: Any, source: ClipSource, clip: VideoClip, opts: FitOpti
     codec = get_codec("video", model.inr.name)
     encoded = codec.encode(model.inr, coded.streams, coded.weights_meta, fps=clip.fps,
                            frame_start=clip.frame_start, source=clip.source, rd_side=coded.side_meta,
-                           extra={"fit": {**facts, "embed_bits": opts.embed_bits, "rd": rd}})
+                           extra={"fit": {**facts, **({"embed_bits": opts.embed_bits} if side else {}),
+                                          "rd": rd}})
     data = encode_file(codec, encoded)
     return codec, data, float_frames, {"rd_lambda": rd["lambda"], "rate_model_bits": rd["model_bits"],
                                        "payload_bits": payload,
