@@ -103,12 +103,14 @@ def test_bad_rate_flags_exit_2_with_one_line(tmp_path: Path, capsys: pytest.Capt
     assert not out.exists() and src.read_bytes() == before
 
 
-def test_lambda_is_refused_for_a_weight_model(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_bad_lambda_is_refused_for_a_weight_model(tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    # weight models train the rate too since #14 (tests/test_video_rd.py); a bad lambda is still refused
     src = tmp_path / "in.mp4"
     write_video(tiny_clip(2, 16, 16), src, 10.0, lossless=True)
-    argv = [str(src), "-o", str(tmp_path / "o.fpv"), "--model", "hnerv", "--lambda", "0.01"]
+    argv = [str(src), "-o", str(tmp_path / "o.fpv"), "--model", "hnerv", "--lambda", "0"]
     assert run_command(fit_video_command, argv) == 2
-    assert "--lambda" in capsys.readouterr().err
+    assert "lambda" in capsys.readouterr().err and not (tmp_path / "o.fpv").exists()
 
 
 def test_fit_video_writes_a_latent_file_that_info_summarizes(tmp_path: Path,

@@ -34,6 +34,8 @@ class Encoded:
     header: dict[str, Any]
     streams: dict[str, Any]
     stream_codecs: dict[str, str] = field(default_factory=dict)
+    version: int | None = None  # the layout version this file needs (None: the codec's newest); a codec
+    # whose newest layout is optional stamps older files with the older number, so older readers read them
 
 
 @runtime_checkable
@@ -165,10 +167,13 @@ def codec_for(kind: str, header: Mapping[str, Any]) -> Codec:
     return codec
 
 
-def stamped_header(codec: Codec, header: Mapping[str, Any]) -> dict[str, Any]:
-    """`header` with the codec's name and version first, as every file written now carries them."""
+def stamped_header(codec: Codec, header: Mapping[str, Any], version: int | None = None) -> dict[str, Any]:
+    """`header` with the codec's name and version first, as every file written now carries them
+    (`version`: an older layout version the file needs no more than; default the codec's newest)."""
+    if version is not None and not 1 <= version <= codec.version:
+        raise ValueError(f"codec {codec.name!r} writes layout versions 1..{codec.version}, not {version}")
     rest = {k: v for k, v in header.items() if k not in ("codec", "codec_version")}
-    return {"codec": codec.name, "codec_version": codec.version, **rest}
+    return {"codec": codec.name, "codec_version": codec.version if version is None else version, **rest}
 
 
 def encode_file(codec: Codec, encoded: Encoded) -> bytes:
@@ -176,8 +181,8 @@ def encode_file(codec: Codec, encoded: Encoded) -> bytes:
     the same bytes `write_file` writes, so sizes and bpp can be measured before writing)."""
     from fieldpress.codec.container import encode_container
 
-    return encode_container(codec.kind, stamped_header(codec, encoded.header), encoded.streams,
-                            encoded.stream_codecs or None)
+    header = stamped_header(codec, encoded.header, encoded.version)
+    return encode_container(codec.kind, header, encoded.streams, encoded.stream_codecs or None)
 
 
 def write_file(path: Any, codec: Codec, encoded: Encoded) -> int:

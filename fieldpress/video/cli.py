@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -65,10 +66,13 @@ def _fit_parser():  # noqa: ANN202
                         help="nirvana: groups of exactly --group-size frames")
     rd = p.add_mutually_exclusive_group()
     rd.add_argument("--lambda", dest="lmbda", type=float,
-                    help="rate-distortion methods (latent, nirvana): loss = MSE + LAMBDA x bpp")
+                    help="train the rate: loss = distortion + LAMBDA x bpp (latent, nirvana; hnerv, nerv, "
+                         "nervpp: an rd stage after the fit, every stored tensor range-coded)")
     rd.add_argument("--quality", type=int,
-                    help="rate-distortion methods (latent, nirvana): quality 1..8, fewest bits at 1 "
-                         "(a fixed lambda ladder; default 4)")
+                    help="train the rate at quality 1..8, fewest bits at 1 (a fixed lambda ladder; "
+                         "latent/nirvana default 4)")
+    p.add_argument("--rd-epochs", type=int,
+                   help="hnerv/nerv/nervpp with --lambda/--quality: rd stage epochs (default epochs/3)")
     add_device_arg(p)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--resume", action="store_true", help="continue from OUTPUT.ckpt/ after an interruption")
@@ -147,6 +151,8 @@ def _fit_preset_and_output(args: argparse.Namespace, path: Path, device: Any) ->
         raise InputError("--prune is a fraction in [0, 1)")
     if args.epochs is not None and args.epochs < 1:
         raise InputError("--epochs must be at least 1")
+    if args.target_bpp is not None and not (math.isfinite(args.target_bpp) and args.target_bpp > 0):
+        raise InputError(f"--target-bpp must be a positive number, got {args.target_bpp}")
     _check_group_flags(args)
     return pre, output
 
@@ -182,9 +188,12 @@ def _fit_options(args: argparse.Namespace, pre: Any, clip: Any) -> Any:
     from fieldpress.video.fit import FitOptions
     from fieldpress.video.methods import METHODS
 
-    if (args.lmbda is not None or args.quality is not None) and (args.model or pre.model) not in METHODS:
-        raise InputError("--lambda and --quality apply to rate-distortion models "
-                         f"({', '.join(sorted(METHODS))}), not {args.model or pre.model}")
+    model = args.model or pre.model
+    rd = args.lmbda is not None or args.quality is not None
+    if model not in METHODS:
+        _check_inr_rd_flags(args, pre, rd)
+    elif args.rd_epochs is not None:
+        raise InputError(f"--rd-epochs applies to hnerv, nerv and nervpp, not {model}")
     return FitOptions(
         model=args.model or pre.model,
         size=parse_count(args.size) if args.size else (None if args.target_bpp else pre.size),
@@ -199,8 +208,21 @@ def _fit_options(args: argparse.Namespace, pre: Any, clip: Any) -> Any:
         precision=args.precision, seed=args.seed, batch_size=args.batch_size, lr=args.lr,
         cam=pre.cam if args.cam is None else args.cam,
         group_size=args.group_size, key_every=args.key_every, adaptive_groups=args.adaptive_groups,
-        lmbda=args.lmbda, quality=args.quality,
+        lmbda=args.lmbda, quality=args.quality, rd_epochs=args.rd_epochs,
     )
+
+
+def _check_inr_rd_flags(args: argparse.Namespace, pre: Any, rd: bool) -> None:
+    """The rate-distortion flags of a `VideoINR` model (InputError, exit 2): --rd-epochs needs --lambda
+    or --quality, and QAT does not combine with a trained rate (the rd stage already trains quantized)."""
+    if args.rd_epochs is not None and not rd:
+        raise InputError("--rd-epochs needs --lambda or --quality")
+    if args.rd_epochs is not None and args.rd_epochs < 1:
+        raise InputError("--rd-epochs must be at least 1")
+    qat = args.qat_epochs if args.qat_epochs is not None else pre.qat_epochs
+    if rd and qat:
+        raise InputError("--qat-epochs does not combine with --lambda/--quality: the rd stage trains the "
+                         "quantized model itself")
 
 
 def _preview_resize(path: Path, max_width: int, downscale_for) -> tuple[int, int] | None:  # noqa: ANN001

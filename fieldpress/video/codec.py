@@ -26,10 +26,12 @@ from fieldpress import __version__
 from fieldpress.codec.qtensor import QTensor, from_parts, stream
 from fieldpress.codec.registry import Encoded
 from fieldpress.errors import FormatError, InputError
+from fieldpress.video.codecs import PLAIN_VERSION
 from fieldpress.video.data import to_uint8
 from fieldpress.video.models import VideoINR, build_model, load_config
 from fieldpress.video.models.base import SideInfo
 from fieldpress.video.models.hnerv import EMBED_CHUNK
+from fieldpress.video.rd import RdChunkedView, decode_rd_weights, is_rd_meta
 
 KIND = "video"
 FORMAT = "fieldpress-video/1"
@@ -128,16 +130,30 @@ def read_side_info(container: Any) -> tuple[dict[str, ChunkedView], tuple[str, .
                            np.array([meta.get("scale")], np.float32),
                            np.array([meta.get("zero_point")], np.float32))
         return {"embedding": view}, ("e/",)
-    views = {}
+    views: dict[str, Any] = {}
     side = header.get("side_info") or {}
     if not isinstance(side, dict) or not all(isinstance(m, dict) for m in side.values()):
         raise FormatError("malformed side-information meta in the header")
     for name, meta in side.items():
+        if is_rd_meta(meta):  # version 3: range-coded under Laplace tables
+            views[name] = RdChunkedView(container, name, meta, _side_channels(container, name))
+            continue
         symmetric = bool(meta.get("symmetric", False))
         views[name] = ChunkedView(container, meta, lambda i, n=name: f"{n}/{i:06d}",
                                   stream(container, f"{name}/scale"),
                                   None if symmetric else stream(container, f"{name}/zero_point"))
     return views, tuple(f"{n}/" for n in views)
+
+
+def _side_channels(container: Any, name: str) -> int:
+    """Channels of side information `name` for the header's model (FormatError when it has none)."""
+    header = container.header
+    try:
+        with torch.device("meta"):
+            probe = build_model(str(header["model"]), load_config(str(header["model"]), header["config"]))
+        return int(probe.side_channels()[name])
+    except (KeyError, TypeError, ValueError, RuntimeError, ZeroDivisionError, OverflowError, IndexError):
+        raise FormatError(f"the header's model stores no side information {name!r}") from None
 
 
 # ----------------------------------------------------------------------------- reading
@@ -164,6 +180,17 @@ def _check_buildable(name: str, config: Any, state: Mapping[str, torch.Tensor]) 
         wrong = sorted(set(expected) ^ set(stored)) or [k for k in expected if expected[k] != stored[k]]
         raise FormatError(f"weights do not match the {name} model in the header "
                           f"(first difference: {wrong[0]})")
+
+
+def _expected_shapes(name: str, config: Any) -> dict[str, tuple[int, ...]]:
+    """The stored tensors' shapes of the header's model (built on the meta device: no memory)."""
+    try:
+        with torch.device("meta"):
+            probe = build_model(name, config)
+    except (ValueError, RuntimeError, TypeError, ZeroDivisionError, OverflowError, IndexError) as exc:
+        first = (str(exc).splitlines() or [type(exc).__name__])[0]
+        raise FormatError(f"the header's {name} model cannot be built ({first})") from None
+    return {k: tuple(v.shape) for k, v in probe.stored_state().items() if v.is_floating_point()}
 
 
 class VideoDecoder:
@@ -202,8 +229,11 @@ class VideoDecoder:
         from fieldpress.codec.quant import decompress_state_dict
 
         views, side_prefixes = read_side_info(self.container)
-        names = [n for n in self.container.names if not n.startswith(side_prefixes)]
-        state = decompress_state_dict({n: self.container.array(n) for n in names}, weight_meta)
+        if is_rd_meta(weight_meta):  # version 3: shapes checked against the model before decoding
+            state = decode_rd_weights(self.container, weight_meta, _expected_shapes(self.name, self.config))
+        else:
+            names = [n for n in self.container.names if not n.startswith(side_prefixes)]
+            state = decompress_state_dict({n: self.container.array(n) for n in names}, weight_meta)
         _check_buildable(self.name, self.config, state)
         model = build_model(self.name, self.config)
         try:
@@ -257,9 +287,11 @@ class VideoCodecImpl:
 
     def encode(self, model: VideoINR, weight_streams: Mapping[str, np.ndarray], weight_meta: dict, *,
                fps: float, frame_start: int, source: dict, side: Mapping[str, StoredSide] | None = None,
-               extra: dict | None = None) -> Encoded:
+               extra: dict | None = None, rd_side: Mapping[str, dict] | None = None) -> Encoded:
         """The header and streams of a fitted model whose weights are already quantized
-        (`compress_state_dict`) and whose side information is `side` (name -> `StoredSide`)."""
+        (`compress_state_dict`, or range-coded by `fieldpress.video.rd.encode_rd`, whose side-information
+        meta comes as `rd_side` with its streams among `weight_streams`) and whose side information is
+        `side` (name -> `StoredSide`)."""
         cfg = model.config
         header: dict[str, Any] = {
             "format": FORMAT,
@@ -280,9 +312,12 @@ class VideoCodecImpl:
                     raise ValueError(f"bad side-information name {name!r}")
                 parts, header["side_info"][name] = stored.to_streams(name)
                 streams.update(parts)
+        if rd_side:
+            header["side_info"] = {name: dict(meta) for name, meta in rd_side.items()}
         if extra:
             header.update(extra)
-        return Encoded(header, streams)
+        # files without a trained rate keep version 2's layout and say so (older readers read them)
+        return Encoded(header, streams, version=None if is_rd_meta(weight_meta) else PLAIN_VERSION)
 
     def decode(self, container: Any, device: str | torch.device = "cpu") -> VideoDecoder:
         return VideoDecoder(container, device=device)

@@ -36,6 +36,7 @@ def summarize(header: Mapping[str, Any]) -> dict[str, Any]:
         "weight bits": fit.get("bits"),
         "pruned": fit.get("prune"),
         "epochs": fit.get("epochs"),
+        "rate trained": _rd_summary(fit.get("rd")),
     }
     side = header.get("side_info") or ({"embedding": header["embed"]} if "embed" in header else {})
     for name, meta in side.items():  # HNeRV: "embedding bits", "embedding shape"
@@ -44,14 +45,30 @@ def summarize(header: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in out.items() if v is not None}
 
 
+def _rd_summary(rd: Any) -> str | None:
+    """'lambda 0.005, 123,456 coded bits (rate model 123,000)' for a rate-trained file, else None."""
+    if not isinstance(rd, dict):
+        return None
+    try:
+        return (f"lambda {float(rd['lambda']):g}, {int(rd['payload_bits']):,} coded bits "
+                f"(rate model {float(rd['model_bits']):,.0f})")
+    except (KeyError, TypeError, ValueError):
+        return "yes"
+
+
 def _legacy(model: str) -> Any:
     """Claims a video header written before codecs were named, by its model name."""
     return lambda header: header.get("format") == LEGACY_FORMAT and header.get("model") == model
 
 
-VERSION = 2
-"""Version 2 (this release): side information as chunked quantized streams (``side_info`` in the header);
-version 1 (and files naming no codec): HNeRV's embeddings under ``embed`` / ``e/000000`` ... Both read."""
+VERSION = 3
+"""Version 3 (this release, files fitted with a trained rate: ``--lambda`` / ``--quality``): integer weights
+and side information range-coded under per-channel Laplace tables (``weights.coder`` = "laplace").
+Version 2 (files without a trained rate are still written so): side information as chunked quantized
+streams (``side_info`` in the header); version 1 (and files naming no codec): HNeRV's embeddings under
+``embed`` / ``e/000000`` ... All three read."""
+PLAIN_VERSION = 2
+"""The version stamped on files without a trained rate (their layout is version 2's, byte for byte)."""
 
 
 def _codec(name: str, description: str) -> LazyCodec:

@@ -1,6 +1,7 @@
 """What decides a video fit: `FitOptions` (also the resume signature), the stages they plan (fit with
-the paper recipe -> optional prune + fine-tune -> optional QAT), the quality measures, and the small
-rules of ``fit-video`` (default output, preview downscale). The pipeline that runs it all is
+the paper recipe -> optional prune + fine-tune -> optional QAT, or with ``--lambda`` / ``--quality``
+the rate-distortion stage instead of QAT), the quality measures, and the small rules of ``fit-video``
+(default output, preview downscale). The pipeline that runs it all is
 `fieldpress.video.pipeline`.
 """
 
@@ -45,6 +46,18 @@ class FitOptions:
     adaptive_groups: bool = True
     lmbda: float | None = None  # rate-distortion weight: loss = MSE + lmbda * bpp
     quality: int | None = None  # 1..8, a fixed lambda ladder
+    rd_epochs: int | None = None  # VideoINR models with lmbda/quality: rd stage epochs (None: epochs // 3)
+
+    @property
+    def rd(self) -> bool:
+        """Whether the rate is trained (``--lambda`` or ``--quality`` given)."""
+        return self.lmbda is not None or self.quality is not None
+
+    def rd_lambda(self) -> float:
+        """Lambda of the rd stage: ``--lambda``, else ``--quality``'s rung of the ladder."""
+        from fieldpress.codec.rate_control import check_lambda, quality_lambda
+
+        return check_lambda(self.lmbda) if self.lmbda is not None else quality_lambda(int(self.quality or 0))
 
 
 def size_for_bpp(bpp: float, frames: int, width: int, height: int, bits: int) -> int:
@@ -59,10 +72,13 @@ def plan_epochs(opts: FitOptions) -> dict[str, int]:
         plan["prune"] = opts.prune_epochs if opts.prune_epochs is not None else max(1, opts.epochs // 3)
     if opts.qat_epochs > 0:
         plan["qat"] = opts.qat_epochs
+    if opts.rd:
+        plan["rd"] = opts.rd_epochs if opts.rd_epochs is not None else max(1, opts.epochs // 3)
     return plan
 
 
 def stages_for(opts: FitOptions, plan: dict[str, int], lr: float, warmup: float) -> list:
+    """The Fitter's stages for `plan` (stage kind -> epochs): fit, then prune, QAT and rd as planned."""
     from fieldpress.engine.config import Stage
 
     stages = [Stage("fit", plan["fit"], lr, warmup=warmup, schedule="cosine")]
@@ -70,6 +86,9 @@ def stages_for(opts: FitOptions, plan: dict[str, int], lr: float, warmup: float)
         stages.append(Stage.prune(plan["prune"], lr, amount=opts.prune, warmup=0.0, schedule="cosine"))
     if "qat" in plan:
         stages.append(Stage.qat(plan["qat"], lr * 0.1, bits=opts.bits, axis=0, schedule="cosine"))
+    if "rd" in plan:
+        stages.append(Stage.rd(plan["rd"], lr, opts.rd_lambda(), lambda_warmup=0.2, schedule="cosine",
+                               min_lr_ratio=0.05))
     return stages
 
 

@@ -25,6 +25,7 @@ import torch
 from fieldpress.codec.registry import Result, encode_file, get_codec
 from fieldpress.errors import InputError
 from fieldpress.runtime import Stopwatch, cpu_threads, torch_threads
+from fieldpress.video.codec import open_video
 from fieldpress.video.data import ClipSource, make_loss, to_uint8
 from fieldpress.video.fit import BUDGET_MARGIN, FitOptions, plan_epochs, quality, size_for_bpp, stages_for
 from fieldpress.video.io import VideoClip
@@ -75,8 +76,15 @@ def build_model_for(clip: VideoClip, opts: FitOptions) -> VideoINR:
     if size is None:
         raise InputError("give --size or --target-bpp")
     mod = ModulationSpec("cam", opts.cam_grid) if opts.cam else ModulationSpec()
-    config = config_for(opts.model, clip.height, clip.width, clip.count, size, strides=opts.strides,
-                        modulation=mod)
+    try:
+        config = config_for(opts.model, clip.height, clip.width, clip.count, size, strides=opts.strides,
+                            modulation=mod)
+    except InputError as exc:
+        if opts.target_bpp is None or "too small" not in str(exc):
+            raise
+        why = str(exc).split(": ", 1)[-1]
+        raise InputError(f"--target-bpp {opts.target_bpp:g} is unreachable for {opts.model} on this "
+                         f"{clip.width}x{clip.height}x{clip.count} clip ({why})") from None
     seed_everything(opts.seed)
     return build_model(opts.model, config)
 
@@ -84,7 +92,7 @@ def build_model_for(clip: VideoClip, opts: FitOptions) -> VideoINR:
 Evaluate = Callable[[torch.nn.Module], dict[str, float]]
 
 
-def fit_model(model: VideoINR, source: ClipSource, opts: FitOptions, device: torch.device, *,
+def fit_model(model: torch.nn.Module, source: ClipSource, opts: FitOptions, device: torch.device, *,
               output: Path | None, resume: bool = False, signature: dict | None = None,
               show_progress: bool = True, evaluate: Evaluate | None = None,
               eval_every: int | None = None) -> tuple[Any, dict[str, int]]:
@@ -102,12 +110,21 @@ def fit_model(model: VideoINR, source: ClipSource, opts: FitOptions, device: tor
         from fieldpress.fields.cam import cam_param_groups
 
         param_groups = cam_param_groups
+    if opts.rd:  # model is an RdVideoModel: its steps and rate scales train faster
+        from fieldpress.video.rd import rd_param_groups
+
+        param_groups = rd_param_groups
     fit_config = FitConfig(batch_size=min(opts.batch_size or r.batch_size, len(source)), seed=opts.seed,
                            device=str(device), precision=opts.precision, minutes=opts.minutes, betas=r.betas,
                            description=f"fit {opts.model}", eval_every=eval_every)
-    sig = {"options": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(opts).items()},
-           **(signature or {})}
-    loss_fn = make_loss(r.loss)
+    sig = {"options": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(opts).items()
+                       if not (k == "rd_epochs" and v is None)}, **(signature or {})}
+    if opts.rd:
+        from fieldpress.video.rd import rd_loss
+
+        loss_fn = rd_loss(r.loss)
+    else:
+        loss_fn = make_loss(r.loss)
     plan, budget = plan_epochs(opts), None
     if opts.minutes is not None:  # scaled so the schedule ends in time; a --resume reuses the stored plan
         budget = plan_budget(
@@ -163,10 +180,38 @@ def encode_bytes(model: VideoINR, q: Quantized, clip: VideoClip,
     return codec, encode_file(codec, encoded)
 
 
+def encode_rd_fit(model: Any, source: ClipSource, clip: VideoClip, opts: FitOptions, facts: dict[str, Any],
+                  device: torch.device) -> tuple[Any, bytes, np.ndarray, dict[str, Any]]:
+    """(codec, bytes, frames before quantization, rate facts) of an RD-fitted `RdVideoModel`: its integer
+    weights and side information range-coded under its Laplace models (codec version 3). The facts
+    compare the rate model's bits with the coded payload's."""
+    from fieldpress.video.models.hnerv import EMBED_CHUNK
+    from fieldpress.video.rd import encode_rd
+
+    weights, side = model.quantized_weights(), model.quantized_side(source, device)
+    model_bits = model.model_bits(weights, side)
+    coded = encode_rd(model, weights, side, EMBED_CHUNK)
+    ready = model.quantizing
+    model.ready.zero_()  # the float model's frames, for psnr_before_quant
+    float_frames = render_all(model, source, device)
+    model.ready.fill_(1.0 if ready else 0.0)
+    payload = sum(coded.payload_bits.values())
+    rd = {"lambda": opts.rd_lambda(), "model_bits": round(model_bits, 1), "payload_bits": payload,
+          "payload_split": coded.payload_bits}
+    codec = get_codec("video", model.inr.name)
+    encoded = codec.encode(model.inr, coded.streams, coded.weights_meta, fps=clip.fps,
+                           frame_start=clip.frame_start, source=clip.source, rd_side=coded.side_meta,
+                           extra={"fit": {**facts, **({"embed_bits": opts.embed_bits} if side else {}),
+                                          "rd": rd}})
+    data = encode_file(codec, encoded)
+    return codec, data, float_frames, {"rd_lambda": rd["lambda"], "rate_model_bits": rd["model_bits"],
+                                       "payload_bits": payload,
+                                       "header_and_table_bytes": len(data) - payload // 8}
+
+
 def measure(data: bytes, clip: VideoClip, device: torch.device) -> dict[str, Any]:
     """bpp, PSNR (pooled, per-frame mean) and MS-SSIM of the file `data`, decoded back from its bytes."""
     from fieldpress.metrics import bpp
-    from fieldpress.video.codec import open_video
 
     decoded = open_video(data, device=device).decode()
     return {"bpp": round(bpp(len(data), clip.count, clip.width, clip.height), 6),
@@ -201,20 +246,32 @@ def compress(clip: VideoClip, options: FitOptions, device: torch.device, *, outp
         model = build_model_for(clip, options)
         stored_params = model.stored_params()
         source = ClipSource(clip.frames)
-        fitted, plan = fit_model(model, source, options, device, output=output, resume=resume,
+        fit_target: torch.nn.Module = model
+        if options.rd:
+            from fieldpress.video.rd import RdVideoModel
+
+            fit_target = RdVideoModel(model, clip.count * clip.width * clip.height, options.bits,
+                                      options.embed_bits)
+        fitted, plan = fit_model(fit_target, source, options, device, output=output, resume=resume,
                                  signature=signature, show_progress=show_progress, evaluate=evaluate,
                                  eval_every=eval_every)
         if not is_main_process():  # under torchrun rank 0 alone quantizes, encodes and measures
             return None
-        model = fitted.model.eval()
-        q = quantize_model(model, fitted.masks, source, options, device)
         facts = {"epochs": plan, "stored_params": stored_params, "prune": options.prune,
                  "qat_epochs": options.qat_epochs, "bits": options.bits}
-        if q.side:
-            facts["embed_bits"] = options.embed_bits
-        codec, data = encode_bytes(model, q, clip, facts)
-        metrics = {"model": options.model, "params": stored_params, **measure(data, clip, device)}
-        before = quality(clip.frames, q.float_frames)
+        if options.rd:
+            codec, data, before_frames, rd_facts = encode_rd_fit(fitted.model.eval(), source, clip, options,
+                                                                 facts, device)
+            model = open_video(data, device=device).model
+        else:
+            model = fitted.model.eval()
+            q = quantize_model(model, fitted.masks, source, options, device)
+            if q.side:
+                facts["embed_bits"] = options.embed_bits
+            codec, data = encode_bytes(model, q, clip, facts)
+            before_frames, rd_facts = q.float_frames, {}
+        metrics = {"model": options.model, "params": stored_params, **measure(data, clip, device), **rd_facts}
+        before = quality(clip.frames, before_frames)
     metrics.update({
         "psnr_before_quant": before["psnr"], "psnr_frame_mean_before_quant": before["psnr_frame_mean"],
         "frames": clip.count, "size": f"{clip.width}x{clip.height}", "strides": list(model.config.strides),

@@ -29,9 +29,10 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 OUT = HERE / "codecs"
 FAMILIES = ("video", "image", "scene")
-EXTRA = ("latent", "neuralgs", "nirvana", "video-latent", "recombiner")  # written only when named: the
-# latent-grid image codec (set v1-latent), NeuralGS (v1-neuralgs), NIRVANA (v1-nirvana), latent video
-# (v1-video-latent), RECOMBINER (v1-recombiner; decoded with the shipped prior)
+EXTRA = ("latent", "neuralgs", "nirvana", "video-latent", "recombiner", "video-rd")  # written only when
+# named: the latent-grid image codec (set v1-latent), NeuralGS (v1-neuralgs), NIRVANA (v1-nirvana), latent
+# video (v1-video-latent), RECOMBINER (v1-recombiner; decoded with the shipped prior), rate-trained
+# hnerv/nerv/nervpp (v3-video-rd)
 
 
 def clip_frames(n: int = 4, w: int = 32, h: int = 24) -> np.ndarray:
@@ -117,6 +118,12 @@ def main() -> None:
             path = out / f"{model}.fpv"
             _run("fit-video", str(clip), "-o", str(path), "--model", model, "--size", "0.04M",
                  "--epochs", "2", "--seed", "1")
+            expected[path.name] = {"codec": model, "sha256": sha256(decoded_video(path))}
+    if "video-rd" in families:
+        for model in ("hnerv", "nerv", "nervpp"):
+            path = out / f"{model}-rd.fpv"
+            _run("fit-video", str(clip), "-o", str(path), "--model", model, "--size", "0.04M",
+                 "--epochs", "2", "--quality", "4", "--rd-epochs", "2", "--seed", "1")
             expected[path.name] = {"codec": model, "sha256": sha256(decoded_video(path))}
     if "nirvana" in families:
         path = out / "nirvana.fpv"

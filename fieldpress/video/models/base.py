@@ -161,6 +161,21 @@ class VideoINR(nn.Module):
         """What the decoder adds to frame `index`'s batch (besides index and t), with a batch axis of 1."""
         return {}
 
+    # -- rate-distortion training (fieldpress.video.rd) of the side information
+    def side_channels(self) -> dict[str, int]:
+        """Side-information name -> its channel count (axis 1 of the fit's (B, C, ...) values); the RD
+        fit gives each channel a Laplace scale. None by default."""
+        return {}
+
+    def fit_side(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The side information of this batch's frames as the fit computes it (name -> (B, C, ...)),
+        which the RD fit quantizes and hands back to ``forward`` under `side_batch_key(name)`."""
+        return {}
+
+    def side_batch_key(self, name: str) -> str:
+        """The batch key under which ``forward`` takes side information `name` instead of computing it."""
+        return name
+
     def stored_params(self) -> int:
         return sum(int(v.numel()) for v in self.stored_state().values() if v.is_floating_point())
 

@@ -153,6 +153,15 @@ class HNeRV(VideoINR):
             raise ValueError("an HNeRV decodes from its stored 'embedding' side information")
         super().attach_side_info(side)
 
+    def side_channels(self) -> dict[str, int]:
+        return {"embedding": self.config.embed_dim}
+
+    def fit_side(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {"embedding": self.encode(batch["frames"])}
+
+    def side_batch_key(self, name: str) -> str:
+        return "embed"
+
     def decode_inputs(self, index: int) -> dict[str, torch.Tensor]:
         embed = self.side_views["embedding"].entry(index)
         return {"embed": embed[None].to(self.head.weight.device)}
