@@ -139,6 +139,17 @@ class ClusterFields(nn.Module):
             self.rate_models[name] = FactorizedLaplace(config.clusters, init_log_scale=1.5)
         self._cache: tuple[int, dict[str, Tensor]] | None = None
 
+    def set_output_bias(self, value: Tensor) -> None:
+        """Start each cluster's output bias at `value` (K, out_dims), e.g. its members' mean attributes,
+        with the finest step that still holds it (so fitting starts from the k-means centroids)."""
+        name = f"b{len(self.config.layer_shapes()) - 1}"
+        with torch.no_grad():
+            getattr(self, name).copy_(value.to(torch.float32))
+        reach = float(value.abs().max()) if value.numel() else 0.0
+        fits = int(math.floor(math.log2(QMAX / max(1.25 * reach, 1e-6))))
+        self.shifts[name] = max(0, min(self.config.weight_shift, fits))
+        self._cache = None
+
     def step(self, name: str) -> float:
         return 2.0 ** -self.shifts[name]
 
