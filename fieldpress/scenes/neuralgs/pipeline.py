@@ -44,6 +44,7 @@ DEFAULT_QUALITY = 5
 HEADER_BYTES = 3000  # kept free for the JSON header when sizing to --target-size
 MAX_BATCH = 8192  # Gaussians per attribute-fitting step
 FREQ_WEIGHT = 0.1  # weight of the frequency (Fourier amplitude) loss in the fine-tune
+FINETUNE_LR = 0.02  # the fine-tune's learning rate, relative to the fit's
 Progress = Callable[[str], None]
 
 
@@ -308,8 +309,13 @@ def fine_tune(model: RenderFit, teacher: Any, cameras: Sequence[Any], plan: Plan
     cfg = FitConfig(batch_size=1, seed=options.seed, device=str(device),
                     steps_per_epoch=options.finetune_steps, description="neuralgs fine-tune",
                     checkpoint_every_s=math.inf)
-    stage = Stage.rd(1, options.lr * 0.2, plan.lmbda, schedule="cosine", min_lr_ratio=0.1)
-    result = Fitter(model, data, render_loss, cfg, [stage], param_groups=_groups, show_progress=show).run()
+    stage = Stage.rd(1, options.lr * FINETUNE_LR, plan.lmbda, warmup=0.2, schedule="cosine", min_lr_ratio=0.1)
+    model.fields.straight_through = True
+    try:
+        result = Fitter(model, data, render_loss, cfg, [stage], param_groups=_groups,
+                        show_progress=show).run()
+    finally:
+        model.fields.straight_through = False
     last = result.stages[-1] if result.stages else {}
     return {"steps": int(result.steps), "seconds": round(float(result.seconds), 3),
             **{k: _num(last[k]) for k in ("loss", "psnr", "rate_bits") if k in last}}
