@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import platform
 import sys
 import tempfile
@@ -171,7 +172,8 @@ def main(argv: list[str] | None = None) -> int:
     results: list[dict[str, Any]] = []
     doc: dict[str, Any] = {
         "benchmark": "neuralgs", "machine": platform.platform(), "device": "cpu", "threads": 1,
-        "time": "CPU seconds (time.process_time), torch at one thread, nice 5 on a shared 2-core machine",
+        "time": f"CPU seconds (time.process_time), torch at one thread, nice {os.nice(0)} on a shared "
+                f"2-core machine (load average {os.getloadavg()[0]:.1f} at the start)",
         "versions": scene_codecs.versions(), "settings": {k: (str(v) if isinstance(v, Path) else v)
                                              for k, v in vars(args).items() if k != "scenes"},
         "complete": False, "scenes": results}
