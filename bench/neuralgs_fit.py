@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--width", type=int, default=256)
     p.add_argument("--target", type=int, default=42019, help="--target-size (LightGaussian max's bytes)")
     p.add_argument("--steps", type=int, nargs="*", default=[600], help="fitting steps of every variant")
-    p.add_argument("--final-steps", type=int, nargs="*", default=[1500], help="extra step counts, +groups")
+    p.add_argument("--final-steps", type=int, nargs="*", default=[], help="extra step counts of +groups")
     p.add_argument("--name", default="neuralgs_fit")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
