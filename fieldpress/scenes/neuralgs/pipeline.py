@@ -177,9 +177,9 @@ class _Gaussians:
 
 
 # the attribute groups (columns of `scene_attributes`) and their share of the fitting loss: each group
-# counts alike however many columns it has, so the 45 SH-rest columns of an SH-3 scene no longer outweigh
-# opacity, scale and rotation (which decide the render: on fruit_drops, true geometry with fitted colour
-# renders at 43 dB, fitted geometry with true colour at 32 dB)
+# counts alike however many columns it has (the SH rest, least visible, at half), so the 45 SH-rest
+# columns of an SH-3 scene no longer outweigh opacity, scale and rotation, which decide the render (on
+# fruit_drops, true geometry with fitted colour renders at 43 dB, fitted geometry with true colour at 32)
 GROUP_WEIGHTS = {"opacity": (slice(0, 1), 1.0), "scale": (slice(1, 4), 1.0), "rotation": (slice(4, 8), 1.0),
                  "dc": (slice(8, 11), 1.0), "sh_rest": (slice(11, None), 0.5)}
 
