@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import platform
 import sys
 import tempfile
@@ -23,7 +24,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from scene_codecs import _row, _versions  # noqa: E402 - the shared scoring of the scene bench
+import scene_codecs  # noqa: E402 - the scene bench's scoring, versions and plot
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -68,8 +69,8 @@ def _scored(method: str, out: Path, scene: Any, cpu: float, reference: np.ndarra
 
     t = time.process_time()
     decoded = read_fpg(out)
-    return _row(method, out, scene.n, cpu, time.process_time() - t, reference, decoded, cams,
-                {"time": "cpu seconds", **(extra or {})})
+    return scene_codecs.score_row(method, out, scene.n, cpu, time.process_time() - t, reference, decoded,
+                                  cams, {"time": "cpu seconds", **(extra or {})})
 
 
 class SceneBench:
@@ -123,26 +124,15 @@ def bar(rows: list[dict[str, Any]]) -> dict[str, Any]:
             "reached": bool(ngs["render_psnr"] >= lg["render_psnr"] and ngs["bytes"] < lg["bytes"])}
 
 
+# the lines of the plot: LightGaussian's two presets and NeuralGS at their bytes
+CURVES = (("lightgaussian-", "LightGaussian max / balanced", "C0-"),
+          ("neuralgs@", "NeuralGS at LightGaussian's bytes", "C3-"))
+
+
 def plot(results: list[dict[str, Any]], out: Path) -> None:
-    """One PSNR-vs-bytes panel per scene."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, len(results), figsize=(5 * len(results), 4), squeeze=False)
-    for ax, res in zip(axes[0], results):
-        for row in res["rows"]:
-            color = "C0" if row["method"].startswith("lightgaussian") else "C3"
-            ax.scatter(row["bytes"] / 1e3, row["render_psnr"], color=color, s=18)
-            ax.annotate(row["method"], (row["bytes"] / 1e3, row["render_psnr"]), fontsize=7,
-                        xytext=(3, 3), textcoords="offset points")
-        ax.set_xlabel("file kB (10^3 bytes)")
-        ax.set_ylabel("render PSNR vs input (dB)")
-        ax.set_title(f"{res['scene']} ({res['gaussians']:,} G, SH{res['sh_degree']})", fontsize=9)
-        ax.grid(True, alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(out, dpi=110)
+    """One PSNR-vs-bytes panel per scene, drawn by bench/scene_codecs.py's plot."""
+    scene_codecs.plot(results, out, curves=CURVES, ours="neuralgs", short=("lightgaussian-", "LG-"),
+                      legend="best")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -182,8 +172,9 @@ def main(argv: list[str] | None = None) -> int:
     results: list[dict[str, Any]] = []
     doc: dict[str, Any] = {
         "benchmark": "neuralgs", "machine": platform.platform(), "device": "cpu", "threads": 1,
-        "time": "CPU seconds (time.process_time), torch at one thread, nice 5 on a shared 2-core machine",
-        "versions": _versions(), "settings": {k: (str(v) if isinstance(v, Path) else v)
+        "time": f"CPU seconds (time.process_time), torch at one thread, nice {os.nice(0)} on a shared "
+                f"2-core machine (load average {os.getloadavg()[0]:.1f} at the start)",
+        "versions": scene_codecs.versions(), "settings": {k: (str(v) if isinstance(v, Path) else v)
                                              for k, v in vars(args).items() if k != "scenes"},
         "complete": False, "scenes": results}
     with tempfile.TemporaryDirectory() as tmp:

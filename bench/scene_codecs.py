@@ -39,7 +39,7 @@ SPLAT_TRANSFORM = "@playcanvas/splat-transform@3.7.0"
 ON_ROW: list[Any] = []  # callables run after each measured row (main saves the JSON there)
 
 
-def _versions() -> dict[str, str]:
+def versions() -> dict[str, str]:
     import fieldpress
 
     out = {"python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__,
@@ -53,7 +53,7 @@ def _versions() -> dict[str, str]:
     return out
 
 
-def _row(method: str, path: Path, n_in: int, enc_s: float, dec_s: float, reference: np.ndarray,
+def score_row(method: str, path: Path, n_in: int, enc_s: float, dec_s: float, reference: np.ndarray,
          decoded: Any, cams: list[Any], extra: dict[str, Any] | None = None) -> dict[str, Any]:
     from fieldpress.scenes.lightgaussian.pipeline import evaluate
 
@@ -128,7 +128,7 @@ def peer_rows(exe: Path, src: Path, n_in: int, reference: np.ndarray, cams: list
         except subprocess.CalledProcessError as exc:
             rows.append({"method": method, "skipped": f"splat-transform failed: {exc.stderr.strip()[-200:]}"})
             continue
-        _add(rows, _row(method, out, n_in, enc, dec, reference, decoded, cams,
+        _add(rows, score_row(method, out, n_in, enc, dec, reference, decoded, cams,
                          {"spz_axes": decoded.meta.get("spz", {}).get("axes")}))
     return rows
 
@@ -159,7 +159,7 @@ def our_rows(scene: Any, path: Path, args: argparse.Namespace, reference: np.nda
         extra = {"prune": result.metrics["prune"], "stage_seconds": result.metrics["stage_seconds"],
                  "reduce": result.metrics.get("reduce"),
                  "options": {k: v for k, v in dataclasses.asdict(options).items() if v is not None}}
-        _add(rows, _row(method, out, scene.n, enc, dec, reference, decoded, cams, extra))
+        _add(rows, score_row(method, out, scene.n, enc, dec, reference, decoded, cams, extra))
     return rows
 
 
@@ -190,7 +190,7 @@ def bench_scene(path: Path, args: argparse.Namespace, work: Path, exe: Path | No
         enc = time.perf_counter() - t
         t = time.perf_counter()
         decoded = load_scene(out)
-        _add(rows, _row(name, out, scene.n, enc, time.perf_counter() - t, reference, decoded, cams))
+        _add(rows, score_row(name, out, scene.n, enc, time.perf_counter() - t, reference, decoded, cams))
     if exe is not None:
         ply = work / f"{path.stem}.input.ply"  # splat-transform reads the same scene we do
         save_scene(scene, ply, "ply")
@@ -267,8 +267,15 @@ def scale_rows(n: int, presets: list[str], threads: int = 1) -> list[dict[str, A
     return rows
 
 
-def plot(results: list[dict[str, Any]], out: Path) -> None:
-    """One RD panel per scene: every codec's points, our quality curve and SOG's decimation curve as lines."""
+# (method prefix, legend label, matplotlib style) of the lines the scene plots draw through rows
+CURVES = (("fieldpress-q", "fieldpress --quality", "C0-"), (("st-sog", "st-decimate"),
+          "splat-transform SOG (decimated)", "C3--"))
+
+
+def plot(results: list[dict[str, Any]], out: Path, curves: Any = CURVES, ours: str = "fieldpress",
+         short: tuple[str, str] = ("fieldpress-", "fp-"), legend: str = "lower right") -> None:
+    """One RD panel per scene: every row's point (circles for methods starting with `ours`, squares for
+    the rest) and a line through the rows of each `curves` prefix (also used by bench/neuralgs.py)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -277,19 +284,18 @@ def plot(results: list[dict[str, Any]], out: Path) -> None:
 
     fig, axes = plt.subplots(1, len(results), figsize=(6 * len(results), 4.5), squeeze=False)
     for ax, res in zip(axes[0], results):
-        ours = _curve(res["rows"], "fieldpress-q")
-        sog = sorted(_curve(res["rows"], "st-sog") + _curve(res["rows"], "st-decimate"))
-        for curve, label, style in ((ours, "fieldpress --quality", "C0-"),
-                                    (sog, "splat-transform SOG (decimated)", "C3--")):
+        for prefixes, label, style in curves:
+            prefixes = (prefixes,) if isinstance(prefixes, str) else prefixes
+            curve = sorted(p for prefix in prefixes for p in _curve(res["rows"], prefix))
             if curve:
                 ax.plot(*zip(*curve), style, label=label, alpha=0.7)
         for row in res["rows"]:
             if "bytes" not in row:
                 continue
             psnr = min(float(row["render_psnr"]), PSNR_CAP)
-            marker = "o" if row["method"].startswith("fieldpress") else "s"
+            marker = "o" if row["method"].startswith(ours) else "s"
             ax.scatter(row["bytes_per_gaussian"], psnr, marker=marker, s=14)
-            ax.annotate(row["method"].replace("fieldpress-", "fp-"), (row["bytes_per_gaussian"], psnr),
+            ax.annotate(row["method"].replace(*short), (row["bytes_per_gaussian"], psnr),
                         fontsize=6, xytext=(3, 3), textcoords="offset points")
         ax.set_xscale("log")
         ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
@@ -298,7 +304,8 @@ def plot(results: list[dict[str, Any]], out: Path) -> None:
         ax.set_ylabel(f"render PSNR vs input, dB (capped at {PSNR_CAP:.0f})")
         ax.set_title(f"{res['scene']} ({res['gaussians']:,} G, SH{res['sh_degree']})", fontsize=9)
         ax.grid(True, alpha=0.3)
-        ax.legend(fontsize=7, loc="lower right")
+        if any(line.get_label()[:1] != "_" for line in ax.get_lines()):
+            ax.legend(fontsize=7, loc=legend)
     fig.tight_layout()
     fig.savefig(out, dpi=110)
 
@@ -340,7 +347,7 @@ def main(argv: list[str] | None = None) -> int:
     RESULTS.mkdir(parents=True, exist_ok=True)
     doc: dict[str, Any] = {
         "benchmark": "scene_codecs", "machine": platform.platform(), "processor": platform.processor(),
-        "device": "cpu", "cuda": torch.cuda.is_available(), "versions": _versions(),
+        "device": "cpu", "cuda": torch.cuda.is_available(), "versions": versions(),
         "peers": {"splat-transform": SPLAT_TRANSFORM if exe else None,
                   "node": shutil.which("node") and subprocess.run(["node", "--version"], capture_output=True,
                                                                   text=True).stdout.strip()},

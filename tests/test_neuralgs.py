@@ -155,3 +155,49 @@ def test_lightgaussian_refuses_neuralgs_flags(tmp_path, tiny_ply, capsys):
     out = str(tmp_path / "x.fpg")
     code = run_command(compress_splat_command, [str(tiny_ply), "-o", out, "--clusters", "4"])
     assert code == 2 and "--clusters" in capsys.readouterr().err
+
+
+def test_attribute_groups_count_alike_in_the_loss():
+    from fieldpress.scenes.neuralgs.pipeline import GROUP_WEIGHTS, column_weights
+
+    for dims in (11, 56):  # SH 0 and SH 3
+        w = column_weights(dims)
+        assert w.shape == (dims,) and abs(float(w.sum()) - 1.0) < 1e-6
+        shares = {g: float(w[cols].sum()) for g, (cols, _) in GROUP_WEIGHTS.items()}
+        assert shares["opacity"] == pytest.approx(shares["scale"]) == pytest.approx(shares["rotation"])
+        assert shares["opacity"] > 0.15  # not the 1/56 a plain mean over the columns gives it
+    assert float(column_weights(11)[11:].sum()) == 0.0
+
+
+def test_fit_starts_every_cluster_at_its_members_mean():
+    from fieldpress.scenes.neuralgs.model import ClusterFields, FieldConfig
+    from fieldpress.scenes.neuralgs.pipeline import init_fields
+
+    gen = torch.Generator().manual_seed(0)
+    labels = torch.tensor([0, 0, 1, 1, 1, 2])
+    targets = torch.randn(6, 11, generator=gen) * 2.0
+    weights = torch.tensor([1.0, 3.0, 1.0, 1.0, 2.0, 1.0])
+    fields = ClusterFields(FieldConfig(clusters=3, hidden=4, layers=1, frequencies=1, out_dims=11), seed=0)
+    init_fields(fields, labels, targets, weights)
+    step = fields.step("b1")
+    bias = torch.round(fields.b1.detach() / step) * step  # what the file stores
+    expected = torch.stack([(targets[labels == k] * weights[labels == k, None]).sum(0)
+                            / weights[labels == k].sum() for k in range(3)])
+    assert torch.allclose(bias, expected, atol=step / 2 + 1e-6)
+    assert float(fields.b1.detach().abs().max() / step) <= 127  # the step holds the largest mean
+
+
+def test_straight_through_forward_is_the_decoded_weights():
+    from types import SimpleNamespace
+
+    from fieldpress.scenes.neuralgs.model import ClusterFields, FieldConfig
+
+    fields = ClusterFields(FieldConfig(clusters=2, hidden=6, layers=2, frequencies=2, out_dims=11), seed=1)
+    fields.train()
+    fields.straight_through = True
+    info = SimpleNamespace(progress=0.0, global_step=3)  # the noisy proxy would apply at progress 0
+    relaxed = fields.integers(info)
+    hard = fields.quantized()
+    for name, q in relaxed.items():
+        np.testing.assert_array_equal(q.detach().numpy(), hard[name])
+    assert relaxed["w0"].requires_grad

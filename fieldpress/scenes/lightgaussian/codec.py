@@ -188,11 +188,11 @@ def encode_scene(scene: Any, significance: np.ndarray, config: CodecConfig,
         streams[f"extra/{name}"] = np.ascontiguousarray(value)
         header["extras"][name] = str(value.dtype)
     if s.meta:
-        header["scene_meta"] = _json_safe(s.meta)
+        header["scene_meta"] = json_safe_meta(s.meta)
     return Encoded(header, streams)
 
 
-def _json_safe(meta: dict[str, Any]) -> dict[str, Any]:
+def json_safe_meta(meta: dict[str, Any]) -> dict[str, Any]:
     """The scene metadata that survives JSON: scalars and short lists of numbers (e.g. the up axis)."""
     out: dict[str, Any] = {}
     for key, value in meta.items():
@@ -208,7 +208,7 @@ def _json_safe(meta: dict[str, Any]) -> dict[str, Any]:
 
 
 # ----------------------------------------------------------------------------- decode
-def _section(header: dict[str, Any], key: str) -> dict[str, Any]:
+def header_section(header: dict[str, Any], key: str) -> dict[str, Any]:
     """A header section that must be an object when present ({} when absent or null)."""
     value = header.get(key)
     if value is None:
@@ -251,7 +251,7 @@ def decode_streams(header: dict[str, Any], streams: Any) -> Any:
     quats = from_smallest_three(get("rot/axis", (n,)), _dequantize(get("rot/q", (n, 3)),
                                                                    header.get("rotation", {}), 3))
     k = REST_COUNTS[degree]
-    vq_dc = bool(_section(header, "config").get("vq_dc", False))
+    vq_dc = bool(header_section(header, "config").get("vq_dc", False))
     dims = 3 * k + (3 if vq_dc else 0)
     features = np.zeros((n, dims), np.float32)
     if dims:
@@ -276,12 +276,12 @@ def decode_streams(header: dict[str, Any], streams: Any) -> Any:
         dc = _dequantize(get("dc", (n, 3)), header.get("dc", {}), 3)
         rest = features
     extras = {}
-    for name, dtype in _section(header, "extras").items():
+    for name, dtype in header_section(header, "extras").items():
         value = get(f"extra/{name}")
         if value.shape[:1] != (n,) or str(value.dtype) != dtype:
             raise FormatError(f"extra property {name!r} does not match the header")
         extras[name] = value
-    meta = dict(_section(header, "scene_meta"))
+    meta = dict(header_section(header, "scene_meta"))
     if header.get("antialiased"):
         meta["antialiased"] = True
     return GaussianScene.from_arrays(means, scales, quats, opacity, dc, rest.reshape(n, k, 3),

@@ -83,12 +83,14 @@ def jitter_camera(camera: Any, offset: Tensor) -> Any:
     return dataclasses.replace(camera, world_to_camera=w2c, name=f"{camera.name}+jitter")
 
 
-def _camera_tensor(cam: Any) -> Tensor:
+def camera_tensor(cam: Any) -> Tensor:
+    """A camera as 22 floats (world-to-camera 4x4, fx, fy, cx, cy, width, height), so a batch can hold it."""
     intrinsics = torch.tensor([cam.fx, cam.fy, cam.cx, cam.cy, cam.width, cam.height], dtype=torch.float32)
     return torch.cat([cam.world_to_camera.reshape(-1), intrinsics])
 
 
-def _camera_from_tensor(t: Tensor) -> Any:
+def camera_from_tensor(t: Tensor) -> Any:
+    """The Camera that `camera_tensor` packed (a fine-tune's loss unpacks its batch with it)."""
     from fieldpress.scenes.cameras import Camera
 
     t = t.detach().cpu()
@@ -135,7 +137,7 @@ class TeacherViews:
                     image = self.images[i // 3]
             else:
                 cam, image = self.cameras[i], self.images[i]
-            cams.append(_camera_tensor(cam))
+            cams.append(camera_tensor(cam))
             images.append(image)
             self.calls += 1
         return {"camera": torch.stack(cams), "image": torch.stack(images)}
@@ -160,7 +162,7 @@ def render_views_loss(scene: Any, batch: dict[str, Tensor],
 
     losses, mses = [], []
     for cam_t, target in zip(batch["camera"], batch["image"]):
-        cam = _camera_from_tensor(cam_t)
+        cam = camera_from_tensor(cam_t)
         rgb, _ = render(scene, cam, cam.width, cam.height)
         target = target.to(rgb.device)
         l1 = (rgb - target).abs().mean()

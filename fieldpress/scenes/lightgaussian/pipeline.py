@@ -367,7 +367,7 @@ def encode_pipeline(scene: Any, options: CompressOptions, cameras: Sequence[Any]
                     run.reports)
 
 
-def _load(input: Any, spz_axes: str | None = None) -> tuple[Any, dict[str, Any], str | None, float]:
+def load_input(input: Any, spz_axes: str | None = None) -> tuple[Any, dict[str, Any], str | None, float]:
     """(scene, source facts for the header, input path or None, seconds to load) of a path or a scene."""
     from fieldpress.scenes.formats import detect_format, load_scene
 
@@ -413,7 +413,7 @@ def compress(input: Any, options: CompressOptions, device: Any = "cpu", *,
     if options.target_psnr is not None:
         return _compress_to_psnr(input, options, device, cameras, progress, source, show_progress)
     started = time.perf_counter()
-    scene, loaded_from, path, load_s = _load(input, options.spz_axes)
+    scene, loaded_from, path, load_s = load_input(input, options.spz_axes)
     source = {**loaded_from, **(source or {})}
     run = encode_pipeline(scene, options, cameras, device, progress, source, show_progress, resume)
     data = encode_file(LIGHTGAUSSIAN, run.encoded)
@@ -441,7 +441,7 @@ def _compress_to_psnr(input: Any, options: CompressOptions, device: Any, cameras
     --target-psnr (bisection over 1-9, assuming PSNR grows with the level; each try is a real file)."""
     started = time.perf_counter()
     options.resolved()
-    scene, loaded_from, path, _ = _load(input, options.spz_axes)
+    scene, loaded_from, path, _ = load_input(input, options.spz_axes)
     cams = eval_cameras(scene, cameras, options.eval_views, options.eval_width)
     reference = render_views(scene, cams, device)
     tried: dict[int, Result] = {}

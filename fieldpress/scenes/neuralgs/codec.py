@@ -23,7 +23,7 @@ from fieldpress.codec import entropy, entropy_models
 from fieldpress.codec.entropy_models import N_TABLES, FactorizedLaplace
 from fieldpress.codec.registry import Encoded, write_file
 from fieldpress.errors import FormatError, InputError
-from fieldpress.scenes.lightgaussian.codec import SceneDecoder, _json_safe, _section
+from fieldpress.scenes.lightgaussian.codec import SceneDecoder, header_section, json_safe_meta
 from fieldpress.scenes.lightgaussian.position import PositionGrid, decode_positions, encode_positions
 from fieldpress.scenes.neuralgs.declaration import NEURALGS
 from fieldpress.scenes.neuralgs.model import (
@@ -109,7 +109,7 @@ def decode_weights(words: np.ndarray, rows: np.ndarray, config: FieldConfig) -> 
 
 
 def _shifts(header: dict[str, Any], config: FieldConfig) -> dict[str, int]:
-    shifts = _section(header, "shifts")
+    shifts = header_section(header, "shifts")
     try:
         out = {name: int(shifts[name]) for name in tensor_names(config)}
     except (KeyError, TypeError, ValueError):
@@ -120,7 +120,7 @@ def _shifts(header: dict[str, Any], config: FieldConfig) -> dict[str, int]:
 
 
 def _norm(header: dict[str, Any], dims: int) -> tuple[np.ndarray, np.ndarray]:
-    norm = _section(header, "norm")
+    norm = header_section(header, "norm")
     try:
         mean = np.asarray(norm["mean"], np.float64)
         std = np.asarray(norm["std"], np.float64)
@@ -157,7 +157,7 @@ def encode_neuralgs(means: np.ndarray, grid_bits: int, labels: np.ndarray, field
         streams[f"extra/{name}"] = np.ascontiguousarray(np.asarray(value)[order])
         header["extras"][name] = str(value.dtype)
     if meta:
-        header["scene_meta"] = _json_safe(meta)
+        header["scene_meta"] = json_safe_meta(meta)
 
     def size(names: list[str]) -> int:
         return sum(len(entropy.encode_best(streams[k])[1]) for k in names)
@@ -199,7 +199,7 @@ def decode_streams(header: dict[str, Any], streams: Any, run: bool = True) -> An
             raise FormatError(f"scene stream {name!r} has shape {value.shape}, expected {shape}")
         return value
 
-    grid = PositionGrid.from_header(_section(header, "position"))
+    grid = PositionGrid.from_header(header_section(header, "position"))
     means = decode_positions(grid, get("pos/len", (n,)), get("pos/bits"))
     labels = get("labels", (n,))
     if labels.dtype.kind not in "ui" or (labels.size and labels.max() >= config.clusters):
@@ -215,12 +215,12 @@ def decode_streams(header: dict[str, Any], streams: Any, run: bool = True) -> An
         raise FormatError("neuralgs attributes decode to non-finite values")
     a = split_attributes(attrs)
     extras = {}
-    for name, dtype in _section(header, "extras").items():
+    for name, dtype in header_section(header, "extras").items():
         value = get(f"extra/{name}")
         if value.shape[:1] != (n,) or str(value.dtype) != dtype:
             raise FormatError(f"extra property {name!r} does not match the header")
         extras[name] = value
-    meta = dict(_section(header, "scene_meta"))
+    meta = dict(header_section(header, "scene_meta"))
     if header.get("antialiased"):
         meta["antialiased"] = True
     return GaussianScene.from_arrays(means, a["scales"], a["quats"], a["opacities"], a["sh_dc"],

@@ -138,6 +138,18 @@ class ClusterFields(nn.Module):
             self.shifts[name] = max(0, min(config.weight_shift, fits))
             self.rate_models[name] = FactorizedLaplace(config.clusters, init_log_scale=1.5)
         self._cache: tuple[int, dict[str, Tensor]] | None = None
+        self.straight_through = False  # True: train on the exact rounded weights (the fine-tune)
+
+    def set_output_bias(self, value: Tensor) -> None:
+        """Start each cluster's output bias at `value` (K, out_dims), e.g. its members' mean attributes,
+        with the finest step that still holds it (so fitting starts from the k-means centroids)."""
+        name = f"b{len(self.config.layer_shapes()) - 1}"
+        with torch.no_grad():
+            getattr(self, name).copy_(value.to(torch.float32))
+        reach = float(value.abs().max()) if value.numel() else 0.0
+        fits = int(math.floor(math.log2(QMAX / max(1.25 * reach, 1e-6))))
+        self.shifts[name] = max(0, min(self.config.weight_shift, fits))
+        self._cache = None
 
     def step(self, name: str) -> float:
         return 2.0 ** -self.shifts[name]
@@ -148,11 +160,16 @@ class ClusterFields(nn.Module):
         key = -1 if info is None else int(info.global_step)
         if info is not None and self.training and self._cache is not None and self._cache[0] == key:
             return self._cache[1]
-        state = proxies.schedule(info.progress) if info is not None else None
+        state = proxies.schedule(info.progress) if info is not None and not self.straight_through else None
         out = {}
         for name in tensor_names(self.config):
             scaled = (getattr(self, name) / self.step(name)).clamp(-QMAX, QMAX)
-            out[name] = torch.round(scaled) if state is None else proxies.apply(scaled, state)
+            if state is not None:
+                out[name] = proxies.apply(scaled, state)
+            elif info is not None:
+                out[name] = proxies.straight_through_round(scaled)
+            else:
+                out[name] = torch.round(scaled)
         if info is not None and self.training:
             self._cache = (key, out)
         return out
