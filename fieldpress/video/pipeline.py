@@ -75,8 +75,9 @@ def build_model_for(clip: VideoClip, opts: FitOptions) -> VideoINR:
     if size is None:
         raise InputError("give --size or --target-bpp")
     mod = ModulationSpec("cam", opts.cam_grid) if opts.cam else ModulationSpec()
+    extra = {"patch": opts.patch} if opts.patch is not None else {}
     config = config_for(opts.model, clip.height, clip.width, clip.count, size, strides=opts.strides,
-                        modulation=mod)
+                        modulation=mod, **extra)
     seed_everything(opts.seed)
     return build_model(opts.model, config)
 
@@ -201,7 +202,8 @@ def compress(clip: VideoClip, options: FitOptions, device: torch.device, *, outp
         model = build_model_for(clip, options)
         stored_params = model.stored_params()
         source = ClipSource(clip.frames)
-        fitted, plan = fit_model(model, source, options, device, output=output, resume=resume,
+        train = model.training_source(source)  # HiNeRV: patches
+        fitted, plan = fit_model(model, train, options, device, output=output, resume=resume,
                                  signature=signature, show_progress=show_progress, evaluate=evaluate,
                                  eval_every=eval_every)
         if not is_main_process():  # under torchrun rank 0 alone quantizes, encodes and measures

@@ -161,6 +161,10 @@ class VideoINR(nn.Module):
         """What the decoder adds to frame `index`'s batch (besides index and t), with a batch axis of 1."""
         return {}
 
+    def training_source(self, source: Any) -> Any:
+        """The data source the fit trains on: the clip's whole frames by default (HiNeRV: patches)."""
+        return source
+
     def stored_params(self) -> int:
         return sum(int(v.numel()) for v in self.stored_state().values() if v.is_floating_point())
 
