@@ -6,7 +6,7 @@ On a CUDA GPU (HiNeRV at the hinerv-paper preset's settings: bf16, 300 epochs, 1
 of 8-bit QAT; nothing here was run on a GPU yet):
 
     python bench/video_rd.py ../shared/data/video/carphone.mp4 --device cuda --precision bf16 \
-        --models hinerv hnerv --sizes 0.5M 1M 2M 3M --epochs 300 --prune 0.15 --qat-epochs 30 --bits 8 \
+        --models hinerv hnerv --sizes 40k 80k 160k 320k --epochs 300 --prune 0.15 --qat-epochs 30 --bits 8 \
         --out bench/results/video_rd_carphone_cuda.json
 
 Every codec sees the same frames (``--frames``). fieldpress points are real ``.fpv`` files made by
