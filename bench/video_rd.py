@@ -2,6 +2,13 @@
 
     python bench/video_rd.py ../shared/data/video/carphone.mp4 --models hnerv --sizes 40k 80k 160k 320k
 
+On a CUDA GPU (HiNeRV at the hinerv-paper preset's settings: bf16, 300 epochs, 15% pruning, 30 epochs
+of 8-bit QAT; nothing here was run on a GPU yet):
+
+    python bench/video_rd.py ../shared/data/video/carphone.mp4 --device cuda --precision bf16 \
+        --models hinerv hnerv --sizes 40k 80k 160k 320k --epochs 300 --prune 0.15 --qat-epochs 30 --bits 8 \
+        --out bench/results/video_rd_carphone_cuda.json
+
 Every codec sees the same frames (``--frames``). fieldpress points are real ``.fpv`` files made by
 ``fieldpress.video.pipeline.compress`` (the fit-video pipeline); the baselines are encoded by the ffmpeg
 inside imageio-ffmpeg from the clip's rgb24 frames (piped raw) at quality ladders that bracket the same
@@ -126,7 +133,7 @@ def decode_baseline(exe: str, path: Path, shape: tuple[int, ...]) -> tuple[np.nd
     return frames.reshape(t, h, w, 3), seconds
 
 
-def machine() -> dict:
+def machine(device: str = "cpu") -> dict:
     import av
     import torch
 
@@ -139,7 +146,8 @@ def machine() -> dict:
         "torch": torch.__version__,
         "pyav": av.__version__,
         "fieldpress": fieldpress.__version__,
-        "device": "cpu",
+        "device": device,
+        "gpu": torch.cuda.get_device_name(0) if device.startswith("cuda") else None,
         "threads": torch.get_num_threads(),
     }
 
@@ -182,7 +190,14 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--epochs", type=int, default=300)
     ap.add_argument("--minutes", type=float, default=None, help="cap on each fieldpress fit")
     ap.add_argument("--frames", default=None)
-    ap.add_argument("--codecs", nargs="+", default=list(BASELINES))
+    ap.add_argument("--codecs", nargs="*", default=list(BASELINES), help="baselines (none: skip them)")
+    ap.add_argument("--device", default="cpu", help="cpu or cuda (fieldpress fits and decodes)")
+    ap.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
+    ap.add_argument("--bits", type=int, default=8, help="weight bits")
+    ap.add_argument("--prune", type=float, default=0.0)
+    ap.add_argument("--qat-epochs", type=int, default=0)
+    ap.add_argument("--cam", action="store_true", help="CAM in the blocks")
+    ap.add_argument("--patch", type=int, default=None, help="hinerv: training patch side")
     ap.add_argument("--out", default=None, help="JSON path (default bench/results/video_rd_<clip>.json)")
     ap.add_argument("--note", default="", help="free text stored in the JSON (e.g. what was cut)")
     return ap.parse_args(argv)
@@ -194,7 +209,7 @@ def _skeleton(args: argparse.Namespace, clip, clip_path: Path) -> dict:  # noqa:
     return {
         "clip": {"file": clip_path.name, "frames": t_frames, "width": w, "height": h, "fps": clip.fps,
                  "frame_range": args.frames or f"0:{t_frames}"},
-        "machine": machine(),
+        "machine": machine(args.device),
         "protocol": {
             "bpp": "file bytes * 8 / (frames * W * H)",
             "psnr": "RGB 8-bit, MSE pooled over all frames",
@@ -205,6 +220,8 @@ def _skeleton(args: argparse.Namespace, clip, clip_path: Path) -> dict:  # noqa:
         },
         "settings": {
             "models": args.models, "sizes": args.sizes, "epochs": args.epochs, "minutes": args.minutes,
+            "device": args.device, "precision": args.precision, "bits": args.bits, "prune": args.prune,
+            "qat_epochs": args.qat_epochs, "cam": args.cam, "patch": args.patch,
             "baselines": {k: {"args": v[0], "quality_flag": v[1], "ladder": v[2]}
                           for k, v in BASELINES.items() if k in args.codecs},
         },
@@ -258,19 +275,25 @@ def _fieldpress_point(clip, model: str, size: int, args: argparse.Namespace, wor
     from fieldpress.video.pipeline import compress, write
 
     out = work / f"{model}_{size}.fpv"
-    opts = FitOptions(model=model, size=size, epochs=args.epochs, minutes=args.minutes)
-    res = compress(clip, opts, torch.device("cpu"), output=out, show_progress=False)
+    device = torch.device(args.device)
+    opts = FitOptions(model=model, size=size, epochs=args.epochs, minutes=args.minutes, bits=args.bits,
+                      prune=args.prune, qat_epochs=args.qat_epochs, precision=args.precision, cam=args.cam,
+                      patch=args.patch if model == "hinerv" else None)
+    res = compress(clip, opts, device, output=out, show_progress=False)
     write(res, out)
-    with torch_threads(cpu_threads()):
-        dec = open_video(out)
-        t0 = time.perf_counter()
+    with torch_threads(cpu_threads() if device.type == "cpu" else 0):
+        dec = open_video(out, device=device)
+        t0, c0 = time.perf_counter(), time.process_time()
         dec.decode()
-        dec_s = time.perf_counter() - t0
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        dec_s, dec_cpu = time.perf_counter() - t0, time.process_time() - c0
     m = res.metrics
     keep = ("bpp", "psnr", "psnr_frame_mean", "ms_ssim", "psnr_before_quant", "fit_seconds", "epochs_done")
     return {"codec": f"fieldpress-{model}", "size": size, "params": m["params"], "bytes": res.bytes,
             **{k: m[k] for k in keep},
-            "decode_fps": round(clip.count / dec_s, 1), "strides": m["strides"]}
+            "decode_fps": round(clip.count / dec_s, 1), "decode_cpu_seconds": round(dec_cpu, 2),
+            "device": str(device), "strides": m["strides"]}
 
 
 def _bd_rates(result: dict) -> None:

@@ -79,3 +79,5 @@ def _codec(name: str, description: str) -> LazyCodec:
 HNERV = _codec("hnerv", "HNeRV: a conv decoder from per-frame content embeddings (Chen et al. 2023)")
 NERV = _codec("nerv", "NeRV: a conv decoder from a positional encoding of the frame index (Chen et al. 2021)")
 NERVPP = _codec("nervpp", "NeRV++: NeRV with separable conv blocks and CAM (Ghorbel et al. 2024)")
+HINERV = _codec("hinerv", "HiNeRV: temporal and hierarchical local grids, bilinear upsampling and ConvNeXt "
+                          "blocks, trained on patches (Kwan et al. 2023)")

@@ -40,6 +40,7 @@ class FitOptions:
     cam: bool = False
     cam_grid: int = 30
     strides: tuple[int, ...] | None = None
+    patch: int | None = None  # HiNeRV: training patch side in pixels (0 = whole frames); None = its default
     # group-wise and rate-distortion methods (NIRVANA; latent models): None = the method's default
     group_size: int | None = None
     key_every: int | None = None

@@ -76,9 +76,10 @@ def build_model_for(clip: VideoClip, opts: FitOptions) -> VideoINR:
     if size is None:
         raise InputError("give --size or --target-bpp")
     mod = ModulationSpec("cam", opts.cam_grid) if opts.cam else ModulationSpec()
+    extra = {"patch": opts.patch} if opts.patch is not None else {}
     try:
         config = config_for(opts.model, clip.height, clip.width, clip.count, size, strides=opts.strides,
-                            modulation=mod)
+                            modulation=mod, **extra)
     except InputError as exc:
         if opts.target_bpp is None or "too small" not in str(exc):
             raise
@@ -252,7 +253,8 @@ def compress(clip: VideoClip, options: FitOptions, device: torch.device, *, outp
 
             fit_target = RdVideoModel(model, clip.count * clip.width * clip.height, options.bits,
                                       options.embed_bits)
-        fitted, plan = fit_model(fit_target, source, options, device, output=output, resume=resume,
+        train = model.training_source(source)  # HiNeRV: patches
+        fitted, plan = fit_model(fit_target, train, options, device, output=output, resume=resume,
                                  signature=signature, show_progress=show_progress, evaluate=evaluate,
                                  eval_every=eval_every)
         if not is_main_process():  # under torchrun rank 0 alone quantizes, encodes and measures

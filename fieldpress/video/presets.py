@@ -8,6 +8,8 @@
   8-bit model at equal bytes by +0.57 dB (sample) and +0.73 dB (carphone) (README).
 - ``default`` (the GPU default): HNeRV 0.75M, 300 epochs, 8-bit weights, 6-bit embeddings.
 - ``paper``: HNeRV's bunny setting: 1.5M, 300 epochs, batch 2, lr 1e-3, L2, 10% warmup + cosine.
+- ``hinerv-preview`` (CPU) and ``hinerv-paper`` (a CUDA GPU, bf16): HiNeRV (``--model hinerv``) at the
+  clip's own resolution; see the comment on them below.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ class Preset:
     reference_pixels: int | None = None   # `minutes` is for a clip of this many pixels (frames x W x H)
     cam: bool = False                     # coordinate-aware modulation in every decoder block
     bits: int = 8                         # weight bits (per channel)
+    precision: str = "fp32"               # training precision unless --precision says otherwise
 
     def minutes_for(self, pixels: int) -> float | None:
         """The time cap for a clip: `minutes` scaled by its pixel count, at least a minute (a short,
@@ -43,6 +46,13 @@ PRESETS: dict[str, Preset] = {
                       reference_pixels=176 * 144 * 120, cam=True, bits=6),
     "default": Preset(model="hnerv", size=750_000, epochs=300, minutes=None),
     "paper": Preset(model="hnerv", size=1_500_000, epochs=300, minutes=None),
+    # HiNeRV: the CPU preview is the HNeRV preview's budget and bits; the GPU size follows the UVG
+    # configs (HiNeRV-S 3.2M params for 1080p x 600 frames) scaled to a 3M model, bf16, 300 epochs,
+    # 15% pruning, then 30 epochs of 8-bit QAT (the released recipe's prune and quant stages)
+    "hinerv-preview": Preset(model="hinerv", size=150_000, epochs=300, minutes=8.0, max_width=None,
+                             reference_pixels=176 * 144 * 120, cam=False, bits=6),
+    "hinerv-paper": Preset(model="hinerv", size=3_000_000, epochs=300, minutes=None, prune=0.15,
+                           qat_epochs=30, precision="bf16"),
 }
 
 

@@ -29,10 +29,10 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 OUT = HERE / "codecs"
 FAMILIES = ("video", "image", "scene")
-EXTRA = ("latent", "neuralgs", "nirvana", "video-latent", "recombiner", "video-rd")  # written only when
-# named: the latent-grid image codec (set v1-latent), NeuralGS (v1-neuralgs), NIRVANA (v1-nirvana), latent
-# video (v1-video-latent), RECOMBINER (v1-recombiner; decoded with the shipped prior), rate-trained
-# hnerv/nerv/nervpp (v3-video-rd)
+EXTRA = ("latent", "neuralgs", "nirvana", "video-latent", "recombiner", "video-rd", "hinerv")  # written only
+# when named: the latent-grid image codec (set v1-latent), NeuralGS (v1-neuralgs), NIRVANA (v1-nirvana),
+# latent video (v1-video-latent), RECOMBINER (v1-recombiner; decoded with the shipped prior), rate-trained
+# hnerv/nerv/nervpp (v3-video-rd), HiNeRV (v2-hinerv: the video layout's version 2)
 
 
 def clip_frames(n: int = 4, w: int = 32, h: int = 24) -> np.ndarray:
@@ -130,6 +130,11 @@ def main() -> None:
         _run("fit-video", str(clip), "-o", str(path), "--model", "nirvana", "--epochs", "3",
              "--group-size", "2", "--key-every", "2", "--quality", "4", "--seed", "1")
         expected[path.name] = {"codec": "nirvana", "sha256": sha256(decoded_video(path))}
+    if "hinerv" in families:
+        path = out / "hinerv.fpv"
+        _run("fit-video", str(clip), "-o", str(path), "--preset", "hinerv-preview", "--size", "0.012M",
+             "--epochs", "2", "--patch", "16", "--cam", "--seed", "1")
+        expected[path.name] = {"codec": "hinerv", "sha256": sha256(decoded_video(path))}
     if "image" in families:
         path = out / "field.fpi"
         _run("fit-image", str(image), "-o", str(path), "--model", "cam-ffn", "--params", "9k",

@@ -1,4 +1,4 @@
-"""Video INR models by name (``--model nerv|hnerv|nervpp``), with each paper's training recipe.
+"""Video INR models by name (``--model nerv|hnerv|nervpp|hinerv``), with each paper's training recipe.
 
 ``config_for(name, height, width, frames, size)`` picks strides for the frame size and solves the
 width so the stored parameter count (decoder + embeddings) is closest to ``size``;
@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from fieldpress.errors import InputError
 from fieldpress.video.models.base import VideoINR, VideoModelConfig, count_params, solve_width
 from fieldpress.video.models.blocks import ModulationSpec, choose_strides
+from fieldpress.video.models.hinerv import HiNeRV, HiNeRVConfig, hinerv_width_config
 from fieldpress.video.models.hnerv import HNeRV, HNeRVConfig, hnerv_width_config
 from fieldpress.video.models.nerv import NeRV, NeRVConfig, nerv_width_config
 from fieldpress.video.models.nervpp import NeRVpp, NeRVppConfig, nervpp_width_config
@@ -41,6 +42,9 @@ MODELS: dict[str, ModelRecipe] = {
     "hnerv": ModelRecipe(HNeRV, HNeRVConfig, hnerv_width_config, 2.0, 1e-3, (0.9, 0.999), 0.1, "l2", 2),
     "nervpp": ModelRecipe(NeRVpp, NeRVppConfig, nervpp_width_config, 9.0, 5e-4, (0.5, 0.999), 0.2,
                           "fusion6", 1),
+    # HiNeRV's UVG recipe: Adam lr 2e-3, 30 of 300 epochs warmup, 0.7 L1 + 0.3 SSIM; a batch of patches
+    "hinerv": ModelRecipe(HiNeRV, HiNeRVConfig, hinerv_width_config, 9.0, 2e-3, (0.9, 0.999), 0.1,
+                          "fusion6", 8),
 }
 
 

@@ -176,6 +176,10 @@ class VideoINR(nn.Module):
         """The batch key under which ``forward`` takes side information `name` instead of computing it."""
         return name
 
+    def training_source(self, source: Any) -> Any:
+        """The data source the fit trains on: the clip's whole frames by default (HiNeRV: patches)."""
+        return source
+
     def stored_params(self) -> int:
         return sum(int(v.numel()) for v in self.stored_state().values() if v.is_floating_point())
 
