@@ -87,7 +87,7 @@ QUALITY_LEVELS: dict[int, QualityLevel] = {
     5: QualityLevel(0.7, "prune", 12, 6, 7, 7, 6, 6),
     6: QualityLevel(0.7, "prune", 13, 7, 8, 7, 7, 7),
     7: QualityLevel(0.85, "prune", 13, 7, 8, 8, 7, 7),
-    8: QualityLevel(1.0, "prune", 14, 8, 8, 8, 8, 8),
+    8: QualityLevel(1.0, "prune", 14, 8, 8, 9, 9, 8),
 }
 
 
