@@ -101,15 +101,31 @@ def _st(exe: Path, *args: str) -> float:
     return time.perf_counter() - t
 
 
+def load_peer_cache(path: Path | None) -> dict[str, dict[str, Any]]:
+    """Peer rows measured earlier, keyed by `peer_key` (empty without a file)."""
+    if path is None or not path.is_file():
+        return {}
+    return json.loads(path.read_text())["rows"]
+
+
+def peer_key(scene_path: Path, views: int, width: int, method: str) -> str:
+    """What a cached peer row depends on: the input file (name, bytes), the views, the peer version."""
+    return f"{scene_path.name}|{scene_path.stat().st_size}|{views}x{width}|{SPLAT_TRANSFORM}|{method}"
+
+
+def peer_jobs(decimate: list[int]) -> list[tuple[str, list[str], str]]:
+    """(method, splat-transform actions, output suffix) of every peer row."""
+    jobs = [("st-sog", [], ".sog"), ("st-spz", [], ".spz")]
+    return jobs + [(f"st-decimate{pct}%-sog", ["-d", f"{pct}%"], ".sog") for pct in decimate]
+
+
 def peer_rows(exe: Path, src: Path, n_in: int, reference: np.ndarray, cams: list[Any], work: Path,
               decimate: list[int], rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """splat-transform's SOG and SPZ, and decimation (pairwise merging) to each rate then SOG (appended
     to `rows` as they come)."""
     from fieldpress.scenes.formats import load_scene
 
-    jobs = [("st-sog", [], ".sog"), ("st-spz", [], ".spz")]
-    jobs += [(f"st-decimate{pct}%-sog", ["-d", f"{pct}%"], ".sog") for pct in decimate]
-    for method, actions, suffix in jobs:
+    for method, actions, suffix in peer_jobs(decimate):
         out = work / f"{src.stem}.{method.replace('%', 'pct')}{suffix}"
         try:
             if actions:  # decimation must end in a PLY: decimate, then convert that PLY to SOG
@@ -137,26 +153,39 @@ def our_rows(scene: Any, path: Path, args: argparse.Namespace, reference: np.nda
              work: Path, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """fieldpress: each preset, then each --quality level (the RD curve), appended to `rows`."""
     from fieldpress.scenes.lightgaussian.codec import read_fpg
-    from fieldpress.scenes.lightgaussian.pipeline import CompressOptions, compress
+    from fieldpress.scenes.lightgaussian.pipeline import CompressOptions, compress, significance_cameras
+    from fieldpress.scenes.lightgaussian.significance import significance
 
     settings = [(f"fieldpress-{p}", {"preset": p}) for p in args.presets]
     settings += [(f"fieldpress-q{q}", {"quality": q}) for q in args.qualities]
     settings += [(f"reduce-{how}-q{q}", {"quality": q, "reduce": how})  # merge vs prune at equal count
                  for q in args.reduce_levels for how in ("prune", "merge")]
+    rendered: list[np.ndarray] = []  # rendered significance: the same views for every setting, so once
     for method, choice in settings:
         steps = args.finetune_steps if choice.get("preset") == "max" else None
         options = CompressOptions(**choice, seed=0, significance_views=args.sig_views,
                                   significance_width=args.sig_width, train_width=args.train_width,
                                   finetune_steps=steps, evaluate=False)  # evaluated below, like the peers
         out = work / f"{path.stem}.{method}.fpg"
-        t = time.perf_counter()
-        result = compress(scene, options, source={"name": path.name, "bytes": path.stat().st_size})
+        needs = options.resolved().render
+        sig_cpu = None
+        if needs and not rendered:
+            c = time.process_time()
+            rendered.append(significance(scene, significance_cameras(scene, None, options)))
+            sig_cpu = round(time.process_time() - c, 2)
+        t, c = time.perf_counter(), time.process_time()
+        result = compress(scene, options, source={"name": path.name, "bytes": path.stat().st_size},
+                          significance=rendered[0] if needs else None)
         result.write(out)
-        enc = time.perf_counter() - t
-        t = time.perf_counter()
+        enc, enc_cpu = time.perf_counter() - t, time.process_time() - c
+        t, c = time.perf_counter(), time.process_time()
         decoded = read_fpg(out)
-        dec = time.perf_counter() - t
+        dec, dec_cpu = time.perf_counter() - t, time.process_time() - c
         extra = {"prune": result.metrics["prune"], "stage_seconds": result.metrics["stage_seconds"],
+                 "encode_cpu_s": round(enc_cpu, 3), "decode_cpu_s": round(dec_cpu, 3),
+                 # rendered significance is computed once per scene (its CPU seconds on the first row)
+                 # and shared, so encode_s of rendering levels excludes it
+                 "significance_shared": needs, "significance_cpu_s": sig_cpu,
                  "reduce": result.metrics.get("reduce"),
                  "options": {k: v for k, v in dataclasses.asdict(options).items() if v is not None}}
         _add(rows, score_row(method, out, scene.n, enc, dec, reference, decoded, cams, extra))
@@ -191,10 +220,22 @@ def bench_scene(path: Path, args: argparse.Namespace, work: Path, exe: Path | No
         t = time.perf_counter()
         decoded = load_scene(out)
         _add(rows, score_row(name, out, scene.n, enc, time.perf_counter() - t, reference, decoded, cams))
-    if exe is not None:
+    cached = [args.peer_cache_rows.get(peer_key(path, args.views, args.width, m))
+              for m, _, _ in peer_jobs(args.decimate)]
+    if not args.no_peers and all(cached):  # same input, views and peer version measured before: reuse
+        print(f"  peers: {len(cached)} rows from {args.peer_cache}", flush=True)
+        for row in cached:
+            _add(rows, {**row, "cached": True})
+    elif exe is not None:
         ply = work / f"{path.stem}.input.ply"  # splat-transform reads the same scene we do
         save_scene(scene, ply, "ply")
+        start = len(rows)
         peer_rows(exe, ply, scene.n, reference, cams, work, args.decimate, rows)
+        for row in rows[start:]:
+            if "bytes" in row:
+                args.peer_cache_rows[peer_key(path, args.views, args.width, row["method"])] = row
+        if args.peer_cache is not None:
+            args.peer_cache.write_text(json.dumps({"rows": args.peer_cache_rows}, indent=1))
     our_rows(scene, path, args, reference, cams, work, rows)
     entry["bars"] = bars(rows, scene.sh_degree)
     return entry
@@ -322,6 +363,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--reduce-levels", nargs="*", type=int, default=[3],
                    help="quality levels also run with --reduce prune and --reduce merge (equal count)")
     p.add_argument("--no-peers", action="store_true", help="skip splat-transform")
+    p.add_argument("--peer-cache", type=Path, default=RESULTS / "scene_peers_cache.json",
+                   help="peer rows measured before (same input file, views, peer version) are reused "
+                        "from this JSON, and new ones added to it")
+    p.add_argument("--threads", type=int, default=1, help="torch threads (1: CPU seconds ~ idle wall time)")
     p.add_argument("--no-formats", action="store_true", help="skip our PLY / compressed PLY / SPZ writers")
     p.add_argument("--npm-prefix", type=Path, default=Path.home() / ".cache" / "fieldpress" / "npm")
     p.add_argument("--scale", type=int, default=0, help="also a synthetic SH-3 scene of this many Gaussians")
@@ -338,6 +383,8 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    torch.set_num_threads(args.threads)
+    args.peer_cache_rows = load_peer_cache(args.peer_cache)
     if args.replot:
         plot(json.loads(args.replot.read_text())["scenes"], args.replot.with_suffix(".png"))
         return 0
@@ -352,7 +399,7 @@ def main(argv: list[str] | None = None) -> int:
                   "node": shutil.which("node") and subprocess.run(["node", "--version"], capture_output=True,
                                                                   text=True).stdout.strip()},
         "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()
-                     if k != "scenes"}, "scenes": results}
+                     if k not in ("scenes", "peer_cache_rows")}, "scenes": results}
     with tempfile.TemporaryDirectory() as tmp:
         def save() -> None:  # written row by row: a cut-off run keeps what it measured
             doc["seconds"] = round(time.perf_counter() - started, 1)

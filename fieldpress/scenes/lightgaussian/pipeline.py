@@ -55,9 +55,40 @@ PRESETS: dict[str, Preset] = {
                        reduce="auto"),
     "max": Preset("max", render=True, prune=0.66, sh_drop=1, finetune_steps=200, codec=_COMPACT),
 }
-# --quality 1..9: the share of Gaussians kept (pruned or merged, whichever renders closer) and the
-# attribute bits; 9 is `fast`, 3 keeps balanced's count. Every level is a real file (bench RD curve).
-QUALITY_KEEP = {1: 0.12, 2: 0.2, 3: 0.34, 4: 0.45, 5: 0.55, 6: 0.7, 7: 0.85, 8: 1.0, 9: 1.0}
+
+
+@dataclass(frozen=True)
+class QualityLevel:
+    """One `--quality` rung: the share of Gaussians kept, the count reducer, and the bits of each
+    attribute (positions per axis, opacity, log-scales, rotation, DC, kept SH rows)."""
+
+    keep: float
+    reduce: str
+    position_bits: int
+    opacity_bits: int
+    scale_bits: int
+    rotation_bits: int
+    dc_bits: int
+    sh_bits: int
+
+
+# --quality 1..9 (9 is `fast`). Measured on donut, guitar and fruit_drops (issue 18, 4 orbit views at
+# 256 px): at mid rates the PSNR is lost to the count reduction far more than to the attribute bits
+# (donut at 55% kept: 16/8/8/8/8 bits or 12/7/6/6/7 differ by 0.15 dB for 27% fewer bytes), so the
+# mid levels keep more Gaussians at coarser bits. Scales and rotations are the sensitive attributes
+# (scales 8 -> 6 bits: -3.2 dB on fruit_drops, 6 -> 5: -5.5 dB on guitar); positions, opacity, DC and
+# the kept SH rows are not (fruit_drops: SH 8 -> 5 bits, -0.02 dB for 19% fewer bytes). Merging beat
+# pruning only at a third of the count or less (at 55% kept it lost by 3.3 dB): there `auto` judges both.
+QUALITY_LEVELS: dict[int, QualityLevel] = {
+    1: QualityLevel(0.28, "auto", 10, 6, 7, 6, 5, 5),
+    2: QualityLevel(0.38, "auto", 11, 6, 8, 7, 6, 6),
+    3: QualityLevel(0.5, "prune", 11, 6, 7, 6, 6, 6),
+    4: QualityLevel(0.6, "prune", 11, 6, 7, 6, 6, 6),
+    5: QualityLevel(0.7, "prune", 12, 6, 7, 7, 6, 6),
+    6: QualityLevel(0.7, "prune", 13, 7, 8, 7, 7, 7),
+    7: QualityLevel(0.85, "prune", 13, 7, 8, 8, 7, 7),
+    8: QualityLevel(1.0, "prune", 14, 8, 8, 9, 9, 8),
+}
 
 
 def quality_preset(level: int) -> Preset:
@@ -66,8 +97,12 @@ def quality_preset(level: int) -> Preset:
         raise InputError(f"--quality must be an integer 1-9, got {level!r}")
     if level == 9:
         return dataclasses.replace(PRESETS["fast"], name="q9")
-    return Preset(f"q{level}", render=level < 8, prune=round(1.0 - QUALITY_KEEP[level], 4), sh_drop=0,
-                  finetune_steps=0, codec=_COMPACT, reduce="auto")
+    q = QUALITY_LEVELS[level]
+    codec = CodecConfig(position_bits=q.position_bits, opacity_bits=q.opacity_bits, scale_bits=q.scale_bits,
+                        rotation_bits=q.rotation_bits, dc_bits=q.dc_bits,
+                        vectree=VecTreeConfig(keep_bits=q.sh_bits))
+    return Preset(f"q{level}", render=q.keep < 1.0, prune=round(1.0 - q.keep, 4), sh_drop=0,
+                  finetune_steps=0, codec=codec, reduce=q.reduce)
 
 
 @dataclass(frozen=True)
@@ -229,10 +264,18 @@ def _kept_degree(scene: Any, options: CompressOptions, preset: Preset) -> int:
 
 
 def _scores(scene: Any, cameras: Sequence[Any] | None, options: CompressOptions, preset: Preset,
-            device: Any, progress: Progress) -> tuple[np.ndarray, dict[str, Any]]:
-    """Per-Gaussian significance (rendered, or the render-free proxy) and its report."""
+            device: Any, progress: Progress,
+            given: np.ndarray | None = None) -> tuple[np.ndarray, dict[str, Any]]:
+    """Per-Gaussian significance (rendered, or the render-free proxy) and its report; `given`: the
+    rendered significance computed earlier on the same views (reused, e.g. across quality levels)."""
     if not preset.render:
         return proxy_significance(scene), {"kind": "proxy (render-free)"}
+    if given is not None:
+        given = np.asarray(given, dtype=np.float64).reshape(-1)
+        if given.shape != (scene.n,):
+            raise InputError(f"given significance has {given.size} values for {scene.n} Gaussians")
+        return given, {"views": options.significance_views, "width": options.significance_width,
+                       "kind": "rendered"}
     progress("significance")
     sig_cams = significance_cameras(scene, cameras, options)
     scores = significance(scene.to(device), sig_cams)
@@ -336,16 +379,19 @@ def _encode_to_fit(run: _Run, pruned: Any, scores: np.ndarray, prune: float, cod
 
 def encode_pipeline(scene: Any, options: CompressOptions, cameras: Sequence[Any] | None = None,
                     device: Any = "cpu", progress: Progress = _noop, source: dict[str, Any] | None = None,
-                    show_progress: bool = False, resume: Resume | None = None) -> Encoding:
+                    show_progress: bool = False, resume: Resume | None = None,
+                    significance: np.ndarray | None = None) -> Encoding:
     """Run the stages on a loaded GaussianScene and return the encoded file contents (not yet bytes).
-    `resume`: checkpoint the fine-tunes (and continue from their checkpoints)."""
+    `resume`: checkpoint the fine-tunes (and continue from their checkpoints); `significance`: the
+    rendered significance on the options' views, computed earlier (see `significance_cameras`)."""
     preset = options.resolved()
     torch.manual_seed(options.seed)
     scene = scene.detach().to("cpu")
     run = _Run(scene, options, preset, cameras, device, progress, show_progress,
                _kept_degree(scene, options, preset), resume=resume)
     with run.stages("significance"):
-        scores, run.reports["significance"] = _scores(scene, cameras, options, preset, device, progress)
+        scores, run.reports["significance"] = _scores(scene, cameras, options, preset, device, progress,
+                                                       significance)
     prune, codec = preset.prune, preset.codec
     if options.target_bytes is not None:
         with run.stages("search"):
@@ -406,16 +452,18 @@ def _file_metrics(options: CompressOptions, run: Encoding, source: dict[str, Any
 def compress(input: Any, options: CompressOptions, device: Any = "cpu", *,
              cameras: Sequence[Any] | None = None, progress: Progress = _noop,
              source: dict[str, Any] | None = None, show_progress: bool = False,
-             resume: Resume | None = None) -> Result:
+             resume: Resume | None = None, significance: np.ndarray | None = None) -> Result:
     """Compress a scene file (path) or a loaded GaussianScene into `.fpg` bytes: `Result.data` is the
     file, and its metrics (gaussians_in/out, bytes_per_gaussian, render_psnr, ...) are measured on the
-    scene decoded from those bytes. `source` adds header facts for a scene given without a path."""
+    scene decoded from those bytes. `source` adds header facts for a scene given without a path;
+    `significance` reuses a rendered significance computed earlier on the options' views."""
     if options.target_psnr is not None:
         return _compress_to_psnr(input, options, device, cameras, progress, source, show_progress)
     started = time.perf_counter()
     scene, loaded_from, path, load_s = load_input(input, options.spz_axes)
     source = {**loaded_from, **(source or {})}
-    run = encode_pipeline(scene, options, cameras, device, progress, source, show_progress, resume)
+    run = encode_pipeline(scene, options, cameras, device, progress, source, show_progress, resume,
+                          significance)
     data = encode_file(LIGHTGAUSSIAN, run.encoded)
     metrics = _file_metrics(options, run, source, len(data))
     stages = {"load": round(load_s, 3), **run.stages} if path else dict(run.stages)
@@ -445,12 +493,17 @@ def _compress_to_psnr(input: Any, options: CompressOptions, device: Any, cameras
     cams = eval_cameras(scene, cameras, options.eval_views, options.eval_width)
     reference = render_views(scene, cams, device)
     tried: dict[int, Result] = {}
+    rendered: list[np.ndarray] = []  # the rendered significance, computed once for every level
 
     def attempt(level: int) -> float:
         progress(f"quality {level}")
         opts = dataclasses.replace(options, quality=level, target_psnr=None, evaluate=False)
+        if opts.resolved().render and not rendered:
+            progress("significance")
+            rendered.append(significance(scene.to(device), significance_cameras(scene, cameras, options)))
         res = compress(scene, opts, device, cameras=cameras, progress=progress,
-                       source={**loaded_from, **(source or {})}, show_progress=show_progress)
+                       source={**loaded_from, **(source or {})}, show_progress=show_progress,
+                       significance=rendered[0] if rendered and opts.resolved().render else None)
         res.metrics.update(evaluate(reference, decode_bytes(res.data), cams, device))
         res.metrics["eval_views"] = len(cams)
         tried[level] = res
