@@ -83,8 +83,9 @@ def test_the_file_holds_exactly_the_index_bits_and_decodes_bit_for_bit(
 def test_the_kl_spent_is_about_the_index_bits_written(files: dict[str, Path],
                                                       capsys: pytest.CaptureFixture[str]) -> None:
     """The beta rule holds each block's KL near its bit count, so the KL the coded blocks spent (each at
-    the moment REC coded it) is within 20% of the index bits the file holds."""
-    summary = _fit(files, capsys, "--kl-budget", "0.5")
+    the moment REC coded it) is within 20% of the index bits the file holds, once the rule has had the
+    steps to catch up with the posterior (150 here; at 30 it spends about twice the bits)."""
+    summary = _fit(files, capsys, "--kl-budget", "0.5", "--steps", "150")
     index_bits = len(open_container(files["out"].read_bytes()).payload("indices")) * 8
     assert summary["index_bits"] <= index_bits < summary["index_bits"] + 8
     ratio = summary["kl_spent_bits"] / summary["index_bits"]

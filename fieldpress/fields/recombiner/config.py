@@ -94,7 +94,7 @@ class EncodeConfig:
     kl_budget: float = 0.5
     block_bits: int = 16
     steps: int = 400
-    lr: float = 0.003
+    lr: float = 0.01  # 0.003 lost about 0.9 dB on a 64x64 Kodak crop at 400 steps
     samples: int = 1
     initial_beta: float = 1e-5
     beta_step: float = 0.05
