@@ -10,14 +10,14 @@ process's CPU seconds (one torch thread). Each RECOMBINER point also records the
 (each block's KL when REC coded it) beside the index bits written. The paper's Kodak numbers sit beside
 ours. Writes bench/results/recombiner.json after every point and recombiner.png after every image.
 
-The run reported in the README (2 crops, about 10 CPU-minutes on the shared 2-core machine):
+The run reported in the README (3 crops, 7.6 CPU-minutes on the shared 2-core machine):
 
-    python bench/recombiner.py --images kodim03,kodim05 --rates 0.25,0.5,1.0 --steps 200 \
+    python bench/recombiner.py --images kodim03,kodim05,kodim08 --rates 0.25,0.5,1.0 --steps 300 \\
         --latent-qualities 3 --latent-minutes 0.75
 
-The issue's full bench (12 crops, about 6 CPU-minutes per crop, about 75 CPU-minutes in all):
+The issue's full bench (12 crops, about 5 CPU-minutes per crop, about an hour in all):
 
-    python bench/recombiner.py --images kodim01,kodim02,kodim03,kodim04,kodim05,kodim06,kodim07,kodim08,\
+    python bench/recombiner.py --images kodim01,kodim02,kodim03,kodim04,kodim05,kodim06,kodim07,kodim08,\\
 kodim09,kodim10,kodim11,kodim12 --rates 0.25,0.5,1.0 --steps 400 --latent-qualities 2,4 --latent-minutes 1
 """
 
