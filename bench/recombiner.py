@@ -1,14 +1,24 @@
 """RECOMBINER on 256x256 Kodak crops beside JPEG, WebP (Pillow) and our latent-grid codec.
 
-Each crop is the central 256x256 of a Kodak image (the region `train_prior --exclude-center 256` kept
-out of the shipped prior's training patches). RECOMBINER runs at each `--rates` KL budget (bits per
-pixel of REC indices) with `--steps` posterior steps; the latent codec at each `--latent-qualities`
-capped at `--latent-minutes` CPU minutes; JPEG and WebP over their quality knobs. Every bpp is from
-the real file's bytes, every PSNR from 8-bit RGB decoded back; times are this process's CPU seconds
-(one torch thread). The paper's Kodak numbers sit beside ours. Writes bench/results/recombiner.json
-after every point and recombiner.png at the end.
+Each crop is the central 256x256 of a Kodak image: the region `train_prior --exclude-center 256` kept
+out of the shipped prior's training patches, so these pixels are held out (the rest of each image was
+in the training set; kodim13-24 are not in ../shared/data). RECOMBINER runs at each `--rates` KL budget
+(bits per pixel of REC indices) with `--steps` posterior steps; the latent codec at each
+`--latent-qualities` capped at `--latent-minutes` CPU minutes; JPEG and WebP over their quality knobs.
+Every bpp is from the real file's bytes, every PSNR from 8-bit RGB decoded back; times are this
+process's CPU seconds (one torch thread). Each RECOMBINER point also records the KL its blocks spent
+(each block's KL when REC coded it) beside the index bits written. The paper's Kodak numbers sit beside
+ours. Writes bench/results/recombiner.json after every point and recombiner.png after every image.
 
-    python bench/recombiner.py --images kodim01,kodim05 --rates 0.25,0.5,1.0 --steps 300
+The run reported in the README (3 crops, 7.6 CPU-minutes on the shared 2-core machine):
+
+    python bench/recombiner.py --images kodim03,kodim05,kodim08 --rates 0.25,0.5,1.0 --steps 300 \\
+        --latent-qualities 3 --latent-minutes 0.75
+
+The issue's full bench (12 crops, about 5 CPU-minutes per crop, about an hour in all):
+
+    python bench/recombiner.py --images kodim01,kodim02,kodim03,kodim04,kodim05,kodim06,kodim07,kodim08,\\
+kodim09,kodim10,kodim11,kodim12 --rates 0.25,0.5,1.0 --steps 400 --latent-qualities 2,4 --latent-minutes 1
 """
 
 from __future__ import annotations
@@ -94,6 +104,10 @@ def run_codec(rgb: np.ndarray, name: str, options: ImageOptions) -> dict:
         "block_bits",
         "kl_budget",
         "kl_bits_before_coding",
+        "kl_spent_bits",
+        "kl_spent_over_index_bits",
+        "blocks_over_budget",
+        "block_kl_bits_max",
         "steps",
         "lambda",
     )
@@ -170,6 +184,8 @@ def main() -> None:
         "time": "CPU seconds (time.process_time)",
         "command": "python " + " ".join(sys.argv),
         "prior": {"fingerprint": prior.fingerprint(), **prior.meta},
+        "held_out": "central 256x256 crops: no prior training patch overlaps them (--exclude-center 256); "
+        "the rest of each image was in the prior's training set",
         "paper_kodak": PAPER_KODAK,
         "jpeg_kodak_full": JPEG_KODAK,
         "images": {},

@@ -262,7 +262,11 @@ def info_command(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--verify", action="store_true",
                         help="also decode every stream and check it against the header and the codec "
                              "(runs no model; exit 2 with one line if anything would not decode)")
+    parser.add_argument("--prior", help="with --verify: the prior file a RECOMBINER file was coded with "
+                                        "(default: the one shipped with fieldpress)")
     args = parser.parse_args(argv)
+    if args.prior and not args.verify:
+        raise InputError("--prior is used only with --verify")
     path = input_file(args.file)
     info = read_info(path)
     data = info.to_dict()
@@ -270,7 +274,8 @@ def info_command(argv: Sequence[str] | None = None) -> int:
         from fieldpress.codec.container import open_container
         from fieldpress.codec.verify import verify_container
 
-        data["verified"] = verify_container(open_container(path)).to_dict()
+        options = {"prior": str(input_file(args.prior))} if args.prior else None
+        data["verified"] = verify_container(open_container(path), options=options).to_dict()
     if args.json:
         print(json.dumps(_jsonable(data)))
         return EXIT_OK

@@ -77,12 +77,22 @@ class LazyCodec:
     def decode(self, container: Any, **options: Any) -> Any:
         return self._impl().decode(container, **options)
 
-    def verify(self, container: Any) -> bool:
-        """Run the heavy half's `verify(container)` (deep validation) when it has one; True if it ran."""
+    def verify(self, container: Any, **options: Any) -> bool:
+        """Run the heavy half's `verify(container, **options)` (deep validation) when it has one; True if
+        it ran. ``options`` (e.g. ``prior=``) are what its decoder needs besides the file."""
         hook = getattr(self._impl(), "verify", None)
         if hook is None:
+            if options:
+                raise InputError(f"codec {self.name} takes no verify options ({', '.join(sorted(options))})")
             return False
-        hook(container)
+        if options:
+            import inspect
+
+            params = inspect.signature(hook).parameters
+            extra = sorted(k for k in options if k not in params)
+            if extra and not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+                raise InputError(f"codec {self.name} does not use {', '.join(extra)} when verifying")
+        hook(container, **options)
         return True
 
     def summarize(self, header: Mapping[str, Any]) -> dict[str, Any]:

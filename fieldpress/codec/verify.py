@@ -51,10 +51,12 @@ def state_metas(header: Any, path: str = "") -> Iterator[tuple[str, Mapping[str,
             yield from state_metas(value, f"{path}[{i}]")
 
 
-def verify_container(container: Any, codec: Any = None) -> VerifyReport:
+def verify_container(container: Any, codec: Any = None,
+                     options: Mapping[str, Any] | None = None) -> VerifyReport:
     """Decode everything a file holds without running a model; FormatError naming what fails.
 
-    `codec`: check with this codec's hook instead of the one the header names (the fuzz harness)."""
+    `codec`: check with this codec's hook instead of the one the header names (the fuzz harness);
+    `options`: what the codec's decoder needs besides the file (e.g. a RECOMBINER file's ``prior``)."""
     decoded = 0
     arrays: dict[str, np.ndarray] = {}
     for name in container.names:
@@ -74,7 +76,7 @@ def verify_container(container: Any, codec: Any = None) -> VerifyReport:
     checked = False
     if callable(hook):
         try:
-            checked = bool(hook(container))
+            checked = bool(hook(container, **(options or {})))
         except FormatError as exc:
             raise FormatError(f"{container.path}: {exc}") from None
         except DECODE_ERRORS as exc:

@@ -107,9 +107,10 @@ class RecombinerCodec:
         """The decoder of a container (``prior``: the prior file or object; default the shipped one)."""
         return RecombinerDecoder(container, prior)
 
-    def verify(self, container: Any) -> None:
-        """Deep validation: the header, the prior it names, the index stream's size and every block."""
-        RecombinerDecoder(container).vectors()
+    def verify(self, container: Any, prior: str | Path | Prior | None = None) -> None:
+        """Deep validation: the header, the prior it names (``prior``: that file; default the shipped one),
+        the index stream's size and every block's sample (nothing rendered)."""
+        RecombinerDecoder(container, prior).vectors()
 
 
 CODEC = RecombinerCodec()

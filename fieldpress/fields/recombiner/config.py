@@ -94,7 +94,7 @@ class EncodeConfig:
     kl_budget: float = 0.5
     block_bits: int = 16
     steps: int = 400
-    lr: float = 0.003
+    lr: float = 0.01  # 0.003 lost about 0.9 dB on a 64x64 Kodak crop at 400 steps
     samples: int = 1
     initial_beta: float = 1e-5
     beta_step: float = 0.05
@@ -103,12 +103,15 @@ class EncodeConfig:
     lower_buffer: float = 0.4
     finetune_chunks: int = 8  # fine-tune after each of this many chunks of blocks (paper: after every block)
     finetune_steps: int = 25  # per chunk (paper: max(30000 // blocks, 50) per block)
-    init_log_scale: float = -4.0
+    init_scale_ratio: float = 0.5  # the posterior starts at the prior's mean with this x its std (KL ~0.46
+    # bits per dim), so the fit starts under any budget instead of needing thousands of steps to widen
 
     def __post_init__(self) -> None:
         if not self.kl_budget > 0:
             raise InputError(f"--kl-budget must be a positive number of bits per pixel, got {self.kl_budget}")
         if not 1 <= self.block_bits <= MAX_BLOCK_BITS:
             raise InputError(f"--block-bits must be in 1..{MAX_BLOCK_BITS}, got {self.block_bits}")
+        if not 0 < self.init_scale_ratio <= 1:
+            raise InputError(f"init_scale_ratio must be in (0, 1], got {self.init_scale_ratio}")
         if self.steps < 0 or self.finetune_steps < 0 or self.finetune_chunks < 1 or self.samples < 1:
             raise InputError("recombiner steps must be non-negative and chunks/samples positive")

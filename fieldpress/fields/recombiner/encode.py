@@ -82,6 +82,7 @@ class EncodeResult:
     seconds: float  # CPU seconds (time.process_time)
     kl_bits: float  # the posterior's KL to the prior just before coding, bits
     log: list[dict[str, float]]
+    coded_kl_bits: np.ndarray | None = None  # each block's KL (bits) at the moment REC coded it
 
 
 class PosteriorFit:
@@ -97,7 +98,8 @@ class PosteriorFit:
         self.p_loc = prior.loc.detach().to(device).repeat(layout.n_patches)
         self.p_scale = prior.scale.detach().to(device).repeat(layout.n_patches)
         self.loc = self.p_loc.clone().requires_grad_(True)
-        self.raw = torch.full_like(self.loc, config.init_log_scale).requires_grad_(True)
+        start = (6.0 * config.init_scale_ratio * self.p_scale).clamp_min(1e-6)  # softplus(raw) = start
+        self.raw = (start + torch.log(-torch.expm1(-start))).requires_grad_(True)  # inverse softplus
         self.beta = torch.full((blocks.n,), config.initial_beta, dtype=torch.float64, device=device)
         self.block_of = torch.from_numpy(blocks.block_of()).to(device)
         self.coded = torch.zeros_like(self.loc, dtype=torch.bool)
@@ -177,12 +179,15 @@ def encode_image(prior: Prior, image: Tensor, config: EncodeConfig, seed: int, d
         preview = reconstruct(prior, fit.loc.detach().reshape(fit.shape), layout).cpu()
     kl_total = float(fit.block_kl_bits().sum())
     indices = np.zeros(n, np.int64)
+    spent = np.zeros(n, np.float64)  # the KL each block actually spends: its KL when it is coded
     chunks = min(config.finetune_chunks, n)
     for c in range(chunks):
         remaining = np.flatnonzero(~fit.done)
         take = len(remaining) // (chunks - c)
-        kl = fit.block_kl_bits().cpu().numpy()[remaining]
+        kl_all = fit.block_kl_bits().cpu().numpy()
+        kl = kl_all[remaining]
         chosen = remaining[np.argsort(-kl, kind="stable")[:take]].tolist()  # the paper's largest-KL-first
+        spent[chosen] = kl_all[chosen]
         for b, i in fit.code(chosen, seed).items():
             indices[b] = i
         if c < chunks - 1 and config.finetune_steps:
@@ -192,4 +197,4 @@ def encode_image(prior: Prior, image: Tensor, config: EncodeConfig, seed: int, d
     vectors = fit.coded_value.detach().cpu().reshape(fit.shape)
     coded = reconstruct(prior.cpu(), vectors, layout)
     seconds = time.process_time() - started
-    return EncodeResult(indices, vectors, preview, coded, fit.steps, seconds, kl_total, log)
+    return EncodeResult(indices, vectors, preview, coded, fit.steps, seconds, kl_total, log, spent)

@@ -52,7 +52,21 @@ class RecombinerFit:
                 "block_bits": self.config.block_bits, "blocks": len(self.result.indices),
                 "index_bits": self.index_bits, "index_bpp": round(self.index_bits / pixels, 4),
                 "kl_bits_before_coding": round(self.result.kl_bits, 1),
+                **self.spent(),
                 "fit_cpu_seconds": round(self.result.seconds, 1)}
+
+    def spent(self) -> dict[str, Any]:
+        """The KL actually spent (each block's KL when REC coded it) beside the index bits written: REC
+        names a sample faithfully when a block's KL is about its bit count (fewer wastes bits; more
+        distorts the sample)."""
+        kl = self.result.coded_kl_bits
+        if kl is None or not len(kl):
+            return {}
+        bits = self.config.block_bits
+        return {"kl_spent_bits": round(float(kl.sum()), 1),
+                "kl_spent_over_index_bits": round(float(kl.sum()) / self.index_bits, 4),
+                "blocks_over_budget": int((kl > bits + 1).sum()),
+                "block_kl_bits_max": round(float(kl.max()), 2)}
 
     def preview(self) -> np.ndarray:
         """The posterior mean's image before REC coding (``psnr_before_quant``)."""
