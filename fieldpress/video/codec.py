@@ -160,16 +160,21 @@ def _side_channels(container: Any, name: str) -> int:
 MAX_DECODE_PARAMS = 1 << 28  # parameters and buffers a header's model may have (1 GiB of float32)
 
 
+def _meta_model(name: str, config: Any) -> Any:
+    """The header's model built on the meta device (no memory); FormatError when it cannot be built."""
+    try:
+        with torch.device("meta"):
+            return build_model(name, config)
+    except (ValueError, RuntimeError, TypeError, ZeroDivisionError, OverflowError, IndexError) as exc:
+        first = (str(exc).splitlines() or [type(exc).__name__])[0]
+        raise FormatError(f"the header's {name} model cannot be built ({first})") from None
+
+
 def _check_buildable(name: str, config: Any, state: Mapping[str, torch.Tensor]) -> None:
     """Build the header's model on the meta device first (no memory) and compare it with the stored
     weights: FormatError when it cannot be built, would hold more than MAX_DECODE_PARAMS values, or
     its weights differ from the file's in name or shape, before anything real is allocated."""
-    try:
-        with torch.device("meta"):
-            probe = build_model(name, config)
-    except (ValueError, RuntimeError, TypeError, ZeroDivisionError, OverflowError, IndexError) as exc:
-        first = (str(exc).splitlines() or [type(exc).__name__])[0]
-        raise FormatError(f"the header's {name} model cannot be built ({first})") from None
+    probe = _meta_model(name, config)
     size = sum(t.numel() for t in probe.parameters()) + sum(t.numel() for t in probe.buffers())
     if size > MAX_DECODE_PARAMS:
         raise FormatError(f"the header's {name} model has {size:,} values, "
@@ -184,12 +189,7 @@ def _check_buildable(name: str, config: Any, state: Mapping[str, torch.Tensor]) 
 
 def _expected_shapes(name: str, config: Any) -> dict[str, tuple[int, ...]]:
     """The stored tensors' shapes of the header's model (built on the meta device: no memory)."""
-    try:
-        with torch.device("meta"):
-            probe = build_model(name, config)
-    except (ValueError, RuntimeError, TypeError, ZeroDivisionError, OverflowError, IndexError) as exc:
-        first = (str(exc).splitlines() or [type(exc).__name__])[0]
-        raise FormatError(f"the header's {name} model cannot be built ({first})") from None
+    probe = _meta_model(name, config)
     return {k: tuple(v.shape) for k, v in probe.stored_state().items() if v.is_floating_point()}
 
 
