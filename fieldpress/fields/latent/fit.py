@@ -113,20 +113,22 @@ def lr_factor(progress: float, fit: FitConfig) -> float:
 
 def latent_optimizer(model: torch.nn.Module, fit: FitConfig) -> torch.optim.Optimizer:
     """Adam with two groups: the latents (``model.latents``) at `lr_latents`, every other parameter at
-    `lr_networks` (the order `_step` sets their rates in)."""
+    `lr_networks` (the order `train_step` sets their rates in)."""
     nets = [p for n, p in model.named_parameters() if not n.startswith("latents.")]
     return torch.optim.Adam([{"params": list(model.latents.parameters()), "lr": fit.lr_latents},
                              {"params": nets, "lr": fit.lr_networks}])
 
 
-def _step(model: LatentImageModel, opt: torch.optim.Optimizer, target: Tensor, lambda_: float,
-          progress: float, fit: FitConfig) -> dict[str, float]:
+def train_step(model: torch.nn.Module, opt: torch.optim.Optimizer, target: Tensor, lambda_: float,
+               progress: float, fit: FitConfig) -> dict[str, float]:
+    """One step of MSE + lambda * bits per pixel on `target` ((B, 3, H, W): an image, or a group of
+    frames for the latent video codec), with the proxy and learning rate at `progress`."""
     state = proxies.schedule(progress, fit.proxy)
     factor = lr_factor(progress, fit)
     for group, base in zip(opt.param_groups, (fit.lr_latents, fit.lr_networks)):
         group["lr"] = base * factor
     image, bits = model(state)
-    npix = target.shape[-1] * target.shape[-2]
+    npix = target[:, 0].numel()
     mse = torch.mean((image - target) ** 2)
     loss = mse + lambda_ * bits / npix
     opt.zero_grad(set_to_none=True)
@@ -137,6 +139,9 @@ def _step(model: LatentImageModel, opt: torch.optim.Optimizer, target: Tensor, l
     mse_v = float(mse.detach())
     return {"loss": float(loss.detach()), "mse": mse_v, "bpp": float(bits.detach()) / npix,
             "psnr": -10 * math.log10(max(mse_v, 1e-12))}
+
+
+_step = train_step  # the loop's name for it (bench/latent_step_speed.py times it in older checkouts too)
 
 
 # ----------------------------------------------------------------------------- checkpoints

@@ -79,6 +79,27 @@ def upsample(planes: list[Tensor], height: int, width: int, mode: str) -> Tensor
     return torch.stack(out, dim=-3)
 
 
+def quantized_latents(latents: nn.ParameterList, state: proxies.ProxyState | None) -> list[Tensor]:
+    """Each latent tensor clamped to the coded range, then through the proxy (training) or rounded
+    (state None): the image planes and the video volumes alike."""
+    out = []
+    for p in latents:
+        p = p.clamp(LATENT_MIN, LATENT_MAX)
+        out.append(torch.round(p) if state is None else proxies.apply(p, state))
+    return out
+
+
+def decoder_macs_per_pixel(c: LatentConfig, latents: nn.ParameterList, pixels: int, anchor_in: int,
+                           nonanchor_in: int) -> float:
+    """Context-model MACs of every latent (half anchors, half not) spread over `pixels`, plus the
+    synthesis per pixel (upsampling excluded)."""
+    n_lat = sum(p.numel() for p in latents)
+    arm = lambda i: i * c.arm_hidden + c.arm_hidden**2 + 2 * c.arm_hidden  # noqa: E731
+    arm_macs = n_lat / 2 * (arm(anchor_in) + arm(nonanchor_in))
+    synth = len(c.levels) * c.synth_hidden + 3 * c.synth_hidden + c.synth_convs * 2 * 81
+    return arm_macs / pixels + synth
+
+
 class LatentImageModel(nn.Module):
     """Latent planes + context model + synthesis for one image of (height, width)."""
 
@@ -94,11 +115,7 @@ class LatentImageModel(nn.Module):
 
     def quantized_planes(self, state: proxies.ProxyState | None) -> list[Tensor]:
         """Latents through the proxy (training) or rounded (state None), clamped to the coded range."""
-        planes = []
-        for p in self.latents:
-            p = p.clamp(LATENT_MIN, LATENT_MAX)
-            planes.append(torch.round(p) if state is None else proxies.apply(p, state))
-        return planes
+        return quantized_latents(self.latents, state)
 
     def pass_params(self, k: int, plane: Tensor, parent: Tensor | None, anchors: bool) -> Tensor:
         """(N, 2) mean/log-scale of one coding pass of plane k (coding order), in float."""
@@ -127,9 +144,5 @@ class LatentImageModel(nn.Module):
 
     def macs_per_pixel(self) -> float:
         """Decoder multiply-accumulates per pixel (context model + synthesis; upsampling excluded)."""
-        c = self.config
-        n_lat = sum(p.numel() for p in self.latents)
-        arm = lambda i: i * c.arm_hidden + c.arm_hidden**2 + 2 * c.arm_hidden  # noqa: E731
-        arm_macs = n_lat / 2 * (arm(context.ANCHOR_IN) + arm(context.NONANCHOR_IN))
-        synth = len(c.levels) * c.synth_hidden + 3 * c.synth_hidden + c.synth_convs * 2 * 81
-        return arm_macs / (self.height * self.width) + synth
+        return decoder_macs_per_pixel(self.config, self.latents, self.height * self.width,
+                                      context.ANCHOR_IN, context.NONANCHOR_IN)

@@ -9,7 +9,6 @@ schedule follows the share of the group's budget spent (so a busy machine shorte
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,10 +16,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from fieldpress.codec import proxies
 from fieldpress.codec.rate_control import check_lambda
 from fieldpress.errors import InputError
-from fieldpress.fields.latent.fit import FitConfig, latent_optimizer, lr_factor
+from fieldpress.fields.latent.fit import FitConfig, latent_optimizer, train_step
 from fieldpress.video.latent.config import VideoLatentConfig
 from fieldpress.video.latent.model import LatentGroupModel
 
@@ -44,25 +42,6 @@ def group_ranges(frames: int, group: int) -> list[tuple[int, int]]:
     return [(s, min(s + group, frames)) for s in range(0, frames, group)]
 
 
-def _step(model: LatentGroupModel, opt: torch.optim.Optimizer, target: Tensor, lambda_: float,
-          progress: float, fit: FitConfig) -> dict[str, float]:
-    state = proxies.schedule(progress, fit.proxy)
-    factor = lr_factor(progress, fit)
-    for group, base in zip(opt.param_groups, (fit.lr_latents, fit.lr_networks)):
-        group["lr"] = base * factor
-    frames, bits = model(state)
-    mse = torch.mean((frames - target) ** 2)
-    loss = mse + lambda_ * bits / target[:, 0].numel()
-    opt.zero_grad(set_to_none=True)
-    loss.backward()
-    if fit.grad_clip > 0:
-        torch.nn.utils.clip_grad_norm_(model.parameters(), fit.grad_clip)
-    opt.step()
-    mse_v = float(mse.detach())
-    return {"mse": mse_v, "bpp": float(bits.detach()) / target[:, 0].numel(),
-            "psnr": -10 * math.log10(max(mse_v, 1e-12))}
-
-
 def fit_group(target: Tensor, config: VideoLatentConfig, lambda_: float, *, steps: int | None = None,
               seconds: float | None = None, previous: LatentGroupModel | None = None,
               fit: FitConfig = FitConfig()) -> tuple[LatentGroupModel, int, float, dict[str, float]]:
@@ -83,7 +62,7 @@ def fit_group(target: Tensor, config: VideoLatentConfig, lambda_: float, *, step
             progress = (time.process_time() - start) / max(float(seconds or 0.0), 1e-9)
             if progress >= 1.0 and step >= MIN_STEPS:
                 break
-        rec = _step(model, opt, target, lambda_, min(progress, 1.0), fit)
+        rec = train_step(model, opt, target, lambda_, min(progress, 1.0), fit)
         step += 1
     return model, step, time.process_time() - start, rec
 

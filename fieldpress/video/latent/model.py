@@ -15,8 +15,13 @@ from torch import Tensor, nn
 from fieldpress.codec import proxies
 from fieldpress.codec.entropy_models import laplace_bits
 from fieldpress.fields.latent import context as image_context
-from fieldpress.fields.latent.config import LATENT_MAX, LATENT_MIN
-from fieldpress.fields.latent.model import ContextMLP, Synthesis, upsample
+from fieldpress.fields.latent.model import (
+    ContextMLP,
+    Synthesis,
+    decoder_macs_per_pixel,
+    quantized_latents,
+    upsample,
+)
 from fieldpress.video.latent import context
 from fieldpress.video.latent.config import VideoLatentConfig
 
@@ -47,11 +52,7 @@ class LatentGroupModel(nn.Module):
 
     def quantized_planes(self, state: proxies.ProxyState | None) -> list[Tensor]:
         """Latents through the proxy (training) or rounded (state None), clamped to the coded range."""
-        out = []
-        for p in self.latents:
-            p = p.clamp(LATENT_MIN, LATENT_MAX)
-            out.append(torch.round(p) if state is None else proxies.apply(p, state))
-        return out
+        return quantized_latents(self.latents, state)
 
     def rate_bits(self, planes: list[Tensor]) -> Tensor:
         """Differentiable bits of all latent volumes under the context model."""
@@ -91,9 +92,6 @@ class LatentGroupModel(nn.Module):
 
     def macs_per_pixel(self) -> float:
         """Decoder multiply-accumulates per pixel (context model + synthesis; upsampling excluded)."""
-        c = self.config
-        n_lat = sum(p.numel() for p in self.latents)
-        arm = lambda i: i * c.arm_hidden + c.arm_hidden**2 + 2 * c.arm_hidden  # noqa: E731
-        arm_macs = n_lat / 2 * (arm(context.ANCHOR_IN) + arm(context.NONANCHOR_IN))
-        synth = len(c.levels) * c.synth_hidden + 3 * c.synth_hidden + c.synth_convs * 2 * 81
-        return arm_macs / (self.frames * self.height * self.width) + synth + 2 * len(c.levels)
+        pixels = self.frames * self.height * self.width
+        return decoder_macs_per_pixel(self.config, self.latents, pixels, context.ANCHOR_IN,
+                                      context.NONANCHOR_IN) + 2 * len(self.config.levels)
