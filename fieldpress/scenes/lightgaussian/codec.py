@@ -218,6 +218,22 @@ def header_section(header: dict[str, Any], key: str) -> dict[str, Any]:
     return value
 
 
+def decode_extras_and_meta(header: dict[str, Any], get: Any, n: int) -> tuple[dict[str, np.ndarray],
+                                                                               dict[str, Any]]:
+    """The extra per-Gaussian properties (each checked against the header's dtype and the count `n`,
+    read through `get(stream_name)`) and the scene metadata of a scene file's header."""
+    extras = {}
+    for name, dtype in header_section(header, "extras").items():
+        value = get(f"extra/{name}")
+        if value.shape[:1] != (n,) or str(value.dtype) != dtype:
+            raise FormatError(f"extra property {name!r} does not match the header")
+        extras[name] = value
+    meta = dict(header_section(header, "scene_meta"))
+    if header.get("antialiased"):
+        meta["antialiased"] = True
+    return extras, meta
+
+
 def decode_streams(header: dict[str, Any], streams: Any) -> Any:
     """Rebuild the GaussianScene from the header and a mapping of stream name -> array (lazy ok).
     A header without codec keys is one `encode_scene` made and not yet written."""
@@ -275,15 +291,7 @@ def decode_streams(header: dict[str, Any], streams: Any) -> Any:
     else:
         dc = _dequantize(get("dc", (n, 3)), header.get("dc", {}), 3)
         rest = features
-    extras = {}
-    for name, dtype in header_section(header, "extras").items():
-        value = get(f"extra/{name}")
-        if value.shape[:1] != (n,) or str(value.dtype) != dtype:
-            raise FormatError(f"extra property {name!r} does not match the header")
-        extras[name] = value
-    meta = dict(header_section(header, "scene_meta"))
-    if header.get("antialiased"):
-        meta["antialiased"] = True
+    extras, meta = decode_extras_and_meta(header, get, n)
     return GaussianScene.from_arrays(means, scales, quats, opacity, dc, rest.reshape(n, k, 3),
                                      extras=extras, meta=meta)
 

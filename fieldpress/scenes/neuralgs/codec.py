@@ -23,7 +23,12 @@ from fieldpress.codec import entropy, entropy_models
 from fieldpress.codec.entropy_models import N_TABLES, FactorizedLaplace
 from fieldpress.codec.registry import Encoded, write_file
 from fieldpress.errors import FormatError, InputError
-from fieldpress.scenes.lightgaussian.codec import SceneDecoder, header_section, json_safe_meta
+from fieldpress.scenes.lightgaussian.codec import (
+    SceneDecoder,
+    decode_extras_and_meta,
+    header_section,
+    json_safe_meta,
+)
 from fieldpress.scenes.lightgaussian.position import PositionGrid, decode_positions, encode_positions
 from fieldpress.scenes.neuralgs.declaration import NEURALGS
 from fieldpress.scenes.neuralgs.model import (
@@ -214,15 +219,7 @@ def decode_streams(header: dict[str, Any], streams: Any, run: bool = True) -> An
     if not np.isfinite(attrs).all():
         raise FormatError("neuralgs attributes decode to non-finite values")
     a = split_attributes(attrs)
-    extras = {}
-    for name, dtype in header_section(header, "extras").items():
-        value = get(f"extra/{name}")
-        if value.shape[:1] != (n,) or str(value.dtype) != dtype:
-            raise FormatError(f"extra property {name!r} does not match the header")
-        extras[name] = value
-    meta = dict(header_section(header, "scene_meta"))
-    if header.get("antialiased"):
-        meta["antialiased"] = True
+    extras, meta = decode_extras_and_meta(header, get, n)
     return GaussianScene.from_arrays(means, a["scales"], a["quats"], a["opacities"], a["sh_dc"],
                                      a["sh_rest"], extras=extras, meta=meta)
 
