@@ -4,10 +4,8 @@ an uninterrupted run (CPU, one thread); a resume with other flags or another ima
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -16,10 +14,9 @@ import pytest
 from PIL import Image
 
 from fieldpress.cli import run_command
-from fieldpress.engine.checkpoint import checkpoint_dir
 from fieldpress.fields.cli import fit_image_command
+from tests.helpers.cli_fit import checkpoint_step, start_fit_image
 
-REPO = Path(__file__).resolve().parents[1]
 FLAGS = ["--model", "cam-ffn", "--params", "9k", "--steps", "400", "--checkpoint-every", "40",
          "--seed", "3", "--threads", "1", "--json"]
 
@@ -33,17 +30,7 @@ def _image(path: Path, seed: int = 0) -> Path:
 
 
 def _fit(image: Path, out: Path, *extra: str) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONPATH": str(REPO), "FIELDPRESS_PROGRESS": "0", "OMP_NUM_THREADS": "1"}
-    return subprocess.Popen([sys.executable, "-m", "fieldpress", "fit-image", str(image), "-o", str(out),
-                             *FLAGS, *extra], env=env, cwd=REPO,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-
-
-def _step(out: Path) -> int:
-    try:
-        return int(json.loads((checkpoint_dir(out) / "meta.json").read_text())["global_step"])
-    except (OSError, ValueError, KeyError):
-        return 0
+    return start_fit_image(image, out, [*FLAGS, *extra])
 
 
 @pytest.mark.slow  # four CLI runs of a 400-step fit: about 40 s on the shared CPU
@@ -53,12 +40,12 @@ def test_sigkill_then_resume_writes_the_same_file(tmp_path: Path) -> None:
     out = tmp_path / "killed.fpi"
     killed = _fit(image, out)
     deadline = time.time() + 240
-    while time.time() < deadline and killed.poll() is None and _step(out) < 120:
+    while time.time() < deadline and killed.poll() is None and checkpoint_step(out) < 120:
         time.sleep(0.02)
     assert killed.poll() is None, "the fit ended before it could be killed"
     killed.send_signal(signal.SIGKILL)
     killed.wait(timeout=30)
-    assert not out.exists() and 120 <= _step(out) < 400
+    assert not out.exists() and 120 <= checkpoint_step(out) < 400
     assert reference.wait(timeout=300) == 0, reference.stderr.read().decode()
     resumed = _fit(image, out, "--resume")
     assert resumed.wait(timeout=300) == 0, resumed.stderr.read().decode()

@@ -5,7 +5,6 @@ middle, or is SIGKILLed and resumed; a `--minutes` budget is planned once and ke
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import signal
 import subprocess
@@ -21,6 +20,7 @@ from fieldpress.cli import run_command
 from fieldpress.engine.checkpoint import checkpoint_dir
 from fieldpress.fields.cli import fit_image_command
 from fieldpress.fields.latent import fit as latent_fit
+from tests.helpers.cli_fit import checkpoint_step, start_fit_image
 
 REPO = Path(__file__).resolve().parents[1]
 GOLDEN = REPO / "tests" / "golden" / "codecs" / "v1-latent" / "latent.fpi"
@@ -110,20 +110,12 @@ def test_resume_refuses_other_flags_another_image_and_no_checkpoint(
     assert "cannot resume" in capsys.readouterr().err and not none.exists()
 
 
+LATENT_FLAGS = ["--model", "latent", "--steps", "300", "--quality", "4", "--seed", "3", "--threads", "1",
+                "--checkpoint-every", "20", "--json"]
+
+
 def _fit(image: Path, out: Path, *extra: str) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONPATH": str(REPO), "FIELDPRESS_PROGRESS": "0", "OMP_NUM_THREADS": "1"}
-    flags = ["--model", "latent", "--steps", "300", "--quality", "4", "--seed", "3", "--threads", "1",
-             "--checkpoint-every", "20", "--json"]
-    return subprocess.Popen([sys.executable, "-m", "fieldpress", "fit-image", str(image), "-o", str(out),
-                             *flags, *extra], env=env, cwd=REPO,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-
-
-def _step(out: Path) -> int:
-    try:
-        return int(json.loads((checkpoint_dir(out) / "meta.json").read_text())["global_step"])
-    except (OSError, ValueError, KeyError):
-        return 0
+    return start_fit_image(image, out, [*LATENT_FLAGS, *extra])
 
 
 @pytest.mark.slow  # three CLI runs of a 300-step fit of a 56x40 image: about a minute on the shared CPU
@@ -138,12 +130,12 @@ def test_sigkill_then_resume_writes_the_same_file(tmp_path: Path) -> None:
     out = tmp_path / "killed.fpi"
     killed = _fit(image, out)
     deadline = time.time() + 300
-    while time.time() < deadline and killed.poll() is None and _step(out) < 100:
+    while time.time() < deadline and killed.poll() is None and checkpoint_step(out) < 100:
         time.sleep(0.02)
     assert killed.poll() is None, "the fit ended before it could be killed"
     killed.send_signal(signal.SIGKILL)
     killed.wait(timeout=30)
-    assert not out.exists() and 100 <= _step(out) < 300
+    assert not out.exists() and 100 <= checkpoint_step(out) < 300
     resumed = _fit(image, out, "--resume")
     assert resumed.wait(timeout=600) == 0, resumed.stderr.read().decode()
     assert out.read_bytes() == (tmp_path / "ref.fpi").read_bytes()
