@@ -21,6 +21,7 @@ from fieldpress.video.io import VideoClip, write_video
 from fieldpress.video.models import ModulationSpec, build_model, config_for
 from fieldpress.video.models.hinerv import PatchSource, patch_starts, source_span, upsample_axis
 from fieldpress.video.pipeline import compress, render_all
+from tests.helpers.refusals import assert_refused
 
 
 @pytest.mark.parametrize("cam", [False, True])
@@ -103,13 +104,9 @@ def test_bad_flags_exit_2_with_one_line(tmp_path: Path, capsys: pytest.CaptureFi
                                         flags: list[str]) -> None:
     src = tmp_path / "in.mp4"
     write_video(tiny_clip(2, 16, 16), src, 10.0, lossless=True)
-    before = src.read_bytes()
     out = tmp_path / "out.fpv"
     argv = [str(src), "-o", str(out), "--model", "hinerv", "--epochs", "1", *flags]
-    assert run_command(fit_video_command, argv) == 2
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "Traceback" not in err
-    assert not out.exists() and src.read_bytes() == before
+    assert_refused(fit_video_command, argv, src, out, capsys)
 
 
 def test_the_hinerv_preview_preset_fits_at_the_clips_size(tmp_path: Path,

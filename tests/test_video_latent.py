@@ -23,6 +23,7 @@ from fieldpress.video.latent import context
 from fieldpress.video.latent.config import VideoLatentConfig
 from fieldpress.video.latent.method import compress_latent
 from tests.helpers.reads import record_reads
+from tests.helpers.refusals import assert_refused
 
 CONFIG = VideoLatentConfig(n_levels=4, group=3, time_stride=2, arm_hidden=8, synth_hidden=8)
 
@@ -94,13 +95,9 @@ def test_bad_rate_flags_exit_2_with_one_line(tmp_path: Path, capsys: pytest.Capt
                                              flags: list[str]) -> None:
     src = tmp_path / "in.mp4"
     write_video(tiny_clip(2, 16, 16), src, 10.0, lossless=True)
-    before = src.read_bytes()
     out = tmp_path / "out.fpv"
     argv = [str(src), "-o", str(out), "--model", "latent", "--epochs", "2", *flags]
-    assert run_command(fit_video_command, argv) == 2
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "Traceback" not in err
-    assert not out.exists() and src.read_bytes() == before
+    assert_refused(fit_video_command, argv, src, out, capsys)
 
 
 def test_a_bad_lambda_is_refused_for_a_weight_model(tmp_path: Path,
