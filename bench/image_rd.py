@@ -37,6 +37,7 @@ from fieldpress.metrics import psnr  # noqa: E402
 
 KODAK = ROOT.parent / "shared" / "data" / "images" / "kodak"
 OUT = ROOT / "bench" / "results" / "image_rd.json"
+BASELINES = ("jpeg", "webp", "avif", "x265", "vvenc")
 
 
 def pillow_points(rgb: np.ndarray, fmt: str, qualities: list[int]) -> list[dict]:
@@ -129,7 +130,7 @@ def ours(rgb: np.ndarray, qualities: list[int], minutes: float, tmp: Path, confi
 
 
 def summarize(result: dict) -> None:
-    names = ["jpeg", "webp", "avif", "x265", "vvenc"]
+    names = list(BASELINES)
     for img in result["images"].values():
         o = img.get("ours", [])
         img["bd_rate"] = {n: bd_rate(img[n], o) for n in names if img.get(n)}
@@ -197,6 +198,8 @@ def main() -> None:
     ap.add_argument("--first-level", type=int, default=0)
     ap.add_argument("--out", default=str(OUT))
     ap.add_argument("--no-baselines", action="store_true")
+    ap.add_argument("--baselines-from", help="copy each image's baseline points from this earlier result "
+                    "JSON instead of encoding them again (the encoders are deterministic)")
     ap.add_argument("--kodak", default=str(KODAK), help="folder of kodimNN.png")
     ap.add_argument("--merge", nargs="+", help="merge these result JSONs into --out (and plot); no fitting")
     args = ap.parse_args()
@@ -218,6 +221,9 @@ def main() -> None:
     if not features.check("avif"):
         result["notes"].append("AVIF skipped: Pillow lacks AVIF support")
     log = lambda msg: print(msg, flush=True)  # noqa: E731
+    reused = json.loads(Path(args.baselines_from).read_text())["images"] if args.baselines_from else {}
+    if args.baselines_from:
+        result["notes"].append(f"baseline points copied from {Path(args.baselines_from).name} (same encoders)")
     print(f"CPU budget: {args.minutes} CPU-minutes per fit, {len(qualities)} fits per image", flush=True)
     save = lambda: atomic_write_text(out, json.dumps(result, indent=1))  # noqa: E731
     for name in args.images.split(","):
@@ -229,7 +235,11 @@ def main() -> None:
         img = result["images"][name] = {"width": rgb.shape[1], "height": rgb.shape[0]}
         with tempfile.TemporaryDirectory() as td:
             tmp = Path(td)
-            if not args.no_baselines:
+            earlier = reused.get(name, {})
+            if args.baselines_from and all(k in earlier for k in BASELINES if k != "avif"):
+                img.update({k: earlier[k] for k in BASELINES if k in earlier})
+                save()
+            elif not args.no_baselines:
                 img["jpeg"] = pillow_points(rgb, "JPEG", list(range(5, 96, 5)))
                 img["webp"] = pillow_points(rgb, "WEBP", list(range(0, 101, 10)))
                 if features.check("avif"):

@@ -1,6 +1,7 @@
 """`fit-image --model latent --resume`: the checkpointed latent fit writes the same file, byte for byte,
 as the code that wrote the golden file (no checkpoints then), whether it checkpoints, resumes from the
-middle, or is SIGKILLed and resumed; a `--minutes` budget is planned once and kept by the resume."""
+middle, or is SIGKILLed and resumed; a `--minutes` budget is planned after the probe, corrected at
+three points from the measured speed, and a resume keeps the plan and the corrections made before it."""
 
 from __future__ import annotations
 
@@ -66,27 +67,43 @@ def test_checkpointed_and_resumed_fits_write_the_golden_bytes(tmp_path: Path,
     assert out.read_bytes() == GOLDEN.read_bytes()  # resumed from step 14 of 30
 
 
-def test_a_minutes_budget_is_planned_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_minutes_budget_is_planned_corrected_and_kept_by_a_resume(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     image = _golden_image(tmp_path / "in.png")
     out, mid = tmp_path / "m.fpi", tmp_path / "mid.ckpt"
-    _keep_checkpoint_at(monkeypatch, 9, mid)  # after the plan (step 8)
+    _keep_checkpoint_at(monkeypatch, 9, mid)  # after the plan (step 8), before any correction
     argv = [str(image), "-o", str(out), "--model", "latent", "--minutes", "0.01", "--threads", "1",
             "--checkpoint-every", "3", "--json"]
     assert run_command(fit_image_command, argv) == 0
-    first = out.read_bytes()
     meta = json.loads((mid / "meta.json").read_text())
     plan = meta["budget"]
     assert plan["minutes"] == pytest.approx(0.01) and meta["total"] == plan["epochs"]["fit"] > 9
+    assert meta["replans"] == 0 and meta["mark"][0] == 8 and meta["anchor"] == [0, 0.0]
+    done = json.loads((checkpoint_dir(out) / "meta.json").read_text())
+    assert 1 <= done["replans"] <= len(latent_fit.REPLAN_AT) and done["global_step"] == done["total"]
     out.unlink()
     shutil.rmtree(checkpoint_dir(out))
     shutil.copytree(mid, checkpoint_dir(out))
-    # a new probe would time differently: slow every step down, the resumed fit must not replan
-    step = latent_fit._step
-    monkeypatch.setattr(latent_fit, "_step", lambda *a: (time.sleep(0.01), step(*a))[1])
     assert run_command(fit_image_command, [*argv, "--resume"]) == 0
-    assert out.read_bytes() == first
     final = json.loads((checkpoint_dir(out) / "meta.json").read_text())
-    assert final["budget"] == plan and final["global_step"] == plan["epochs"]["fit"]
+    # the resume kept the plan (no new probe) and went on correcting it from the step it resumed at
+    assert final["budget"] == plan and 1 <= final["replans"] <= len(latent_fit.REPLAN_AT)
+    assert final["global_step"] == final["total"] and final["history"][:9] == meta["history"]
+    assert final["anchor"][0] > 9 and 0.0 < final["anchor"][1] < 1.0
+
+
+def test_a_correction_keeps_the_schedule_continuous_and_fits_the_time_left() -> None:
+    loop = latent_fit._Loop(step=40, total=100, history=[], mark=(8, 4.0))
+    before = loop.progress()
+    assert before == 0.4
+    latent_fit.replan(loop, elapsed=20.0, seconds=50.0)  # 0.5 s a step since step 8; 30 s left
+    assert loop.total == 40 + 60 and loop.progress() == pytest.approx(before)
+    loop.step = 70
+    assert loop.progress() == pytest.approx(0.4 + 0.5 * 0.6)
+    latent_fit.replan(loop, elapsed=50.0, seconds=50.0)  # over budget: one last step
+    assert loop.total == 71 and loop.replans == 2 and loop.mark == (70, 50.0)
+    loop.step = 71
+    assert loop.progress() == pytest.approx(1.0)
 
 
 def test_resume_refuses_other_flags_another_image_and_no_checkpoint(

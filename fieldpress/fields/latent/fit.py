@@ -3,7 +3,9 @@
 Schedule (after Cool-chic, shortened for CPU budgets): soft-round + noise with annealed temperature
 and a cosine learning rate, then a short straight-through phase at a low learning rate. A CPU-time
 budget is turned into a step count from the speed of steps 4-8 (``engine.plan_budget``; the first
-three run slower and would leave a third of the budget unused), so the schedule knows its length.
+three run slower and would leave a third of the budget unused), so the schedule knows its length;
+steps slow down by up to a quarter as the fit goes on, so the count is corrected from the measured
+speed at three points (``REPLAN_AT``), the schedule's progress running on without a jump.
 With ``Checkpointing`` the loop state (latents, networks, Adam, RNG, step, plan, trace) goes to
 ``<output>.ckpt/`` through the engine's checkpoint helpers, and a resumed fit continues bit for bit:
 the same seed and steps give the same file with or without interruptions.
@@ -42,6 +44,7 @@ from fieldpress.fields.latent.model import LatentImageModel
 
 WARMUP_STEPS = 3  # not timed for the plan: the first steps allocate and run up to 1.5x slower
 PROBE_STEPS = 8  # a CPU-time budget is planned after this many steps, from steps 4-8
+REPLAN_AT = (0.3, 0.6, 0.85)  # schedule progress at which a budgeted fit re-times its remaining steps
 CHECKPOINT_FORMAT = "latent-fit/1"
 
 
@@ -93,13 +96,37 @@ class FitResult:
 
 @dataclass
 class _Loop:
-    """The loop's position: steps done, planned total, trace, CPU seconds before a resume, the plan."""
+    """The loop's position: steps done, planned total, trace, CPU seconds before a resume, the plan,
+    and for a budgeted fit the last correction: the (step, progress) the schedule runs on from and the
+    (step, CPU seconds) its speed is measured from, with the corrections made so far."""
 
     step: int
     total: int
     history: list[dict[str, float]]
     seconds_before: float = 0.0
     budget: BudgetPlan | None = None
+    anchor: tuple[int, float] = (0, 0.0)
+    mark: tuple[int, float] = (0, 0.0)
+    replans: int = 0
+
+    def progress(self) -> float:
+        """Schedule progress (0..1) at this step: linear from the anchor to the planned total
+        (``step / total`` until a correction moves the anchor)."""
+        a_step, a_progress = self.anchor
+        return a_progress + (self.step - a_step) / (self.total - a_step) * (1.0 - a_progress)
+
+
+def replan(loop: _Loop, elapsed: float, seconds: float) -> None:
+    """Re-time a budgeted fit at its current step: the speed since the last mark sets how many steps
+    the CPU time left (`seconds` - `elapsed`) buys; the progress reached becomes the new anchor, so the
+    learning rate and proxy schedules continue from where they are, only faster or slower."""
+    m_step, m_seconds = loop.mark
+    per_step = (elapsed - m_seconds) / max(1, loop.step - m_step)
+    remaining = max(1, int((seconds - elapsed) / max(per_step, 1e-9)))
+    loop.anchor = (loop.step, loop.progress())
+    loop.total = loop.step + remaining
+    loop.mark = (loop.step, elapsed)
+    loop.replans += 1
 
 
 def lr_factor(progress: float, fit: FitConfig) -> float:
@@ -168,6 +195,7 @@ def _save(ck: Checkpointing, signature: dict[str, Any], model: LatentImageModel,
     rng_t, rng_meta = capture_rng()
     meta = {"kind": CHECKPOINT_FORMAT, "signature": signature, "global_step": loop.step,
             "total": loop.total, "history": loop.history, "seconds": elapsed, "optimizer": optim_meta,
+            "anchor": list(loop.anchor), "mark": list(loop.mark), "replans": loop.replans,
             "rng": rng_meta, "budget": loop.budget.to_dict() if loop.budget else None,
             "extra": dict(ck.extra), "torch": torch.__version__}
     save_checkpoint(ck.directory, {**tensors, **optim_t, **rng_t}, meta)
@@ -190,8 +218,10 @@ def _restore(ck: Checkpointing, signature: dict[str, Any], model: LatentImageMod
     restore_optimizer(opt, tensors, meta["optimizer"])
     restore_rng(tensors, meta["rng"])
     budget = BudgetPlan.from_dict(meta["budget"]) if meta.get("budget") else None
+    anchor, mark = meta.get("anchor", [0, 0.0]), meta.get("mark", [0, 0.0])
     return _Loop(int(meta["global_step"]), int(meta["total"]), list(meta["history"]),
-                 float(meta["seconds"]), budget)
+                 float(meta["seconds"]), budget, (int(anchor[0]), float(anchor[1])),
+                 (int(mark[0]), float(mark[1])), int(meta.get("replans", 0)))
 
 
 @contextlib.contextmanager
@@ -256,7 +286,7 @@ def fit_latent_image(image: Tensor, config: LatentConfig, lambda_: float, steps:
     with _sigint_flag() as interrupted:
         while loop.step < loop.total:
             known = steps is not None or loop.step >= PROBE_STEPS
-            rec = _step(model, opt, target, lambda_, loop.step / loop.total if known else 0.0, fit)
+            rec = _step(model, opt, target, lambda_, loop.progress() if known else 0.0, fit)
             loop.step += 1
             if steps is None and loop.step == WARMUP_STEPS:
                 warm = time.process_time()
@@ -264,6 +294,10 @@ def fit_latent_image(image: Tensor, config: LatentConfig, lambda_: float, steps:
                 per_step = (time.process_time() - warm) / (PROBE_STEPS - WARMUP_STEPS)
                 loop.budget = _plan(seconds, per_step)  # type: ignore[arg-type]
                 loop.total = loop.budget.epochs["fit"]
+                loop.mark = (loop.step, elapsed())
+            elif (steps is None and loop.step > PROBE_STEPS and loop.replans < len(REPLAN_AT)
+                  and loop.step < loop.total and loop.progress() >= REPLAN_AT[loop.replans]):
+                replan(loop, elapsed(), seconds)  # type: ignore[arg-type]
             rec.update(step=loop.step, seconds=elapsed())
             loop.history.append(rec)
             if progress is not None:
