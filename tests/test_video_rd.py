@@ -25,6 +25,7 @@ from fieldpress.video.fit import FitOptions
 from fieldpress.video.io import VideoClip, write_video
 from fieldpress.video.pipeline import build_model_for, compress, fit_model
 from fieldpress.video.rd import RdVideoModel
+from tests.helpers.refusals import assert_refused
 
 H, W, T = 37, 53, 10  # sides that are not multiples of any stride product; 2 embedding chunks
 
@@ -134,10 +135,8 @@ def test_rd_flags_bad_values_exit_2_with_one_line(tmp_path: Path, small_mp4: Pat
     for i, extra in enumerate(cases):
         out = tmp_path / f"o{i}.fpv"
         capsys.readouterr()
-        assert run_command(fit_video_command, [*base, *extra, "-o", str(out)]) == 2, extra
-        err = capsys.readouterr().err.strip().splitlines()
-        assert len(err) == 1 and err[0].startswith("error:"), (extra, err)
-        assert not out.exists() and not Path(f"{out}.ckpt").exists()
+        err = assert_refused(fit_video_command, [*base, *extra, "-o", str(out)], small_mp4, out, capsys)
+        assert err.startswith("error:") and not Path(f"{out}.ckpt").exists(), (extra, err)
 
 
 def test_fit_video_with_quality_writes_an_rd_file(tmp_path: Path, small_mp4: Path,
