@@ -5,7 +5,8 @@ and a cosine learning rate, then a short straight-through phase at a low learnin
 budget is turned into a step count from the speed of steps 4-8 (``engine.plan_budget``; the first
 three run slower and would leave a third of the budget unused), so the schedule knows its length;
 steps slow down by up to a quarter as the fit goes on, so the count is corrected from the measured
-speed at three points (``REPLAN_AT``), the schedule's progress running on without a jump.
+speed at four points (``REPLAN_AT``), the schedule's progress running on without a jump, and the fit
+stops once the budget is spent.
 With ``Checkpointing`` the loop state (latents, networks, Adam, RNG, step, plan, trace) goes to
 ``<output>.ckpt/`` through the engine's checkpoint helpers, and a resumed fit continues bit for bit:
 the same seed and steps give the same file with or without interruptions.
@@ -44,7 +45,7 @@ from fieldpress.fields.latent.model import LatentImageModel
 
 WARMUP_STEPS = 3  # not timed for the plan: the first steps allocate and run up to 1.5x slower
 PROBE_STEPS = 8  # a CPU-time budget is planned after this many steps, from steps 4-8
-REPLAN_AT = (0.3, 0.6, 0.85)  # schedule progress at which a budgeted fit re-times its remaining steps
+REPLAN_AT = (0.3, 0.6, 0.85, 0.95)  # schedule progress at which a budgeted fit re-times its remaining steps
 CHECKPOINT_FORMAT = "latent-fit/1"
 
 
@@ -298,6 +299,8 @@ def fit_latent_image(image: Tensor, config: LatentConfig, lambda_: float, steps:
             elif (steps is None and loop.step > PROBE_STEPS and loop.replans < len(REPLAN_AT)
                   and loop.step < loop.total and loop.progress() >= REPLAN_AT[loop.replans]):
                 replan(loop, elapsed(), seconds)  # type: ignore[arg-type]
+            if steps is None and loop.budget is not None and loop.step < loop.total and elapsed() >= seconds:
+                loop.total = loop.step  # spent: stop (the last correction leaves at most a few steps)
             rec.update(step=loop.step, seconds=elapsed())
             loop.history.append(rec)
             if progress is not None:
