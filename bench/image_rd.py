@@ -223,7 +223,8 @@ def main() -> None:
     log = lambda msg: print(msg, flush=True)  # noqa: E731
     reused = json.loads(Path(args.baselines_from).read_text())["images"] if args.baselines_from else {}
     if args.baselines_from:
-        result["notes"].append(f"baseline points copied from {Path(args.baselines_from).name} (same encoders)")
+        source = Path(args.baselines_from).name
+        result["notes"].append(f"baseline points copied from {source} (same encoders)")
     print(f"CPU budget: {args.minutes} CPU-minutes per fit, {len(qualities)} fits per image", flush=True)
     save = lambda: atomic_write_text(out, json.dumps(result, indent=1))  # noqa: E731
     for name in args.images.split(","):

@@ -72,12 +72,12 @@ def test_a_minutes_budget_is_planned_corrected_and_kept_by_a_resume(
     image = _golden_image(tmp_path / "in.png")
     out, mid = tmp_path / "m.fpi", tmp_path / "mid.ckpt"
     _keep_checkpoint_at(monkeypatch, 9, mid)  # after the plan (step 8), before any correction
-    argv = [str(image), "-o", str(out), "--model", "latent", "--minutes", "0.01", "--threads", "1",
+    argv = [str(image), "-o", str(out), "--model", "latent", "--minutes", "0.03", "--threads", "1",
             "--checkpoint-every", "3", "--json"]
     assert run_command(fit_image_command, argv) == 0
     meta = json.loads((mid / "meta.json").read_text())
     plan = meta["budget"]
-    assert plan["minutes"] == pytest.approx(0.01) and meta["total"] == plan["epochs"]["fit"] > 9
+    assert plan["minutes"] == pytest.approx(0.03) and meta["total"] == plan["epochs"]["fit"] > 9
     assert meta["replans"] == 0 and meta["mark"][0] == 8 and meta["anchor"] == [0, 0.0]
     done = json.loads((checkpoint_dir(out) / "meta.json").read_text())
     assert 1 <= done["replans"] <= len(latent_fit.REPLAN_AT) and done["global_step"] == done["total"]

@@ -72,7 +72,7 @@ def test_quality_levels_are_ordered_real_files() -> None:
         assert decoded.n == result.metrics["gaussians_out"] and result.metrics["preset"] == f"q{level}"
         sizes[level] = len(result.data)
     assert sizes[2] < sizes[5] < sizes[9]
-    assert quality_preset(3).prune == pytest.approx(0.5) and quality_preset(8).codec.position_bits == 14
+    assert quality_preset(4).prune == pytest.approx(0.5) and quality_preset(8).codec.position_bits == 14
     with pytest.raises(InputError, match="quality"):
         quality_preset(10)
 
@@ -93,7 +93,7 @@ def test_given_significance_gives_the_same_file_as_rendering_it() -> None:
     from fieldpress.scenes.lightgaussian.significance import significance
 
     scene = synthetic_scene(200, sh_degree=1, seed=8)
-    opts = CompressOptions(quality=4, evaluate=False, **TINY_EVAL)
+    opts = CompressOptions(quality=5, evaluate=False, **TINY_EVAL)
     scores = significance(scene, significance_cameras(scene, None, opts))
     given = compress(scene, opts, significance=scores)
     assert given.data == compress(scene, opts).data
@@ -110,3 +110,4 @@ def test_quality_ladder_is_monotone_in_kept_share_and_bits() -> None:
     assert all(a.keep < b.keep or a.position_bits + a.scale_bits + a.rotation_bits
                < b.position_bits + b.scale_bits + b.rotation_bits for a, b in zip(levels, levels[1:]))
     assert quality_preset(5).codec.scale_bits == 7 and quality_preset(1).codec.vectree.keep_bits == 5
+    assert quality_preset(2).prune == pytest.approx(0.66) and quality_preset(3).codec.scale_bits == 8

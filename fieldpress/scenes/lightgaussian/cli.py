@@ -81,11 +81,11 @@ def build_parser() -> Any:
                    help="search prune ratio and codebook size to land under this many MB (10^6 bytes)")
     p.add_argument("--quality", type=int, choices=range(1, 10), metavar="1..9",
                    help="quality level instead of a preset: 9 = fast (no count reduction), 8 all "
-                   "Gaussians at coarser bits, 7..1 keep 85, 70, 70, 60, 50, 38, 28%% at coarser bits")
+                   "Gaussians at coarser bits, 7..1 keep 85, 70, 60, 50, 38, 34, 28%% at coarser bits")
     p.add_argument("--target-psnr", type=float, metavar="DB", help="the smallest file (quality level) "
                    "whose render PSNR on the evaluation views reaches DB")
     p.add_argument("--reduce", choices=("prune", "merge", "auto"), help="count reducer: significance "
-                   "pruning, moment-matched merging, or whichever renders closer (balanced, --quality 1-2: "
+                   "pruning, moment-matched merging, or whichever renders closer (balanced, --quality 1-3: "
                    "auto)")
     p.add_argument("--cameras", help="camera file for significance, fine-tuning and evaluation "
                    "(default: orbit views)")

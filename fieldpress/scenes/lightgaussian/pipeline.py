@@ -79,12 +79,15 @@ class QualityLevel:
 # (scales 8 -> 6 bits: -3.2 dB on fruit_drops, 6 -> 5: -5.5 dB on guitar); positions, opacity, DC and
 # the kept SH rows are not (fruit_drops: SH 8 -> 5 bits, -0.02 dB for 19% fewer bytes). Merging beat
 # pruning only at a third of the count or less (at 55% kept it lost by 3.3 dB): there `auto` judges both.
+# Level 2 fills the gap between 2.3 and 3.7 B/G on guitar (16 views at 512 px): at 2.7-2.85 B/G,
+# 34% kept at level 1's bits gave 38.0 dB, 32% with 8-bit scales 37.4 and 29% at level 3's bits 36.6,
+# so the count again beat the bits; a second 70% level (12-bit positions, 7-bit scales) made room.
 QUALITY_LEVELS: dict[int, QualityLevel] = {
     1: QualityLevel(0.28, "auto", 10, 6, 7, 6, 5, 5),
-    2: QualityLevel(0.38, "auto", 11, 6, 8, 7, 6, 6),
-    3: QualityLevel(0.5, "prune", 11, 6, 7, 6, 6, 6),
-    4: QualityLevel(0.6, "prune", 11, 6, 7, 6, 6, 6),
-    5: QualityLevel(0.7, "prune", 12, 6, 7, 7, 6, 6),
+    2: QualityLevel(0.34, "auto", 10, 6, 7, 6, 5, 5),
+    3: QualityLevel(0.38, "auto", 11, 6, 8, 7, 6, 6),
+    4: QualityLevel(0.5, "prune", 11, 6, 7, 6, 6, 6),
+    5: QualityLevel(0.6, "prune", 11, 6, 7, 6, 6, 6),
     6: QualityLevel(0.7, "prune", 13, 7, 8, 7, 7, 7),
     7: QualityLevel(0.85, "prune", 13, 7, 8, 8, 7, 7),
     8: QualityLevel(1.0, "prune", 14, 8, 8, 9, 9, 8),
