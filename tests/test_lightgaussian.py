@@ -289,3 +289,13 @@ def test_vectree_two_level_search_close_to_flat():
     cb = full.codebook.astype(np.float32)
     d = ((x[rest][:, None, :] - cb[None]) ** 2).sum(-1)
     assert np.allclose(d[np.arange(d.shape[0]), full.index], d.min(1), rtol=1e-5, atol=1e-5)
+
+
+def test_a_position_grid_reaching_past_float32_is_a_format_error() -> None:
+    from fieldpress.errors import FormatError
+    from fieldpress.scenes.lightgaussian.position import PositionGrid, dequantize_positions
+
+    grid = PositionGrid.from_header({"bits": 16, "origin": [0.0, 0.0, 0.0], "step": [1e36, 1.0, 1.0]})
+    assert dequantize_positions(np.array([[3, 3, 3]], np.uint64), grid).dtype == np.float32
+    with pytest.raises(FormatError, match="float32"):
+        dequantize_positions(np.array([[65535, 0, 0]], np.uint64), grid)

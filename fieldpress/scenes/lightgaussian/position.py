@@ -71,7 +71,10 @@ def dequantize_positions(cells: np.ndarray, grid: PositionGrid) -> np.ndarray:
     """Cell coordinates back to float32 positions (cell centres of the grid)."""
     origin = np.asarray(grid.origin, dtype=np.float64)
     step = np.asarray(grid.step, dtype=np.float64)
-    return (origin + cells.astype(np.float64) * step).astype(np.float32)
+    out = origin + cells.astype(np.float64) * step
+    if out.size and not np.all(np.abs(out) <= np.finfo(np.float32).max):
+        raise FormatError("the position grid reaches outside float32 (damaged header?)")
+    return out.astype(np.float32)
 
 
 def _spread(v: np.ndarray, bits: int) -> np.ndarray:
