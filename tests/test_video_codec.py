@@ -19,7 +19,7 @@ from fieldpress.video.cli import decode_video_command, fit_video_command
 from fieldpress.video.codec import open_video
 from fieldpress.video.data import ClipSource, to_uint8
 from fieldpress.video.fit import FitOptions
-from fieldpress.video.io import VideoClip, read_video, write_video
+from fieldpress.video.io import VideoClip, read_video
 from fieldpress.video.pipeline import fit_clip
 from tests.helpers.reads import record_reads
 
@@ -113,13 +113,6 @@ def test_resume_after_the_fit_reproduces_the_file(tmp_path: Path) -> None:
     with pytest.raises(Exception, match="(?i)checkpoint|resume"):
         fit_clip(clip, out, FitOptions(model="nerv", size=40_000, epochs=3), torch.device("cpu"),
                  resume=True, show_progress=False)
-
-
-@pytest.fixture(scope="module")
-def small_mp4(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("cli") / "small.mp4"
-    write_video(tiny_clip(4, 32, 48), path, 10.0, lossless=True)
-    return path
 
 
 def test_bad_inputs_exit_2_with_one_line(tmp_path: Path, small_mp4: Path,

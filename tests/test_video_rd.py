@@ -22,7 +22,7 @@ from fieldpress.video.cli import fit_video_command
 from fieldpress.video.codec import open_video
 from fieldpress.video.data import ClipSource, to_uint8
 from fieldpress.video.fit import FitOptions
-from fieldpress.video.io import VideoClip, write_video
+from fieldpress.video.io import VideoClip
 from fieldpress.video.pipeline import build_model_for, compress, fit_model
 from fieldpress.video.rd import RdVideoModel
 from tests.helpers.refusals import assert_refused
@@ -115,13 +115,6 @@ def test_rd_side_information_chunks_are_checked() -> None:
         open_video(_rebuilt(result.data, "embedding/000001")).decode(8, 9)
     with pytest.raises(FormatError):
         open_video(_rebuilt(result.data, "embedding/rows"))
-
-
-@pytest.fixture(scope="module")
-def small_mp4(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("rdcli") / "small.mp4"
-    write_video(tiny_clip(4, 32, 48), path, 10.0, lossless=True)
-    return path
 
 
 def test_rd_flags_bad_values_exit_2_with_one_line(tmp_path: Path, small_mp4: Path,
