@@ -147,6 +147,39 @@ class PosteriorFit:
                 log.append({"step": self.steps, "mse": float(mse.detach()) / self.shape[0],
                             "kl_bits": float(kl.detach().sum()) / LN2})
 
+    def cap_kl(self, blocks: list[int], bits: float, iterations: int = 50) -> None:
+        """Pull each of ``blocks`` whose KL exceeds ``bits`` toward the prior, mean and log-scale along one
+        straight line per block (``t`` = 1: as fitted, 0: the prior), to the ``t`` where its KL is ``bits``:
+        REC with 2^bits candidates draws a faithful sample only from a posterior that spends at most that,
+        and a short fit leaves blocks over budget (the paper's beta rule needs its 30k steps)."""
+        with torch.no_grad():
+            chosen = torch.zeros(self.blocks.n, dtype=torch.bool, device=self.loc.device)
+            chosen[torch.as_tensor(blocks, dtype=torch.long, device=self.loc.device)] = True
+            mask = chosen[self.block_of]
+            q_loc, log_q = self.loc[mask], torch.log(posterior_scale(self.raw[mask]))
+            p_loc, log_p = self.p_loc[mask], torch.log(self.p_scale[mask])
+            owner = self.block_of[mask]
+
+            def kl_at(t: Tensor) -> Tensor:
+                tt = t[owner]
+                kl = gaussian_kl(p_loc + tt * (q_loc - p_loc), torch.exp(log_p + tt * (log_q - log_p)),
+                                 p_loc, self.p_scale[mask])
+                return torch.zeros_like(t).index_add_(0, owner, kl.double()) / LN2
+
+            ones = torch.ones(self.blocks.n, dtype=torch.float64, device=self.loc.device)
+            over = kl_at(ones) > bits
+            if not bool(over.any()):
+                return
+            lo, hi = torch.zeros_like(ones), ones.clone()
+            for _ in range(iterations):  # KL grows with t along the line (convex, 0 at t = 0): bisect
+                mid = (lo + hi) / 2
+                above = kl_at(mid) > bits
+                hi, lo = torch.where(above, mid, hi), torch.where(above, lo, mid)
+            t = torch.where(over, lo, ones).to(self.loc.dtype)[owner]
+            scale = torch.exp(log_p + t * (log_q - log_p)) * 6.0
+            self.loc[mask] = p_loc + t * (q_loc - p_loc)
+            self.raw[mask] = scale + torch.log(-torch.expm1(-scale))  # inverse of softplus(raw) / 6
+
     def code(self, blocks: list[int], seed: int) -> dict[int, int]:
         """REC-code ``blocks`` on the CPU and freeze their samples."""
         cpu = torch.device("cpu")
@@ -187,6 +220,9 @@ def encode_image(prior: Prior, image: Tensor, config: EncodeConfig, seed: int, d
         kl_all = fit.block_kl_bits().cpu().numpy()
         kl = kl_all[remaining]
         chosen = remaining[np.argsort(-kl, kind="stable")[:take]].tolist()  # the paper's largest-KL-first
+        if config.cap_kl:
+            fit.cap_kl(chosen, config.block_bits)
+            kl_all = fit.block_kl_bits().cpu().numpy()
         spent[chosen] = kl_all[chosen]
         for b, i in fit.code(chosen, seed).items():
             indices[b] = i
