@@ -359,6 +359,61 @@ def test_rd_stage_trades_distortion_for_rate() -> None:
     assert losses[1] > plain_result.stages[1]["loss"]  # distortion (loss minus lambda x rate) went up
 
 
+def test_steer_lambda_moves_lambda_toward_the_target_rate() -> None:
+    from fieldpress.engine.stages import LAMBDA_RANGE, steer_lambda
+
+    up, avg = steer_lambda(1.0, 2.0, 2.0, 1.0)  # rate twice the target: the rate weighs more
+    assert up > 1.0 and avg == pytest.approx(2.0)
+    down, _ = steer_lambda(1.0, 0.5, 0.5, 1.0)
+    assert down < 1.0 and steer_lambda(1.0, 1.0, 1.0, 1.0)[0] == pytest.approx(1.0)
+    assert steer_lambda(LAMBDA_RANGE[1], 1e9, 1e9, 1e-9)[0] == LAMBDA_RANGE[1]
+    with pytest.raises(InputError):
+        Stage.rd(1, 1e-3, 0.1, target_rate=0.0)
+
+
+class _L1Plant(torch.nn.Module):
+    """Distortion |w - w0|^2 against rate |w|_1: at lambda the optimum is w0 shrunk by lambda / 2, so
+    the rate falls as lambda grows, and grows back when it falls."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("w0", torch.linspace(-2.0, 2.0, 64))
+        self.w = torch.nn.Parameter(self.w0.clone())
+
+    def rate_bits(self, info) -> torch.Tensor:  # noqa: ANN001
+        return self.w.abs().sum()
+
+
+def _steer(target: float, lmbda: float, steps: int = 600) -> tuple[float, float]:
+    """(rate, lambda) after `steps` Adam steps of the rd kind's loss on the plant, steered to `target`."""
+    from types import SimpleNamespace
+
+    from fieldpress.engine import StepInfo
+    from fieldpress.engine.stages import STAGE_KINDS
+
+    plant = _L1Plant()
+    state = SimpleNamespace(model=plant, masks=None, stage_state={})
+    stage = Stage.rd(1, 0.05, lmbda, lambda_warmup=0.1, target_rate=target)
+    opt = torch.optim.Adam(plant.parameters(), lr=0.02)
+    for i in range(steps):
+        info = StepInfo(0, "rd", i / steps, i, i, steps)
+        distortion = ((plant.w - plant.w0) ** 2).sum()
+        loss, _ = STAGE_KINDS["rd"].adjust_loss(state, stage, info, distortion, {})
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return float(plant.rate_bits(None).detach()), STAGE_KINDS["rd"].end(state, stage)["lambda"]
+
+
+def test_a_steered_rd_stage_ends_near_its_target_rate() -> None:
+    """With a target rate the rd stage finds its lambda: from a start far too small (lambda 1e-3 keeps
+    nearly all of the plant's rate of 64) and from one too large, the rate ends within 5% of the target,
+    and the lower target ends at the larger lambda."""
+    low, high = _steer(20.0, 1e-3), _steer(60.0, 1.0)
+    assert low[0] == pytest.approx(20.0, rel=0.05) and high[0] == pytest.approx(60.0, rel=0.05)
+    assert low[1] > high[1] > 0
+
+
 def test_rd_stage_needs_a_model_with_rate_bits() -> None:
     with pytest.raises(InputError, match="rate_bits"):
         _fit([Stage.rd(1, 1e-3, 0.1)])

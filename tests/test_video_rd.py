@@ -124,6 +124,7 @@ def test_rd_flags_bad_values_exit_2_with_one_line(tmp_path: Path, small_mp4: Pat
         ["--lambda", "0"], ["--lambda", "-0.5"], ["--lambda", "nan"], ["--quality", "9"],
         ["--target-bpp", "0.0001", "--quality", "3"], ["--target-bpp", "0"], ["--target-bpp", "-1"],
         ["--rd-epochs", "2"], ["--quality", "3", "--rd-epochs", "0"], ["--quality", "3", "--qat-epochs", "1"],
+        ["--target-bpp", "0.1", "--size", "40k"],
     ]
     for i, extra in enumerate(cases):
         out = tmp_path / f"o{i}.fpv"
@@ -145,6 +146,28 @@ def test_fit_video_with_quality_writes_an_rd_file(tmp_path: Path, small_mp4: Pat
 
     assert "lambda 0.02" in read_info(out).to_dict()["summary"]["rate trained"]
     verify_container(open_container(out))
+
+
+def test_rd_with_a_target_bpp_steers_lambda_and_keeps_the_size(tmp_path: Path, small_mp4: Path,
+                                                                capsys: pytest.CaptureFixture) -> None:
+    """--rd --target-bpp: the model keeps --size (the target no longer sizes it), lambda starts at the
+    ladder's smallest and is steered (a target far below the plain rate raises it); the file says so."""
+    out = tmp_path / "steered.fpv"
+    argv = [str(small_mp4), "--model", "nerv", "--size", "40k", "--epochs", "1", "--rd", "--target-bpp",
+            "0.5", "--rd-epochs", "3", "-o", str(out), "--json"]
+    assert run_command(fit_video_command, argv) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    from fieldpress.codec.container import read_info
+    from fieldpress.codec.rate_control import QUALITY_LAMBDAS
+
+    assert summary["params"] == pytest.approx(40_000, rel=0.1)
+    assert summary["rd_target_bpp"] == 0.5 and summary["rd_lambda"] > min(QUALITY_LAMBDAS.values())
+    assert "steered to 0.5 bpp" in read_info(out).to_dict()["summary"]["rate trained"]
+    for bad in (["--model", "hinerv", "--rd"], ["--rd", "--qat-epochs", "1"]):
+        bad_out = tmp_path / "bad.fpv"
+        err = assert_refused(fit_video_command, [str(small_mp4), "--epochs", "1", *bad, "-o", str(bad_out)],
+                             small_mp4, bad_out, capsys)
+        assert err.startswith("error:"), (bad, err)
 
 
 def test_resume_inside_the_rd_stage_reproduces_the_file(tmp_path: Path,

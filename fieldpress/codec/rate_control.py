@@ -15,6 +15,7 @@ from fieldpress.errors import InputError
 
 QUALITY_LAMBDAS: dict[int, float] = {q: 0.04 / 2 ** (q - 1) for q in range(1, 9)}  # 0.04 ... 3.1e-4
 LAMBDA_MIN, LAMBDA_MAX = 1e-5, 1.0
+DEFAULT_QUALITY = 4  # the rung a rate-trained model uses when no --lambda or --quality is given
 
 
 def check_lambda(lambda_: float) -> float:

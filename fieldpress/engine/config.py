@@ -144,11 +144,13 @@ class Stage:
         return cls("qat", epochs, lr, options=QatOptions(bits, axis, symmetric), **stage)
 
     @classmethod
-    def rd(cls, epochs: int, lr: float, lmbda: float, lambda_warmup: float = 0.0, **stage: Any) -> Stage:
-        """An "rd" stage: loss + lmbda x model.rate_bits(info), lmbda ramped over `lambda_warmup`."""
+    def rd(cls, epochs: int, lr: float, lmbda: float, lambda_warmup: float = 0.0,
+           target_rate: float | None = None, **stage: Any) -> Stage:
+        """An "rd" stage: loss + lmbda x model.rate_bits(info), lmbda ramped over `lambda_warmup`, then
+        steered toward `target_rate` when one is given."""
         from fieldpress.engine.stages import RdOptions
 
-        return cls("rd", epochs, lr, options=RdOptions(lmbda, lambda_warmup), **stage)
+        return cls("rd", epochs, lr, options=RdOptions(lmbda, lambda_warmup, target_rate), **stage)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -16,6 +16,7 @@ and tidies up when the stage ends (`end`); the Fitter runs the optimisation step
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
@@ -80,16 +81,23 @@ class QatOptions(StageOptions):
 @dataclasses.dataclass(frozen=True)
 class RdOptions(StageOptions):
     """`lmbda` weighs the rate (bits) against the distortion loss; `warmup` is the fraction of the
-    stage over which lambda rises linearly from 0 (0: full lambda from the first step)."""
+    stage over which lambda rises linearly from 0 (0: full lambda from the first step). With
+    `target_rate` (in `rate_bits`' units), `lmbda` is only the start: after the warm-up, lambda is
+    steered every step toward the lambda whose rate is the target (`steer_lambda`)."""
 
     lmbda: float
     warmup: float = 0.0
+    target_rate: float | None = None
 
     def __post_init__(self) -> None:
         if not self.lmbda >= 0:
             raise InputError(f"rd lambda must be >= 0, got {self.lmbda}")
         if not 0.0 <= self.warmup <= 1.0:
             raise InputError(f"rd lambda warmup is a fraction of the stage in [0, 1], got {self.warmup}")
+        if self.target_rate is not None and not (math.isfinite(self.target_rate) and self.target_rate > 0):
+            raise InputError(f"rd target rate must be a positive number, got {self.target_rate}")
+        if self.target_rate is not None and not self.lmbda > 0:
+            raise InputError("an rd stage steered to a target rate needs a positive starting lambda")
 
 
 # ----------------------------------------------------------------------------- kinds
@@ -188,6 +196,23 @@ def rd_lambda(options: RdOptions, progress: float) -> float:
     return options.lmbda * min(1.0, progress / options.warmup)
 
 
+STEER_GAIN = 0.05  # log-lambda moves by this x log(rate / target) per step
+STEER_CLIP = 0.5  # ... with log(rate / target) clipped to +-this (at most 2.5% per step): no runaway
+STEER_SMOOTHING = 0.9  # the rate it compares is an exponential average over about ten steps
+LAMBDA_RANGE = (1e-7, 1e3)  # steered lambda stays inside (the bpp of a model at either end is its floor)
+
+
+def steer_lambda(lam: float, average: float, rate: float, target: float) -> tuple[float, float]:
+    """(lambda, average rate) after one step: the rate averaged over recent steps, and lambda scaled by
+    exp(STEER_GAIN x log(average / target)), the log clipped to +-STEER_CLIP, so a rate above the target
+    weighs the rate more, and below it less. It converges from a small lambda (the rate falling toward
+    the target); from one far too large it may swing (the fit's rate lags lambda)."""
+    average = STEER_SMOOTHING * average + (1 - STEER_SMOOTHING) * rate
+    error = min(max(math.log(max(average, 1e-12) / target), -STEER_CLIP), STEER_CLIP)
+    lam = lam * math.exp(STEER_GAIN * error)
+    return min(max(lam, LAMBDA_RANGE[0]), LAMBDA_RANGE[1]), average
+
+
 class RdKind(StageKind):
     """Rate-distortion training. Contract: the model has `rate_bits(info: StepInfo) -> Tensor`, a 0-d
     differentiable estimate of the bits its file will hold (entropy models, soft-rounding: the model's
@@ -204,8 +229,22 @@ class RdKind(StageKind):
     def adjust_loss(self, state: StageState, stage: Stage, info: StepInfo, loss: Tensor,
                     metrics: dict[str, Any]) -> tuple[Tensor, dict[str, Any]]:
         rate = state.model.rate_bits(info)
-        lam = rd_lambda(stage.options, info.progress)
+        opts = stage.options
+        if opts.target_rate is None:
+            lam = rd_lambda(opts, info.progress)
+        else:  # steered: the lambda of the last step, kept in the checkpoint's stage state
+            steer = state.stage_state.setdefault("rd_steer", {"lambda": opts.lmbda, "rate": None})
+            ramp = min(1.0, info.progress / opts.warmup) if opts.warmup > 0 else 1.0
+            lam, value = steer["lambda"] * ramp, float(rate.detach())
+            if info.progress >= opts.warmup and state.model.training:
+                average = value if steer["rate"] is None else steer["rate"]
+                steer["lambda"], steer["rate"] = steer_lambda(steer["lambda"], average, value,
+                                                              opts.target_rate)
         return loss + lam * rate, {**metrics, "rate_bits": rate.detach(), "lambda": lam}
+
+    def end(self, state: StageState, stage: Stage) -> dict[str, Any]:
+        steer = state.stage_state.get("rd_steer")
+        return {} if steer is None else {"lambda": steer["lambda"], "rate_average": steer["rate"]}
 
 
 STAGE_KINDS: dict[str, StageKind] = {k.name: k for k in (FitKind(), PruneKind(), QatKind(), RdKind())}

@@ -37,9 +37,10 @@ def _fit_parser():  # noqa: ANN202
     p.add_argument("--preset", choices=sorted(PRESETS),
                    help="preview (CPU default: small model, time-capped), default (GPU default), paper")
     p.add_argument("--model", choices=sorted([*MODELS, *METHODS]), help="model (preset: hnerv)")
-    size = p.add_mutually_exclusive_group()
-    size.add_argument("--size", help="parameters stored (decoder + embeddings), e.g. 0.35M, 1.5M")
-    size.add_argument("--target-bpp", type=float, help="choose the size that lands near this many bits/pixel")
+    p.add_argument("--size", help="parameters stored (decoder + embeddings), e.g. 0.35M, 1.5M")
+    p.add_argument("--target-bpp", type=float,
+                   help="land near this many bits/pixel: chooses the size (not with --size), or with --rd "
+                        "steers lambda; latent/nirvana: searches lambda")
     p.add_argument("--epochs", type=int, help="fit epochs (preset)")
     p.add_argument("--minutes", type=float,
                    help="cap on fitting (caps --epochs; wall-clock; --model latent and nirvana: a CPU-time "
@@ -73,8 +74,12 @@ def _fit_parser():  # noqa: ANN202
     rd.add_argument("--quality", type=int,
                     help="train the rate at quality 1..8, fewest bits at 1 (a fixed lambda ladder; "
                          "latent/nirvana default 4)")
+    p.add_argument("--rd", action="store_true",
+                   help="hnerv, nerv, nervpp: train the rate in an rd stage; with --target-bpp, lambda is "
+                        "steered to that rate (starting from --lambda/--quality, else quality 8's) and the "
+                        "model keeps --size or the preset's size")
     p.add_argument("--rd-epochs", type=int,
-                   help="hnerv/nerv/nervpp with --lambda/--quality: rd stage epochs (default epochs/3)")
+                   help="hnerv/nerv/nervpp with --rd/--lambda/--quality: rd stage epochs (default epochs/3)")
     add_device_arg(p)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--resume", action="store_true", help="continue from OUTPUT.ckpt/ after an interruption")
@@ -157,6 +162,9 @@ def _fit_preset_and_output(args: argparse.Namespace, path: Path, device: Any) ->
         raise InputError("--epochs must be at least 1")
     if args.target_bpp is not None and not (math.isfinite(args.target_bpp) and args.target_bpp > 0):
         raise InputError(f"--target-bpp must be a positive number, got {args.target_bpp}")
+    if args.target_bpp is not None and args.size and not args.rd:
+        raise InputError("--target-bpp chooses the size: give it or --size, not both (or add --rd to steer "
+                         "lambda to the target at --size)")
     _check_group_flags(args)
     return pre, output
 
@@ -193,7 +201,7 @@ def _fit_options(args: argparse.Namespace, pre: Any, clip: Any) -> Any:
     from fieldpress.video.methods import METHODS
 
     model = args.model or pre.model
-    rd = args.lmbda is not None or args.quality is not None
+    rd = args.rd or args.lmbda is not None or args.quality is not None
     if model not in METHODS:
         _check_inr_rd_flags(args, pre, rd)
     elif args.rd_epochs is not None:
@@ -201,11 +209,12 @@ def _fit_options(args: argparse.Namespace, pre: Any, clip: Any) -> Any:
     if args.patch is not None and model != "hinerv":
         raise InputError(f"--patch applies to --model hinerv, not {model}")
     if rd and model == "hinerv":
-        raise InputError("--lambda and --quality are not built for hinerv yet: its weights are quantized "
-                         "after training (use --bits or --target-bpp)")
+        raise InputError("--rd, --lambda and --quality are not built for hinerv yet: its weights are "
+                         "quantized after training (use --bits or --target-bpp)")
+    sized_by_target = args.target_bpp is not None and not args.rd
     return FitOptions(
         model=model,
-        size=parse_count(args.size) if args.size else (None if args.target_bpp else pre.size),
+        size=parse_count(args.size) if args.size else (None if sized_by_target else pre.size),
         target_bpp=args.target_bpp,
         epochs=args.epochs or pre.epochs,
         minutes=args.minutes if args.minutes is not None else (
@@ -218,21 +227,22 @@ def _fit_options(args: argparse.Namespace, pre: Any, clip: Any) -> Any:
         batch_size=args.batch_size, lr=args.lr,
         cam=pre.cam if args.cam is None else args.cam,
         group_size=args.group_size, key_every=args.key_every, adaptive_groups=args.adaptive_groups,
-        lmbda=args.lmbda, quality=args.quality, rd_epochs=args.rd_epochs,
+        lmbda=args.lmbda, quality=args.quality, rd_epochs=args.rd_epochs, rate_trained=bool(args.rd),
     )
 
 
 def _check_inr_rd_flags(args: argparse.Namespace, pre: Any, rd: bool) -> None:
-    """The rate-distortion flags of a `VideoINR` model (InputError, exit 2): --rd-epochs needs --lambda
-    or --quality, and QAT does not combine with a trained rate (the rd stage already trains quantized)."""
+    """The rate-distortion flags of a `VideoINR` model (InputError, exit 2): --rd-epochs needs --rd,
+    --lambda or --quality, and QAT does not combine with a trained rate (the rd stage already trains
+    quantized)."""
     if args.rd_epochs is not None and not rd:
-        raise InputError("--rd-epochs needs --lambda or --quality")
+        raise InputError("--rd-epochs needs --rd, --lambda or --quality")
     if args.rd_epochs is not None and args.rd_epochs < 1:
         raise InputError("--rd-epochs must be at least 1")
     qat = args.qat_epochs if args.qat_epochs is not None else pre.qat_epochs
     if rd and qat:
-        raise InputError("--qat-epochs does not combine with --lambda/--quality: the rd stage trains the "
-                         "quantized model itself")
+        raise InputError("--qat-epochs does not combine with --rd/--lambda/--quality: the rd stage trains "
+                         "the quantized model itself")
 
 
 def _preview_resize(path: Path, max_width: int, downscale_for) -> tuple[int, int] | None:  # noqa: ANN001

@@ -46,11 +46,13 @@ def summarize(header: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _rd_summary(rd: Any) -> str | None:
-    """'lambda 0.005, 123,456 coded bits (rate model 123,000)' for a rate-trained file, else None."""
+    """'lambda 0.005, 123,456 coded bits (rate model 123,000)' for a rate-trained file (', steered to
+    0.2 bpp' when --target-bpp chose lambda), else None."""
     if not isinstance(rd, dict):
         return None
     try:
-        return (f"lambda {float(rd['lambda']):g}, {int(rd['payload_bits']):,} coded bits "
+        steered = f", steered to {float(rd['target_bpp']):g} bpp" if "target_bpp" in rd else ""
+        return (f"lambda {float(rd['lambda']):g}{steered}, {int(rd['payload_bits']):,} coded bits "
                 f"(rate model {float(rd['model_bits']):,.0f})")
     except (KeyError, TypeError, ValueError):
         return "yes"

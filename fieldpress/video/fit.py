@@ -48,17 +48,35 @@ class FitOptions:
     lmbda: float | None = None  # rate-distortion weight: loss = MSE + lmbda * bpp
     quality: int | None = None  # 1..8, a fixed lambda ladder
     rd_epochs: int | None = None  # VideoINR models with lmbda/quality: rd stage epochs (None: epochs // 3)
+    rate_trained: bool = False  # --rd: an rd stage even without lmbda/quality (steered to target_bpp if set)
 
     @property
     def rd(self) -> bool:
-        """Whether the rate is trained (``--lambda`` or ``--quality`` given)."""
-        return self.lmbda is not None or self.quality is not None
+        """Whether the rate is trained (``--rd``, ``--lambda`` or ``--quality`` given)."""
+        return self.rate_trained or self.lmbda is not None or self.quality is not None
+
+    @property
+    def steered(self) -> bool:
+        """Whether the rd stage steers lambda to ``--target-bpp`` (``--rd`` with a target) instead of the
+        target choosing the model's size."""
+        return self.rate_trained and self.target_bpp is not None
 
     def rd_lambda(self) -> float:
-        """Lambda of the rd stage: ``--lambda``, else ``--quality``'s rung of the ladder."""
-        from fieldpress.codec.rate_control import check_lambda, quality_lambda
+        """Lambda of the rd stage: ``--lambda``, else ``--quality``'s rung of the ladder, else the default
+        rung; a steered stage starts from ``--lambda``/``--quality`` or the ladder's smallest lambda (the
+        rate then falls toward the target from above, the direction the steering converges in)."""
+        from fieldpress.codec.rate_control import (
+            DEFAULT_QUALITY,
+            QUALITY_LAMBDAS,
+            check_lambda,
+            quality_lambda,
+        )
 
-        return check_lambda(self.lmbda) if self.lmbda is not None else quality_lambda(int(self.quality or 0))
+        if self.lmbda is not None:
+            return check_lambda(self.lmbda)
+        if self.quality is None and self.steered:
+            return min(QUALITY_LAMBDAS.values())
+        return quality_lambda(int(self.quality if self.quality is not None else DEFAULT_QUALITY))
 
 
 def size_for_bpp(bpp: float, frames: int, width: int, height: int, bits: int) -> int:
@@ -89,7 +107,7 @@ def stages_for(opts: FitOptions, plan: dict[str, int], lr: float, warmup: float)
         stages.append(Stage.qat(plan["qat"], lr * 0.1, bits=opts.bits, axis=0, schedule="cosine"))
     if "rd" in plan:
         stages.append(Stage.rd(plan["rd"], lr, opts.rd_lambda(), lambda_warmup=0.2, schedule="cosine",
-                               min_lr_ratio=0.05))
+                               min_lr_ratio=0.05, target_rate=opts.target_bpp if opts.steered else None))
     return stages
 
 

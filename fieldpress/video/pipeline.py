@@ -71,7 +71,7 @@ def build_model_for(clip: VideoClip, opts: FitOptions) -> VideoINR:
     from fieldpress.engine.rng import seed_everything
 
     size = opts.size
-    if opts.target_bpp is not None:
+    if opts.target_bpp is not None and not opts.steered:
         size = size_for_bpp(opts.target_bpp, clip.count, clip.width, clip.height, opts.bits)
     if size is None:
         raise InputError("give --size or --target-bpp")
@@ -182,10 +182,10 @@ def encode_bytes(model: VideoINR, q: Quantized, clip: VideoClip,
 
 
 def encode_rd_fit(model: Any, source: ClipSource, clip: VideoClip, opts: FitOptions, facts: dict[str, Any],
-                  device: torch.device) -> tuple[Any, bytes, np.ndarray, dict[str, Any]]:
-    """(codec, bytes, frames before quantization, rate facts) of an RD-fitted `RdVideoModel`: its integer
-    weights and side information range-coded under its Laplace models (codec version 3). The facts
-    compare the rate model's bits with the coded payload's."""
+                  device: torch.device, lambda_: float) -> tuple[Any, bytes, np.ndarray, dict[str, Any]]:
+    """(codec, bytes, frames before quantization, rate facts) of an RD-fitted `RdVideoModel` trained at
+    `lambda_` (a steered stage's last): its integer weights and side information range-coded under its
+    Laplace models (codec version 3). The facts compare the rate model's bits with the coded payload's."""
     from fieldpress.video.models.hnerv import EMBED_CHUNK
     from fieldpress.video.rd import encode_rd
 
@@ -197,7 +197,8 @@ def encode_rd_fit(model: Any, source: ClipSource, clip: VideoClip, opts: FitOpti
     float_frames = render_all(model, source, device)
     model.ready.fill_(1.0 if ready else 0.0)
     payload = sum(coded.payload_bits.values())
-    rd = {"lambda": opts.rd_lambda(), "model_bits": round(model_bits, 1), "payload_bits": payload,
+    target = {"target_bpp": opts.target_bpp} if opts.steered else {}
+    rd = {"lambda": lambda_, **target, "model_bits": round(model_bits, 1), "payload_bits": payload,
           "payload_split": coded.payload_bits}
     codec = get_codec("video", model.inr.name)
     encoded = codec.encode(model.inr, coded.streams, coded.weights_meta, fps=clip.fps,
@@ -205,8 +206,8 @@ def encode_rd_fit(model: Any, source: ClipSource, clip: VideoClip, opts: FitOpti
                            extra={"fit": {**facts, **({"embed_bits": opts.embed_bits} if side else {}),
                                           "rd": rd}})
     data = encode_file(codec, encoded)
-    return codec, data, float_frames, {"rd_lambda": rd["lambda"], "rate_model_bits": rd["model_bits"],
-                                       "payload_bits": payload,
+    return codec, data, float_frames, {"rd_lambda": rd["lambda"], **{f"rd_{k}": v for k, v in target.items()},
+                                       "rate_model_bits": rd["model_bits"], "payload_bits": payload,
                                        "header_and_table_bytes": len(data) - payload // 8}
 
 
@@ -217,6 +218,15 @@ def measure(data: bytes, clip: VideoClip, device: torch.device) -> dict[str, Any
     decoded = open_video(data, device=device).decode()
     return {"bpp": round(bpp(len(data), clip.count, clip.width, clip.height), 6),
             **quality(clip.frames, decoded)}
+
+
+def _rd_lambda(fitted: Any, opts: FitOptions) -> float:
+    """The rd stage's lambda: a steered stage's where it ended, else the flags' (also when the budget
+    skipped the stage)."""
+    for stage in fitted.stages if opts.steered else []:
+        if isinstance(stage, dict) and stage.get("kind") == "rd" and "lambda" in stage:
+            return float(stage["lambda"])
+    return opts.rd_lambda()
 
 
 def _epochs_done(stages: list[dict]) -> Any:
@@ -263,7 +273,7 @@ def compress(clip: VideoClip, options: FitOptions, device: torch.device, *, outp
                  "qat_epochs": options.qat_epochs, "bits": options.bits}
         if options.rd:
             codec, data, before_frames, rd_facts = encode_rd_fit(fitted.model.eval(), source, clip, options,
-                                                                 facts, device)
+                                                                 facts, device, _rd_lambda(fitted, options))
             model = open_video(data, device=device).model
         else:
             model = fitted.model.eval()

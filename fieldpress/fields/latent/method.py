@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from fieldpress.codec.rate_control import check_lambda, quality_lambda, search_lambda
+from fieldpress.codec.rate_control import DEFAULT_QUALITY, check_lambda, quality_lambda, search_lambda
 from fieldpress.codec.registry import Encoded, encode_file, get_codec
 from fieldpress.errors import FormatError, InputError, ResumeError
 from fieldpress.fields.image_io import RasterInfo
@@ -27,7 +27,6 @@ from fieldpress.fields.latent.fit import (
 )
 from fieldpress.fields.latent.pipeline import to_tensor, to_uint8
 
-DEFAULT_QUALITY = 4
 DEFAULT_CPU_SECONDS = 300.0  # the bench's budget: 5 CPU-minutes per image
 PROBE_FRACTION = 6  # a --target-bpp probe fits for 1/PROBE_FRACTION of the budget
 MAX_PROBES = 4
