@@ -123,7 +123,7 @@ def test_fit_video_writes_a_latent_file_that_info_summarizes(tmp_path: Path,
     from fieldpress.video.latent.declaration import summarize
 
     facts = summarize(open_container(out).header)
-    assert facts["groups"].startswith("1 of 16") and facts["rate split"].startswith("latents ")
+    assert facts["groups"].startswith("1 of 32") and facts["rate split"].startswith("latents ")
 
 
 def test_latent_frames_blend_linearly_in_time() -> None:
@@ -134,3 +134,31 @@ def test_latent_frames_blend_linearly_in_time() -> None:
     per_frame = model.in_time(planes)[0][:, 0, 0]
     # latent frames sit at times 1.5 and 5.5; frames 0, 1 copy the first, 6 the second
     assert per_frame.tolist() == pytest.approx([0, 0, 0.125, 0.375, 0.625, 0.875, 1.0])
+
+
+def test_a_step_on_some_frames_synthesizes_those_and_keeps_bits_per_pixel() -> None:
+    """A training step may synthesize a subset of the group's frames: those frames exactly as the whole
+    group's synthesis gives them, and the bits scaled by the subset's share (bits per synthesized pixel
+    stay the group's); the fit draws the subsets from its seed."""
+    from fieldpress.fields.latent.fit import FitConfig
+    from fieldpress.video.latent.fit import fit_group
+    from fieldpress.video.latent.model import LatentGroupModel
+
+    config = VideoLatentConfig(n_levels=2, group=8, time_stride=2, arm_hidden=4, synth_hidden=4)
+    model = LatentGroupModel(config, 6, 8, 8)
+    with torch.no_grad():
+        for p in model.latents:
+            p.copy_(torch.randn(p.shape, generator=torch.Generator().manual_seed(1)) * 2)
+        frames, bits = model(None)
+        model.subset = torch.tensor([1, 4])
+        some, some_bits = model(None)
+    assert torch.allclose(some, frames[[1, 4]], atol=1e-6)
+    assert float(some_bits) == pytest.approx(float(bits) * 2 / 6, rel=1e-6)
+    target = torch.rand(6, 3, 8, 8, generator=torch.Generator().manual_seed(2))
+    runs = []
+    for k in (2, 2, None):
+        torch.manual_seed(0)  # the networks' initial weights (fit_clip seeds it once per clip)
+        runs.append(fit_group(target, config, 0.01, steps=5, fit=FitConfig(seed=3), frames_per_step=k))
+    assert all(r[0].subset is None for r in runs)
+    assert torch.equal(runs[0][0].latents[0], runs[1][0].latents[0])
+    assert not torch.equal(runs[0][0].latents[0], runs[2][0].latents[0])

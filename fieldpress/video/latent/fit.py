@@ -44,13 +44,17 @@ def group_ranges(frames: int, group: int) -> list[tuple[int, int]]:
 
 def fit_group(target: Tensor, config: VideoLatentConfig, lambda_: float, *, steps: int | None = None,
               seconds: float | None = None, previous: LatentGroupModel | None = None,
-              fit: FitConfig = FitConfig()) -> tuple[LatentGroupModel, int, float, dict[str, float]]:
+              fit: FitConfig = FitConfig(), frames_per_step: int | None = None,
+              ) -> tuple[LatentGroupModel, int, float, dict[str, float]]:
     """Fit one group ((frames, 3, H, W) in [0, 1]) for `steps` or about `seconds` of CPU time, starting
-    from `previous` when given; returns (model, steps, CPU seconds, last step's record)."""
+    from `previous` when given; each step synthesizes `frames_per_step` frames drawn at random (None:
+    all). Returns (model, steps, CPU seconds, last step's record)."""
     model = LatentGroupModel(config, target.shape[0], target.shape[2], target.shape[3])
     if previous is not None:
         model.warm_start(previous)
     opt = latent_optimizer(model, fit)
+    sample = frames_per_step is not None and frames_per_step < target.shape[0]
+    draw = torch.Generator().manual_seed(fit.seed)
     start = time.process_time()
     step, rec = 0, {}
     while True:  # progress: the share of the steps, or of the CPU time, spent so far
@@ -62,16 +66,21 @@ def fit_group(target: Tensor, config: VideoLatentConfig, lambda_: float, *, step
             progress = (time.process_time() - start) / max(float(seconds or 0.0), 1e-9)
             if progress >= 1.0 and step >= MIN_STEPS:
                 break
-        rec = train_step(model, opt, target, lambda_, min(progress, 1.0), fit)
+        if sample:
+            model.subset = torch.randperm(target.shape[0], generator=draw)[:frames_per_step].sort().values
+        rec = train_step(model, opt, target[model.subset] if sample else target, lambda_,
+                         min(progress, 1.0), fit)
         step += 1
+    model.subset = None
     return model, step, time.process_time() - start, rec
 
 
 def fit_clip(frames: Tensor, config: VideoLatentConfig, lambda_: float, *, steps: int | None = None,
              seconds: float | None = None, fit: FitConfig = FitConfig(),
-             progress: Callable[[int, int, dict[str, float]], None] | None = None) -> list[GroupFit]:
+             progress: Callable[[int, int, dict[str, float]], None] | None = None,
+             frames_per_step: int | None = None) -> list[GroupFit]:
     """Fit every group of `frames` ((T, 3, H, W) float in [0, 1]) in order. `steps` is per group;
-    `seconds` (CPU time of this process) is for the whole clip."""
+    `seconds` (CPU time of this process) is for the whole clip; `frames_per_step` as in `fit_group`."""
     check_lambda(lambda_)
     if (steps is None) == (seconds is None):
         raise InputError("give exactly one of steps or seconds")
@@ -85,7 +94,7 @@ def fit_clip(frames: Tensor, config: VideoLatentConfig, lambda_: float, *, steps
         if seconds is not None:  # what is left, shared by the groups still to fit
             budget = max(0.0, seconds - spent) * weights[i] / sum(weights[i:])
         model, n, sec, rec = fit_group(frames[s:e], config, lambda_, steps=steps, seconds=budget,
-                                       previous=previous, fit=fit)
+                                       previous=previous, fit=fit, frames_per_step=frames_per_step)
         spent += sec
         out.append(GroupFit(model, s, n, sec, rec))
         previous = model

@@ -40,6 +40,7 @@ class LatentGroupModel(nn.Module):
         self.arm_other = ContextMLP(context.NONANCHOR_IN, config.arm_hidden)
         self.offsets = nn.Parameter(torch.zeros(len(config.levels), 2, 2))  # level, pass, (mean, log-scale)
         self.synthesis = Synthesis(len(config.levels), config.synth_hidden, config.synth_convs)
+        self.subset: Tensor | None = None  # training: synthesize only these frames (None: all)
 
     def warm_start(self, previous: LatentGroupModel) -> None:
         """Start from the previous group: its networks, and its last frame's latents in every frame."""
@@ -84,11 +85,18 @@ class LatentGroupModel(nn.Module):
         """(frames, 3, H, W) in [0, 1] (unclamped): the latent frames blended in time, every frame's
         planes upsampled, then the synthesis."""
         planes = self.in_time(planes)
+        if self.subset is not None:
+            planes = [p[self.subset] for p in planes]
         return self.synthesis(upsample(planes, self.height, self.width, self.config.upsample))
 
     def forward(self, state: proxies.ProxyState | None) -> tuple[Tensor, Tensor]:
+        """(frames, bits): with a `subset`, its frames and the bits scaled by its share of the group, so
+        bits per synthesized pixel stay the group's."""
         planes = self.quantized_planes(state)
-        return self.synthesize(planes), self.rate_bits(planes)
+        bits = self.rate_bits(planes)
+        if self.subset is not None:
+            bits = bits * (len(self.subset) / self.frames)
+        return self.synthesize(planes), bits
 
     def macs_per_pixel(self) -> float:
         """Decoder multiply-accumulates per pixel (context model + synthesis; upsampling excluded)."""
