@@ -99,7 +99,7 @@ def test_a_header_with_mismatched_depths_cannot_be_built() -> None:
 
 
 @pytest.mark.parametrize("flags", [["--patch", "-1"], ["--model", "hnerv", "--patch", "16"],
-                                   ["--size", "100"], ["--lambda", "0.01"]])
+                                   ["--size", "100"], ["--lambda", "0"]])
 def test_bad_flags_exit_2_with_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                         flags: list[str]) -> None:
     src = tmp_path / "in.mp4"

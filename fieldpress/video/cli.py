@@ -203,14 +203,11 @@ def _fit_options(args: argparse.Namespace, pre: Any, clip: Any) -> Any:
     model = args.model or pre.model
     rd = args.rd or args.lmbda is not None or args.quality is not None
     if model not in METHODS:
-        _check_inr_rd_flags(args, pre, rd)
+        _check_inr_rd_flags(args, rd)
     elif args.rd_epochs is not None:
         raise InputError(f"--rd-epochs applies to hnerv, nerv and nervpp, not {model}")
     if args.patch is not None and model != "hinerv":
         raise InputError(f"--patch applies to --model hinerv, not {model}")
-    if rd and model == "hinerv":
-        raise InputError("--rd, --lambda and --quality are not built for hinerv yet: its weights are "
-                         "quantized after training (use --bits or --target-bpp)")
     sized_by_target = args.target_bpp is not None and not args.rd
     return FitOptions(
         model=model,
@@ -222,7 +219,7 @@ def _fit_options(args: argparse.Namespace, pre: Any, clip: Any) -> Any:
         bits=args.bits, embed_bits=args.embed_bits,
         prune=args.prune if args.prune is not None else pre.prune,
         prune_epochs=args.prune_epochs,
-        qat_epochs=args.qat_epochs if args.qat_epochs is not None else pre.qat_epochs,
+        qat_epochs=args.qat_epochs if args.qat_epochs is not None else (0 if rd else pre.qat_epochs),
         precision=args.precision or pre.precision, seed=args.seed, patch=args.patch,
         batch_size=args.batch_size, lr=args.lr,
         cam=pre.cam if args.cam is None else args.cam,
@@ -231,16 +228,15 @@ def _fit_options(args: argparse.Namespace, pre: Any, clip: Any) -> Any:
     )
 
 
-def _check_inr_rd_flags(args: argparse.Namespace, pre: Any, rd: bool) -> None:
+def _check_inr_rd_flags(args: argparse.Namespace, rd: bool) -> None:
     """The rate-distortion flags of a `VideoINR` model (InputError, exit 2): --rd-epochs needs --rd,
-    --lambda or --quality, and QAT does not combine with a trained rate (the rd stage already trains
-    quantized)."""
+    --lambda or --quality, and --qat-epochs does not combine with a trained rate (the rd stage already
+    trains quantized; a preset's QAT, as hinerv-paper's, is dropped instead)."""
     if args.rd_epochs is not None and not rd:
         raise InputError("--rd-epochs needs --rd, --lambda or --quality")
     if args.rd_epochs is not None and args.rd_epochs < 1:
         raise InputError("--rd-epochs must be at least 1")
-    qat = args.qat_epochs if args.qat_epochs is not None else pre.qat_epochs
-    if rd and qat:
+    if rd and args.qat_epochs:  # a preset's QAT stage gives way to the rd stage
         raise InputError("--qat-epochs does not combine with --rd/--lambda/--quality: the rd stage trains "
                          "the quantized model itself")
 
