@@ -1,4 +1,4 @@
-"""Rate-distortion training and coding for the frame-wise video INRs (NeRV, HNeRV, NeRV++).
+"""Rate-distortion training and coding for the video INRs (NeRV, HNeRV, NeRV++, HiNeRV).
 
 `RdVideoModel` wraps a `VideoINR` for the Fitter. Every stored float tensor of the INR (conv and linear
 weights, biases, CAM grids) and every side-information tensor (HNeRV's per-frame embeddings) is held as
