@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from video_rd import BASELINES, RESULTS, encode_baseline, ffmpeg_exe, machine  # noqa: E402
+from video_rd import BASELINES, RESULTS, encode_baseline, ffmpeg_exe, machine, monotonic  # noqa: E402
 
 PREVIEW_CPU_SECONDS, PREVIEW_PIXELS = 8 * 60.0, 176 * 144 * 120
 
@@ -94,15 +94,6 @@ def latent_point(clip, quality: int, seconds: float, work: Path) -> dict:  # noq
     return {"codec": "fieldpress-latent", "quality": quality, "bytes": res.bytes,
             **{k: res.metrics[k] for k in keep},
             "decode_fps_cpu": round(clip.count / cpu, 2), "decode_fps_wall": round(clip.count / wall, 2)}
-
-
-def monotonic(points: list[dict]) -> list[dict]:
-    """The points sorted by rate, keeping each only if its PSNR beats every cheaper kept point."""
-    out: list[dict] = []
-    for p in sorted(points, key=lambda p: p["bpp"]):
-        if not out or p["psnr"] > out[-1]["psnr"]:
-            out.append(p)
-    return out
 
 
 def plot(section: dict, path: Path) -> None:

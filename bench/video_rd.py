@@ -1,6 +1,8 @@
 """Rate-distortion of fieldpress's video INRs against x264, x265, SVT-AV1 and VVC on one clip.
 
     python bench/video_rd.py ../shared/data/video/carphone.mp4 --models hnerv --sizes 40k 80k 160k 320k
+    python bench/video_rd.py ../shared/data/video/carphone.mp4 --models hnerv --sizes 80k 160k \
+        --rd-targets 0.1 0.15 0.2 0.27 --rd-size 160k     # and with the rate trained, steered to 4 rates
 
 On a CUDA GPU (HiNeRV at the hinerv-paper preset's settings: bf16, 300 epochs, 15% pruning, 30 epochs
 of 8-bit QAT; nothing here was run on a GPU yet):
@@ -198,6 +200,10 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--qat-epochs", type=int, default=0)
     ap.add_argument("--cam", action="store_true", help="CAM in the blocks")
     ap.add_argument("--patch", type=int, default=None, help="hinerv: training patch side")
+    ap.add_argument("--rd-targets", type=float, nargs="*", default=[],
+                    help="also fit each model with its rate trained (--rd), steered to each bpp")
+    ap.add_argument("--rd-size", default="160k", help="size of the rate-trained fits")
+    ap.add_argument("--rd-epochs", type=int, default=None, help="rd stage epochs (default epochs / 3)")
     ap.add_argument("--out", default=None, help="JSON path (default bench/results/video_rd_<clip>.json)")
     ap.add_argument("--note", default="", help="free text stored in the JSON (e.g. what was cut)")
     return ap.parse_args(argv)
@@ -222,6 +228,7 @@ def _skeleton(args: argparse.Namespace, clip, clip_path: Path) -> dict:  # noqa:
             "models": args.models, "sizes": args.sizes, "epochs": args.epochs, "minutes": args.minutes,
             "device": args.device, "precision": args.precision, "bits": args.bits, "prune": args.prune,
             "qat_epochs": args.qat_epochs, "cam": args.cam, "patch": args.patch,
+            "rd_targets": args.rd_targets, "rd_size": args.rd_size, "rd_epochs": args.rd_epochs,
             "baselines": {k: {"args": v[0], "quality_flag": v[1], "ladder": v[2]}
                           for k, v in BASELINES.items() if k in args.codecs},
         },
@@ -265,8 +272,10 @@ def _baseline_points(args: argparse.Namespace, clip, result: dict, save, work: P
             save()
 
 
-def _fieldpress_point(clip, model: str, size: int, args: argparse.Namespace, work: Path) -> dict:  # noqa: ANN001
-    """One fieldpress point: the fit-video pipeline (compress, write), then a timed decode of the file."""
+def _fieldpress_point(clip, model: str, size: int, args: argparse.Namespace, work: Path,  # noqa: ANN001
+                      rd_target: float | None = None) -> dict:
+    """One fieldpress point: the fit-video pipeline (compress, write), then a timed decode of the file;
+    with `rd_target`, the rate trained (--rd) and lambda steered to that bpp."""
     import torch
 
     from fieldpress.runtime import cpu_threads, torch_threads
@@ -274,11 +283,14 @@ def _fieldpress_point(clip, model: str, size: int, args: argparse.Namespace, wor
     from fieldpress.video.fit import FitOptions
     from fieldpress.video.pipeline import compress, write
 
-    out = work / f"{model}_{size}.fpv"
+    out = work / f"{model}_{size}_{rd_target}.fpv"
     device = torch.device(args.device)
-    opts = FitOptions(model=model, size=size, epochs=args.epochs, minutes=args.minutes, bits=args.bits,
-                      prune=args.prune, qat_epochs=args.qat_epochs, precision=args.precision, cam=args.cam,
-                      patch=args.patch if model == "hinerv" else None)
+    rd = {} if rd_target is None else {"rate_trained": True, "target_bpp": rd_target, "qat_epochs": 0,
+                                       "rd_epochs": args.rd_epochs}
+    opts = FitOptions(**{"model": model, "size": size, "epochs": args.epochs, "minutes": args.minutes,
+                         "bits": args.bits, "prune": args.prune, "qat_epochs": args.qat_epochs,
+                         "precision": args.precision, "cam": args.cam,
+                         "patch": args.patch if model == "hinerv" else None, **rd})
     res = compress(clip, opts, device, output=out, show_progress=False)
     write(res, out)
     with torch_threads(cpu_threads() if device.type == "cpu" else 0):
@@ -290,18 +302,31 @@ def _fieldpress_point(clip, model: str, size: int, args: argparse.Namespace, wor
         dec_s, dec_cpu = time.perf_counter() - t0, time.process_time() - c0
     m = res.metrics
     keep = ("bpp", "psnr", "psnr_frame_mean", "ms_ssim", "psnr_before_quant", "fit_seconds", "epochs_done")
-    return {"codec": f"fieldpress-{model}", "size": size, "params": m["params"], "bytes": res.bytes,
-            **{k: m[k] for k in keep},
+    rd_facts = {} if rd_target is None else {"rd_target_bpp": rd_target, "rd_lambda": m.get("rd_lambda")}
+    return {"codec": f"fieldpress-{model}" + ("-rd" if rd_target is not None else ""), "size": size,
+            "params": m["params"], "bytes": res.bytes, **{k: m[k] for k in keep}, **rd_facts,
             "decode_fps": round(clip.count / dec_s, 1), "decode_cpu_seconds": round(dec_cpu, 2),
             "device": str(device), "strides": m["strides"]}
 
 
+def monotonic(points: list[dict]) -> list[dict]:
+    """The points sorted by rate, keeping each only if its PSNR beats every cheaper kept point (a BD-rate
+    fits no curve through crossings)."""
+    out: list[dict] = []
+    for p in sorted(points, key=lambda p: p["bpp"]):
+        if not out or p["psnr"] > out[-1]["psnr"]:
+            out.append(p)
+    return out
+
+
 def _bd_rates(result: dict) -> None:
+    """BD-rate (PSNR) of every codec against x265, each over its points that are monotonic in rate."""
     from fieldpress.metrics import bd_rate
 
-    ref = [p for p in result["points"] if p["codec"] == "x265"]
+    ref = monotonic([p for p in result["points"] if p["codec"] == "x265"])
     for codec in sorted({p["codec"] for p in result["points"]} - {"x265"}):
-        pts = [p for p in result["points"] if p["codec"] == codec]
+        pts = monotonic([p for p in result["points"] if p["codec"] == codec])
+        result.setdefault("bd_points_used", {})[codec] = [round(p["bpp"], 5) for p in pts]
         value = bd_rate([p["bpp"] for p in ref], [p["psnr"] for p in ref], [p["bpp"] for p in pts],
                         [p["psnr"] for p in pts])
         result["bd_rate_vs_x265"][codec] = None if value is None else round(value, 2)
@@ -326,7 +351,7 @@ def main(argv: list[str] | None = None) -> int:
         atomic_write_text(out_json, json.dumps(result, indent=1))
 
     for model in args.models:  # fail before spending time on the baselines
-        for size_text in args.sizes:
+        for size_text in [*args.sizes, *([args.rd_size] if args.rd_targets else [])]:
             config_for(model, clip.height, clip.width, clip.count, parse_count(size_text))
     work = Path(tempfile.mkdtemp(prefix="video_rd_"))
     _baseline_points(args, clip, result, save, work)
@@ -337,6 +362,13 @@ def main(argv: list[str] | None = None) -> int:
             print(f"fieldpress-{model} {size_text}: bpp={point['bpp']:.4f} psnr={point['psnr']:.2f} "
                   f"ms-ssim={point['ms_ssim']:.4f} fit={point['fit_seconds']:.0f}s "
                   f"epochs={point['epochs_done']}", flush=True)
+            save()
+        for target in args.rd_targets:
+            point = _fieldpress_point(clip, model, parse_count(args.rd_size), args, work, rd_target=target)
+            result["points"].append(point)
+            print(f"fieldpress-{model}-rd {args.rd_size} -> {target} bpp: bpp={point['bpp']:.4f} "
+                  f"psnr={point['psnr']:.2f} lambda={point['rd_lambda']} fit={point['fit_seconds']:.0f}s",
+                  flush=True)
             save()
     _bd_rates(result)
     save()
