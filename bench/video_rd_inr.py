@@ -37,6 +37,8 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--sizes", nargs="*", default=["60k", "90k", "130k"], help="sizes without RD")
     ap.add_argument("--rd-size", default="90k", help="size of the RD fits")
     ap.add_argument("--lambdas", nargs="*", type=float, default=[0.001, 0.004, 0.016])
+    ap.add_argument("--targets", nargs="*", type=float, default=[],
+                    help="RD fits at --rd-size with lambda steered to each bpp (--rd --target-bpp)")
     ap.add_argument("--epochs", type=int, default=20, help="total epochs of every fit")
     ap.add_argument("--rd-epochs", type=int, default=6, help="of which rd epochs (RD fits)")
     ap.add_argument("--bits", type=int, default=6)
@@ -48,16 +50,19 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     return ap.parse_args(argv)
 
 
-def _fit_point(clip, size: int, args: argparse.Namespace, lmbda: float | None) -> dict:  # noqa: ANN001
-    """One fit through the fit-video pipeline, its CPU seconds, and the measurements of its bytes."""
+def _fit_point(clip, size: int, args: argparse.Namespace, lmbda: float | None,  # noqa: ANN001
+               target: float | None = None) -> dict:
+    """One fit through the fit-video pipeline, its CPU seconds, and the measurements of its bytes
+    (rate-trained at `lmbda`, or with lambda steered to `target` bpp)."""
     import torch
 
     from fieldpress.video.fit import FitOptions
     from fieldpress.video.pipeline import compress
 
-    rd = lmbda is not None
+    rd = lmbda is not None or target is not None
     opts = FitOptions(model=args.model, size=size, epochs=args.epochs - (args.rd_epochs if rd else 0),
-                      bits=args.bits, cam=args.cam, lmbda=lmbda, rd_epochs=args.rd_epochs if rd else None)
+                      bits=args.bits, cam=args.cam, lmbda=lmbda, rd_epochs=args.rd_epochs if rd else None,
+                      rate_trained=target is not None, target_bpp=target)
     t0 = time.process_time()
     res = compress(clip, opts, torch.device("cpu"), show_progress=False)
     cpu = time.process_time() - t0
@@ -66,7 +71,8 @@ def _fit_point(clip, size: int, args: argparse.Namespace, lmbda: float | None) -
             "rate_model_bits", "payload_bits", "header_and_table_bytes")
     return {"codec": f"fieldpress-{args.model}" + ("-rd" if rd else ""), "size": size, "params": m["params"],
             "epochs": args.epochs, "rd_epochs": args.rd_epochs if rd else 0, "bytes": res.bytes,
-            **{k: m[k] for k in keep if k in m}, "cpu_seconds": round(cpu, 1)}
+            **{k: m[k] for k in keep if k in m}, **({"target_bpp": target} if target is not None else {}),
+            "cpu_seconds": round(cpu, 1)}
 
 
 def _x265_points(clip, args: argparse.Namespace, work: Path) -> list[dict]:  # noqa: ANN001
@@ -153,10 +159,11 @@ def main(argv: list[str] | None = None) -> int:
         with tempfile.TemporaryDirectory() as tmp:
             result["points"] += _x265_points(clip, args, Path(tmp))
             save()
-    jobs = [(parse_count(s), None) for s in args.sizes]
-    jobs += [(parse_count(args.rd_size), lam) for lam in args.lambdas]
-    for size, lam in jobs:
-        point = _fit_point(clip, size, args, lam)
+    jobs = [(parse_count(s), None, None) for s in args.sizes]
+    jobs += [(parse_count(args.rd_size), lam, None) for lam in args.lambdas]
+    jobs += [(parse_count(args.rd_size), None, target) for target in args.targets]
+    for size, lam, target in jobs:
+        point = _fit_point(clip, size, args, lam, target)
         result["points"].append(point)
         print(json.dumps(point), flush=True)
         save()

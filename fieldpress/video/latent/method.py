@@ -11,6 +11,12 @@ got 56-76 steps per group and 25.1 dB at 0.42 bpp; one latent frame per 4 frames
 28.1 dB at 0.27 bpp (fewer latents to code and to evaluate). The previous-latent-frame context makes
 static content nearly free without a motion model (no motion search fits the budget). Groups are
 coded independently, so decoding is random access by group; the warm start only shapes the fit.
+Later measurements (idle machine, same 128 CPU-s on 0:32 at quality 4): groups of 16 gave 28.62 dB at
+0.223 bpp; one group of 32 (half the network bytes) with 8 of its frames synthesized per step (the
+rate still over every latent) 28.90 dB at 0.162 bpp (493 steps). Not kept: time stride 2 (29.17 dB at
+0.244 bpp) or 8 (28.26 at 0.169, quality 5), synthesis width 16 (28.48 at 0.169) or 40 (28.85 at
+0.185), context width 8 (28.81 at 0.162), and coding only a window of 3 or 5 of the 8 latent frames
+per step (819 / 692 steps, 28.83 dB at 0.199 bpp / 28.81 at 0.180: more steps, worse gradients).
 """
 
 from __future__ import annotations
