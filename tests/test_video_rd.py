@@ -209,3 +209,14 @@ def test_prune_then_rd_stores_the_pruned_weights_as_zeros() -> None:
     state = open_video(result.data).model.state_dict()
     conv = state["blocks.1.conv.weight"]
     assert (conv == 0).float().mean() >= 0.3  # global magnitude pruning: this layer lost a share
+
+
+def test_a_budget_too_short_for_a_useful_picture_says_so() -> None:
+    """--minutes that buy fewer than MIN_USEFUL_EPOCHS fit epochs: a one-line warning with the minutes
+    that would buy twice that, and the fit still runs to a file."""
+    from fieldpress.video.io import VideoWarning
+
+    opts = FitOptions(model="nerv", size=40_000, epochs=300, minutes=0.001)
+    with pytest.warns(VideoWarning, match=r"buys only \d+ fit epoch\(s\) of nerv .* minutes buy 30"):
+        result = compress(_clip(), opts, torch.device("cpu"), show_progress=False)
+    assert open_video(result.data).decode().shape == (T, H, W, 3)
