@@ -243,3 +243,34 @@ def test_train_prior_writes_a_small_prior_with_its_recipe(tmp_path: Path) -> Non
     assert prior.config.patch == 16 and prior.meta["steps"] == 12 and prior.meta["data"] == ["a.png"]
     assert "train_prior" in prior.meta["command"] and prior.meta["cpu_seconds"] >= 0
     assert bool((prior.scale > 0).all()) and bool((prior.kl_bits >= 0).all())
+
+
+def test_every_shipped_prior_is_named_by_its_fingerprint() -> None:
+    from fieldpress.fields.recombiner import model
+
+    shipped = sorted(model.PRIORS.glob("*.safetensors"))
+    assert model.DEFAULT_PRIOR in shipped and len(shipped) >= 2
+    for path in shipped:
+        assert load_prior(path).fingerprint() == path.stem
+        assert model.shipped_prior(path.stem) == path
+    assert model.shipped_prior("../../etc/passwd") is None and model.shipped_prior("0" * 16) is None
+
+
+def test_a_file_finds_its_shipped_prior_by_fingerprint(files: dict[str, Path], tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture[str],
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without --prior the decoder takes the shipped prior the header names, whichever it is."""
+    import shutil
+
+    from fieldpress.fields.recombiner import model
+
+    _fit(files, capsys)
+    reference = files["png"].with_name("ref.png")
+    assert run_command(decode_image_command, [str(files["out"]), "-o", str(reference),
+                                              "--prior", str(files["prior"])]) == 0
+    shipped = tmp_path / "priors"
+    shipped.mkdir()
+    shutil.copy(files["prior"], shipped / f"{load_prior(files['prior']).fingerprint()}.safetensors")
+    monkeypatch.setattr(model, "PRIORS", shipped)
+    assert run_command(decode_image_command, [str(files["out"]), "-o", str(files["png"])]) == 0
+    assert np.array_equal(np.asarray(Image.open(files["png"])), np.asarray(Image.open(reference)))

@@ -16,7 +16,7 @@ from fieldpress.fields.image_io import RasterInfo
 from fieldpress.fields.recombiner import rec
 from fieldpress.fields.recombiner.config import MAX_BLOCK_BITS
 from fieldpress.fields.recombiner.encode import Layout, reconstruct
-from fieldpress.fields.recombiner.model import Prior, load_prior
+from fieldpress.fields.recombiner.model import Prior, load_prior, shipped_prior
 
 MAX_PIXELS = 1 << 24
 STREAM = "indices"
@@ -55,7 +55,8 @@ def _fields(header: dict[str, Any]) -> tuple[RasterInfo, str, int, int, int]:
 
 class RecombinerDecoder:
     """The decoder of an ``image/recombiner`` file: ``.info`` and ``.image(device)`` -> (H, W, 3) uint8.
-    ``prior``: the prior file (default: the shipped one); another prior than the file's is refused."""
+    ``prior``: the prior file (default: the shipped prior the file names by its fingerprint); another
+    prior than the file's is refused."""
 
     def __init__(self, container: Any, prior: str | Path | Prior | None = None) -> None:
         self.container = container
@@ -64,7 +65,13 @@ class RecombinerDecoder:
 
     def prior(self) -> Prior:
         """The prior to decode with; FormatError when it is not the one the file names."""
-        prior = self._prior if isinstance(self._prior, Prior) else load_prior(self._prior)
+        source = self._prior
+        if source is None:
+            source = shipped_prior(self.prior_hash)
+            if source is None:
+                raise FormatError(f"this file was coded with prior {self.prior_hash}, which fieldpress "
+                                  "does not ship (give that prior: --prior FILE)")
+        prior = source if isinstance(source, Prior) else load_prior(source)
         if prior.fingerprint() != self.prior_hash:
             raise FormatError(f"this file was coded with prior {self.prior_hash}, not {prior.fingerprint()} "
                               "(give the prior it names: --prior FILE)")

@@ -17,8 +17,18 @@ from torch import Tensor, nn
 from fieldpress.errors import FormatError, InputError
 from fieldpress.fields.recombiner.config import NetConfig
 
-DEFAULT_PRIOR = Path(__file__).with_name("prior.safetensors")
+PRIORS = Path(__file__).with_name("priors")  # every prior fieldpress has shipped: <fingerprint>.safetensors
+DEFAULT_FINGERPRINT = "0c27fb36b069b9c4"  # kodim01-12 + scikit-image, 312 patches (the one encoding uses)
+DEFAULT_PRIOR = PRIORS / f"{DEFAULT_FINGERPRINT}.safetensors"
 MAX_PRIOR_BYTES = 64 << 20
+
+
+def shipped_prior(fingerprint: str) -> Path | None:
+    """The shipped prior file of that fingerprint (what a file's header names), or None."""
+    if not (len(fingerprint) == 16 and all(c in "0123456789abcdef" for c in fingerprint)):
+        return None
+    path = PRIORS / f"{fingerprint}.safetensors"
+    return path if path.is_file() else None
 
 
 def posterior_scale(raw: Tensor) -> Tensor:
