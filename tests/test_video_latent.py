@@ -162,3 +162,13 @@ def test_a_step_on_some_frames_synthesizes_those_and_keeps_bits_per_pixel() -> N
     assert all(r[0].subset is None for r in runs)
     assert torch.equal(runs[0][0].latents[0], runs[1][0].latents[0])
     assert not torch.equal(runs[0][0].latents[0], runs[2][0].latents[0])
+
+
+def test_a_budget_too_short_for_a_useful_picture_says_so() -> None:
+    from fieldpress.video.io import VideoWarning
+
+    clip = VideoClip(tiny_clip(5, 20, 24), fps=10.0, source={"file": "synthetic"})
+    opts = FitOptions(model="latent", minutes=0.0005, quality=5, size=None)
+    with pytest.warns(VideoWarning, match=r"bought only \d+ steps for the first of 2 group\(s\)"):
+        res = compress_latent(clip, opts, torch.device("cpu"), show_progress=False, config=CONFIG)
+    assert np.array_equal(open_video(res.data).decode(), res.reconstruction)
