@@ -9,7 +9,7 @@ of 8-bit QAT; nothing here was run on a GPU yet):
 
     python bench/video_rd.py ../shared/data/video/carphone.mp4 --device cuda --precision bf16 \
         --models hinerv hnerv --sizes 40k 80k 160k 320k --epochs 300 --prune 0.15 --qat-epochs 30 --bits 8 \
-        --out bench/results/video_rd_carphone_cuda.json
+        --rd-targets 0.05 0.1 0.2 0.3 --rd-size 320k --out bench/results/video_rd_carphone_cuda.json
 
 Every codec sees the same frames (``--frames``). fieldpress points are real ``.fpv`` files made by
 ``fieldpress.video.pipeline.compress`` (the fit-video pipeline); the baselines are encoded by the ffmpeg
