@@ -161,6 +161,52 @@ def plot(result: dict, path: Path) -> None:
     fig.savefig(path, dpi=110)
 
 
+JPEG_QUALITIES = [1, 2, 3, 5, 10, 20, 30, 50, 70, 85, 95]  # 1-3 reach under 0.3 bpp on textured crops
+WEBP_QUALITIES = [0, 2, 5, 20, 40, 60, 80, 95]
+
+
+def baselines(img: dict, rgb: np.ndarray) -> None:
+    """JPEG and WebP points of a crop, and each RECOMBINER point's baseline PSNRs at its bpp."""
+    img["jpeg"] = pillow_points(rgb, "JPEG", JPEG_QUALITIES)
+    img["webp"] = pillow_points(rgb, "WEBP", WEBP_QUALITIES)
+    for pt in img.get("recombiner", []):
+        pt["jpeg_at_bpp"] = psnr_at(img["jpeg"], pt["bpp"])
+        pt["webp_at_bpp"] = psnr_at(img["webp"], pt["bpp"])
+
+
+def summarize(result: dict) -> dict:
+    """Per KL budget over the crops: mean bpp and PSNR, the mean dB over JPEG where JPEG's curve spans
+    the point, the KL-spent / index-bits range; and the most CPU a crop's RECOMBINER encodes took."""
+    by_rate: dict[float, list[dict]] = {}
+    for img in result["images"].values():
+        for pt in img.get("recombiner", []):
+            by_rate.setdefault(pt["kl_budget"], []).append(pt)
+    rows = []
+    for rate, pts in sorted(by_rate.items()):
+        over = [p["psnr"] - p["jpeg_at_bpp"] for p in pts if p.get("jpeg_at_bpp") is not None]
+        ratios = [p["kl_spent_over_index_bits"] for p in pts]
+        mean = {k: round(float(np.mean([p[k] for p in pts])), 4) for k in ("bpp", "psnr")}
+        rows.append({"kl_budget": rate, "crops": len(pts), **mean, "jpeg_spans": len(over),
+                     "db_over_jpeg": round(float(np.mean(over)), 3) if over else None,
+                     "kl_spent_over_index_bits": [min(ratios), max(ratios)],
+                     "blocks_over_budget": sum(p["blocks_over_budget"] for p in pts)})
+    per_crop = [sum(p["cpu_seconds"] for p in img.get("recombiner", [])) for img in result["images"].values()]
+    points = [p["cpu_seconds"] for v in by_rate.values() for p in v]
+    return {"rates": rows, "max_crop_cpu_seconds": round(max(per_crop, default=0.0), 1),
+            "max_point_cpu_seconds": max(points, default=0.0)}
+
+
+def resummarize(path: Path) -> None:
+    """Recompute the baselines (deterministic) and the summary of a finished run, without refitting."""
+    result = json.loads(path.read_text())
+    for name, img in result["images"].items():
+        baselines(img, crop(name))
+    result["summary"] = summarize(result)
+    atomic_write_text(path, json.dumps(result, indent=1))
+    plot(result, path.with_suffix(".png"))
+    print(json.dumps(result["summary"], indent=1))
+
+
 def main() -> None:
     """Run the bench (see the module docstring)."""
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -171,7 +217,12 @@ def main() -> None:
     p.add_argument("--latent-minutes", type=float, default=0.5, help="CPU minutes per latent fit")
     p.add_argument("--prior", help="prior file (default: the shipped one)")
     p.add_argument("--out", default=str(OUT))
+    p.add_argument("--resummarize", action="store_true",
+                   help="recompute the baselines and summary of --out's finished run (no fitting)")
     args = p.parse_args()
+    if args.resummarize:
+        resummarize(Path(args.out))
+        return
     torch.set_num_threads(1)
     out = Path(args.out)
     prior = load_prior(args.prior)
@@ -193,8 +244,7 @@ def main() -> None:
     for name in args.images.split(","):
         rgb = crop(name)
         img = result["images"].setdefault(name, {"crop": "central 256x256"})
-        img["jpeg"] = pillow_points(rgb, "JPEG", [5, 10, 20, 30, 50, 70, 85, 95])
-        img["webp"] = pillow_points(rgb, "WEBP", [5, 20, 40, 60, 80, 95])
+        baselines(img, rgb)
         for rate in [float(r) for r in args.rates.split(",")]:
             opts = ImageOptions(model="recombiner", kl_budget=rate, steps=args.steps, prior=args.prior)
             pt = run_codec(rgb, name, opts)
@@ -210,6 +260,7 @@ def main() -> None:
             img.setdefault("latent", []).append({"quality": q, **pt})
             print(f"{name} latent q{q}: {pt}", flush=True)
             atomic_write_text(out, json.dumps(result, indent=1))
+        result["summary"] = summarize(result)
         plot(result, out.with_suffix(".png"))  # after every image, so a cut-short run keeps its plot
     atomic_write_text(out, json.dumps(result, indent=1))
     plot(result, out.with_suffix(".png"))
