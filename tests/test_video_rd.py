@@ -220,3 +220,17 @@ def test_a_budget_too_short_for_a_useful_picture_says_so() -> None:
     with pytest.warns(VideoWarning, match=r"buys only \d+ fit epoch\(s\) of nerv .* minutes buy 30"):
         result = compress(_clip(), opts, torch.device("cpu"), show_progress=False)
     assert open_video(result.data).decode().shape == (T, H, W, 3)
+
+
+def test_a_steered_fit_off_its_target_says_so() -> None:
+    import warnings
+
+    from fieldpress.video.io import VideoWarning
+    from fieldpress.video.pipeline import _warn_if_target_missed
+
+    opts = FitOptions(model="hnerv", rate_trained=True, target_bpp=0.2)
+    with pytest.warns(VideoWarning, match=r"file is 0.3 bpp \(lambda ended at 0.01\).*--rd-epochs"):
+        _warn_if_target_missed({"bpp": 0.3, "rd_lambda": 0.01}, opts)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _warn_if_target_missed({"bpp": 0.21, "rd_lambda": 0.01}, opts)

@@ -237,6 +237,23 @@ def measure(data: bytes, clip: VideoClip, device: torch.device) -> dict[str, Any
             **quality(clip.frames, decoded)}
 
 
+STEER_TOLERANCE = 0.1  # a steered file further than this (relative) from --target-bpp gets a warning
+
+
+def _warn_if_target_missed(metrics: dict[str, Any], opts: FitOptions) -> None:
+    """Say so when a steered rd stage ended off its target: the rate follows lambda with a lag, so a
+    short stage from a far-off start lambda does not get there (carphone 0:32, 12 rd epochs: 0.42 bpp
+    for a target of 0.234)."""
+    from fieldpress.video.io import warn
+
+    target = float(opts.target_bpp or 0.0)
+    if abs(metrics["bpp"] - target) <= STEER_TOLERANCE * target:
+        return
+    warn(f"--rd --target-bpp {target:g}: the file is {metrics['bpp']:.3g} bpp (lambda ended at "
+         f"{metrics['rd_lambda']:.3g}); the rate lags lambda, so give more --rd-epochs or start nearer the "
+         "target's lambda with --lambda/--quality")
+
+
 def _rd_lambda(fitted: Any, opts: FitOptions) -> float:
     """The rd stage's lambda: a steered stage's where it ended, else the flags' (also when the budget
     skipped the stage)."""
@@ -300,6 +317,8 @@ def compress(clip: VideoClip, options: FitOptions, device: torch.device, *, outp
             codec, data = encode_bytes(model, q, clip, facts)
             before_frames, rd_facts = q.float_frames, {}
         metrics = {"model": options.model, "params": stored_params, **measure(data, clip, device), **rd_facts}
+        if options.steered:
+            _warn_if_target_missed(metrics, options)
         before = quality(clip.frames, before_frames)
     metrics.update({
         "psnr_before_quant": before["psnr"], "psnr_frame_mean_before_quant": before["psnr_frame_mean"],
