@@ -10,15 +10,13 @@ process's CPU seconds (one torch thread). Each RECOMBINER point also records the
 (each block's KL when REC coded it) beside the index bits written. The paper's Kodak numbers sit beside
 ours. Writes bench/results/recombiner.json after every point and recombiner.png after every image.
 
-The run reported in the README (3 crops, 7.6 CPU-minutes on the shared 2-core machine):
-
-    python bench/recombiner.py --images kodim03,kodim05,kodim08 --rates 0.25,0.5,1.0 --steps 300 \\
-        --latent-qualities 3 --latent-minutes 0.75
-
-The issue's full bench (12 crops, about 5 CPU-minutes per crop, about an hour in all):
+The run reported in the README (12 crops, 3 KL budgets, 1,200 posterior steps; at most 247 CPU-seconds
+of RECOMBINER per crop), then the baselines and summary recomputed without refitting:
 
     python bench/recombiner.py --images kodim01,kodim02,kodim03,kodim04,kodim05,kodim06,kodim07,kodim08,\\
-kodim09,kodim10,kodim11,kodim12 --rates 0.25,0.5,1.0 --steps 400 --latent-qualities 2,4 --latent-minutes 1
+kodim09,kodim10,kodim11,kodim12 --rates 0.25,0.5,0.75 --steps 1200 --latent-qualities 2,4 --latent-minutes 1
+    python bench/recombiner.py --resummarize
+    python bench/recombiner.py --add-fields --fields cam-ffn:9k,cam-ffn:14k --field-steps 1000
 """
 
 from __future__ import annotations
@@ -131,7 +129,7 @@ def plot(result: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
-    styles = {"recombiner": "o-", "latent": "d-", "jpeg": "s--", "webp": "^--"}
+    styles = {"recombiner": "o-", "latent": "d-", "fields": "v-", "jpeg": "s--", "webp": "^--"}
     for key, style in styles.items():
         curves = [img[key] for img in result["images"].values() if img.get(key)]
         if not curves:
@@ -142,7 +140,7 @@ def plot(result: dict, path: Path) -> None:
             [np.mean([c[i]["bpp"] for c in pts]) for i in range(n)],
             [np.mean([c[i]["psnr"] for c in pts]) for i in range(n)],
             style,
-            label=f"{key} (ours, crops)" if key in ("recombiner", "latent") else key,
+            label=f"{key} (ours, crops)" if key in ("recombiner", "latent", "fields") else key,
         )
     for pts, label, style in [
         (PAPER_KODAK, "RECOMBINER paper (full Kodak, GPU)", "k:"),
@@ -196,6 +194,22 @@ def summarize(result: dict) -> dict:
             "max_point_cpu_seconds": max(points, default=0.0)}
 
 
+def field_points(result: dict, fields: list[str], steps: int, save) -> None:  # noqa: ANN001
+    """Our quantized neural fields (MODEL:PARAMS, 6-bit weights, `steps` steps) on every crop of `result`."""
+    from fieldpress.cli import parse_count
+
+    for name, img in result["images"].items():
+        rgb = crop(name)
+        img["fields"] = []
+        for spec in fields:
+            model, params = spec.split(":")
+            opts = ImageOptions(model=model, params=parse_count(params), steps=steps, bits=6)
+            pt = run_codec(rgb, name, opts)
+            img["fields"].append({"model": model, "params": params, "steps": steps, **pt})
+            print(f"{name} {spec}: {pt}", flush=True)
+            save()
+
+
 def resummarize(path: Path) -> None:
     """Recompute the baselines (deterministic) and the summary of a finished run, without refitting."""
     result = json.loads(path.read_text())
@@ -219,7 +233,19 @@ def main() -> None:
     p.add_argument("--out", default=str(OUT))
     p.add_argument("--resummarize", action="store_true",
                    help="recompute the baselines and summary of --out's finished run (no fitting)")
+    p.add_argument("--fields", default="", help="our quantized fields too: MODEL:PARAMS,... (cam-ffn:6k)")
+    p.add_argument("--field-steps", type=int, default=1000)
+    p.add_argument("--add-fields", action="store_true", help="only add --fields to --out's finished run")
     args = p.parse_args()
+    fields = [f for f in args.fields.split(",") if f]
+    if args.add_fields:
+        path = Path(args.out)
+        result = json.loads(path.read_text())
+        result["fields_command"] = "python " + " ".join(sys.argv)
+        field_points(result, fields, args.field_steps,
+                     lambda: atomic_write_text(path, json.dumps(result, indent=1)))
+        plot(result, path.with_suffix(".png"))
+        return
     if args.resummarize:
         resummarize(Path(args.out))
         return
@@ -260,6 +286,9 @@ def main() -> None:
             img.setdefault("latent", []).append({"quality": q, **pt})
             print(f"{name} latent q{q}: {pt}", flush=True)
             atomic_write_text(out, json.dumps(result, indent=1))
+        if fields:
+            field_points({"images": {name: img}}, fields, args.field_steps,
+                         lambda: atomic_write_text(out, json.dumps(result, indent=1)))
         result["summary"] = summarize(result)
         plot(result, out.with_suffix(".png"))  # after every image, so a cut-short run keeps its plot
     atomic_write_text(out, json.dumps(result, indent=1))
