@@ -119,11 +119,12 @@ def test_bad_inputs_exit_2_with_one_line(tmp_path: Path, small_mp4: Path,
                                          capsys: pytest.CaptureFixture) -> None:
     notvideo = tmp_path / "x.mp4"
     notvideo.write_bytes(b"hello" * 100)
+    hnerv = ["--model", "hnerv"]  # sizes and crops too small for its strides
     cases = [
         (fit_video_command, [str(notvideo)]),
         (fit_video_command, [str(tmp_path / "missing.mp4")]),
-        (fit_video_command, [str(small_mp4), "--size", "100", "-o", str(tmp_path / "a.fpv")]),
-        (fit_video_command, [str(small_mp4), "--crop", "8x8", "-o", str(tmp_path / "b.fpv")]),
+        (fit_video_command, [str(small_mp4), *hnerv, "--size", "100", "-o", str(tmp_path / "a.fpv")]),
+        (fit_video_command, [str(small_mp4), *hnerv, "--crop", "8x8", "-o", str(tmp_path / "b.fpv")]),
         (fit_video_command, [str(small_mp4), "--frames", "10:20", "-o", str(tmp_path / "c.fpv")]),
         (decode_video_command, [str(notvideo), "-o", str(tmp_path / "o.mp4")]),
     ]

@@ -163,7 +163,8 @@ def test_rd_with_a_target_bpp_steers_lambda_and_keeps_the_size(tmp_path: Path, s
     assert summary["params"] == pytest.approx(40_000, rel=0.1)
     assert summary["rd_target_bpp"] == 0.5 and summary["rd_lambda"] > min(QUALITY_LAMBDAS.values())
     assert "steered to 0.5 bpp" in read_info(out).to_dict()["summary"]["rate trained"]
-    for bad in (["--rd", "--qat-epochs", "1"], ["--model", "latent", "--rd", "--rd-epochs", "2"]):
+    for bad in (["--model", "hnerv", "--rd", "--qat-epochs", "1"],
+                ["--model", "latent", "--rd", "--rd-epochs", "2"]):
         bad_out = tmp_path / "bad.fpv"
         err = assert_refused(fit_video_command, [str(small_mp4), "--epochs", "1", *bad, "-o", str(bad_out)],
                              small_mp4, bad_out, capsys)

@@ -1,6 +1,7 @@
-"""fieldpress.video: neural video representations (NeRV, HNeRV, NeRV++) written as ``.fpv`` files.
+"""fieldpress.video: neural video codecs (latent grids, NeRV, HNeRV, NeRV++, HiNeRV, NIRVANA) written as
+``.fpv`` files.
 
-    fit-video clip.mp4 --preset preview        # fit, quantize, entropy-code -> clip.fpv
+    fit-video clip.mp4 --preset preview        # the latent-grid codec on the CPU -> clip.fpv
     decode-video clip.fpv -o out.mp4           # or -o frames/ for PNGs; --frames S:E for random access
 
 Python: ``fieldpress.video.pipeline.compress(clip, FitOptions(...), device)`` -> a `Result` (the file's

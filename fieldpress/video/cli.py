@@ -35,8 +35,10 @@ def _fit_parser():  # noqa: ANN202
     p.add_argument("input", help="any video ffmpeg reads (mp4, mkv, mov, ...)")
     p.add_argument("-o", "--output", help="output .fpv (default: beside the input)")
     p.add_argument("--preset", choices=sorted(PRESETS),
-                   help="preview (CPU default: small model, time-capped), default (GPU default), paper")
-    p.add_argument("--model", choices=sorted([*MODELS, *METHODS]), help="model (preset: hnerv)")
+                   help="preview (CPU default: the latent codec, time-capped), hnerv-preview, default (GPU "
+                        "default), paper, hinerv-preview, hinerv-paper")
+    p.add_argument("--model", choices=sorted([*MODELS, *METHODS]),
+                   help="model (preset: latent for preview, hnerv for default and paper)")
     p.add_argument("--size", help="parameters stored (decoder + embeddings), e.g. 0.35M, 1.5M")
     p.add_argument("--target-bpp", type=float,
                    help="land near this many bits/pixel: chooses the size (not with --size), or with --rd "
@@ -184,13 +186,16 @@ def _check_group_flags(args: argparse.Namespace) -> None:
 
 
 def _clip_selection(args: argparse.Namespace, path: Path, pre: Any) -> tuple[Any, Any, Any]:
-    """(--frames, --resize, --crop) parsed; the preview preset downscales wide inputs by itself."""
+    """(--frames, --resize, --crop) parsed; a preset downscales wide inputs by itself for a weight model
+    (the latent codec and NIRVANA fit the clip's own resolution)."""
     from fieldpress.video.fit import downscale_for
+    from fieldpress.video.methods import METHODS
 
     frames = parse_frames(args.frames) if args.frames else None
     resize = parse_wxh(args.resize) if args.resize else None
     crop = parse_crop(args.crop) if args.crop else None
-    if resize is None and crop is None and pre.max_width is not None:
+    weight_model = (args.model or pre.model) not in METHODS
+    if resize is None and crop is None and pre.max_width is not None and weight_model:
         resize = _preview_resize(path, pre.max_width, downscale_for)
     return frames, resize, crop
 

@@ -1,11 +1,17 @@
 """``fit-video --preset``: named bundles of defaults; any explicit flag overrides them.
 
-- ``preview`` (the CPU default): a small HNeRV with CAM in its blocks and an internal time cap, so
-  a CIF clip (carphone, 176x144, 120 frames) fits in 8 CPU-minutes however loaded the machine is
-  (smaller clips get proportionally less, at least a minute); the whole schedule is scaled into the
-  cap. Frames wider than ``max_width`` are downscaled unless --resize/--crop say otherwise. CAM
-  gave +0.35 dB on carphone and +2.2 dB on the sample at equal time; 6-bit weights beat a smaller
-  8-bit model at equal bytes by +0.57 dB (sample) and +0.73 dB (carphone) (README).
+- ``preview`` (the CPU default): the latent-grid codec (``--model latent``) at the clip's own
+  resolution with a CPU-time cap: a CIF clip (carphone, 176x144, 120 frames) gets 8 CPU-minutes
+  (smaller clips proportionally less, at least a minute; bigger ones never more). It replaced HNeRV
+  as the default once it won at that budget: carphone 30.22 dB at 0.160 bpp and 31.00 at 0.295
+  (quality 4 / 6) against HNeRV's 30.50 dB at 0.269; the sample 28.39 dB at 0.417 bpp (quality 6, 3.1
+  CPU-minutes) against HNeRV's 27.9 dB at 0.73 (README). With ``--model hnerv`` (or nerv, nervpp)
+  the preset still gives that model CAM in every block, 6-bit weights and the downscale of frames
+  wider than ``max_width``, as ``hnerv-preview`` does.
+- ``hnerv-preview``: the HNeRV preview (the CPU default before the latent codec): a small HNeRV with
+  CAM in its blocks under the same time cap, the whole schedule scaled into it. CAM gave +0.35 dB on
+  carphone and +2.2 dB on the sample at equal time; 6-bit weights beat a smaller 8-bit model at
+  equal bytes by +0.57 dB (sample) and +0.73 dB (carphone) (README).
 - ``default`` (the GPU default): HNeRV 0.75M, 300 epochs, 8-bit weights, 6-bit embeddings.
 - ``paper``: HNeRV's bunny setting: 1.5M, 300 epochs, batch 2, lr 1e-3, L2, 10% warmup + cosine.
 - ``hinerv-preview`` (CPU) and ``hinerv-paper`` (a CUDA GPU, bf16): HiNeRV (``--model hinerv``) at the
@@ -27,7 +33,7 @@ class Preset:
     minutes: float | None
     prune: float = 0.0
     qat_epochs: int = 0
-    max_width: int | None = None      # downscale wider inputs (keeping the aspect) unless --resize/--crop
+    max_width: int | None = None      # weight models: downscale wider inputs unless --resize/--crop
     reference_pixels: int | None = None   # `minutes` is for a clip of this many pixels (frames x W x H)
     cam: bool = False                     # coordinate-aware modulation in every decoder block
     bits: int = 8                         # weight bits (per channel)
@@ -42,8 +48,10 @@ class Preset:
 
 
 PRESETS: dict[str, Preset] = {
-    "preview": Preset(model="hnerv", size=150_000, epochs=300, minutes=8.0, max_width=320,
+    "preview": Preset(model="latent", size=150_000, epochs=300, minutes=8.0, max_width=320,
                       reference_pixels=176 * 144 * 120, cam=True, bits=6),
+    "hnerv-preview": Preset(model="hnerv", size=150_000, epochs=300, minutes=8.0, max_width=320,
+                            reference_pixels=176 * 144 * 120, cam=True, bits=6),
     "default": Preset(model="hnerv", size=750_000, epochs=300, minutes=None),
     "paper": Preset(model="hnerv", size=1_500_000, epochs=300, minutes=None),
     # HiNeRV: the CPU preview is the HNeRV preview's budget and bits; the GPU size follows the UVG
