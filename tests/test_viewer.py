@@ -203,11 +203,18 @@ def test_bad_input_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
     assert "no such file" in err[0] and "already in use" in err[2]
 
 
+def _sigint_default() -> None:
+    """In the viewer's child: Ctrl-C as in a terminal, even when pytest itself runs as a background job
+    (a shell starts those with SIGINT ignored, and the child would inherit that)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_serve_prints_url_and_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
     scene = tmp_path / "s.ply"
     save_scene(synthetic_scene(2000), scene)
     cmd = [sys.executable, "-m", "fieldpress", "view-splat", str(scene), "--port", "0", "--json"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=_sigint_default)
     try:
         info = json.loads(proc.stdout.readline())
         assert info["command"] == "view-splat" and info["gaussians_in"] == 2000
@@ -254,7 +261,8 @@ def test_end_to_end_guitar_in_headless_chromium() -> None:
     guitar = shared_file(GUITAR)
     port = _free_port()
     cmd = [sys.executable, "-m", "fieldpress", "view-splat", str(guitar), "--port", str(port), "--json"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=_sigint_default)
     try:
         info = json.loads(proc.stdout.readline() or "{}")
         assert info.get("gaussians_in") == 90854, proc.stderr.read() if proc.poll() is not None else info
