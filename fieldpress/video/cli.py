@@ -77,11 +77,12 @@ def _fit_parser():  # noqa: ANN202
                     help="train the rate at quality 1..8, fewest bits at 1 (a fixed lambda ladder; "
                          "latent/nirvana default 4)")
     p.add_argument("--rd", action="store_true",
-                   help="hnerv, nerv, nervpp: train the rate in an rd stage; with --target-bpp, lambda is "
-                        "steered to that rate (starting from --lambda/--quality, else quality 8's) and the "
-                        "model keeps --size or the preset's size")
+                   help="hnerv, nerv, nervpp, hinerv: train the rate in an rd stage; with --target-bpp, "
+                        "lambda is steered to that rate (starting from --lambda/--quality, else quality 8's) "
+                        "and the model keeps --size or the preset's size")
     p.add_argument("--rd-epochs", type=int,
-                   help="hnerv/nerv/nervpp with --rd/--lambda/--quality: rd stage epochs (default epochs/3)")
+                   help="hnerv/nerv/nervpp/hinerv with --rd/--lambda/--quality: rd stage epochs (default "
+                        "epochs/3)")
     add_device_arg(p)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--resume", action="store_true", help="continue from OUTPUT.ckpt/ after an interruption")
@@ -210,7 +211,7 @@ def _fit_options(args: argparse.Namespace, pre: Any, clip: Any) -> Any:
     if model not in METHODS:
         _check_inr_rd_flags(args, rd)
     elif args.rd_epochs is not None:
-        raise InputError(f"--rd-epochs applies to hnerv, nerv and nervpp, not {model}")
+        raise InputError(f"--rd-epochs applies to hnerv, nerv, nervpp and hinerv, not {model}")
     if args.patch is not None and model != "hinerv":
         raise InputError(f"--patch applies to --model hinerv, not {model}")
     sized_by_target = args.target_bpp is not None and not args.rd
