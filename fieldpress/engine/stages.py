@@ -189,11 +189,13 @@ class QatKind(StageKind):
         return {"bits": stage.options.bits, "axes": axes, "symmetric": stage.options.symmetric}
 
 
-def rd_lambda(options: RdOptions, progress: float) -> float:
-    """Lambda at `progress` (0..1) of the stage: linear from 0 over the warm-up fraction, then full."""
+def rd_lambda(options: RdOptions, progress: float, lmbda: float | None = None) -> float:
+    """Lambda at `progress` (0..1) of the stage: linear from 0 over the warm-up fraction, then full
+    (`lmbda`, a steered stage's current one, instead of the options' when given)."""
+    base = options.lmbda if lmbda is None else lmbda
     if options.warmup <= 0:
-        return options.lmbda
-    return options.lmbda * min(1.0, progress / options.warmup)
+        return base
+    return base * min(1.0, progress / options.warmup)
 
 
 STEER_GAIN = 0.05  # log-lambda moves by this x log(rate / target) per step
@@ -234,8 +236,7 @@ class RdKind(StageKind):
             lam = rd_lambda(opts, info.progress)
         else:  # steered: the lambda of the last step, kept in the checkpoint's stage state
             steer = state.stage_state.setdefault("rd_steer", {"lambda": opts.lmbda, "rate": None})
-            ramp = min(1.0, info.progress / opts.warmup) if opts.warmup > 0 else 1.0
-            lam, value = steer["lambda"] * ramp, float(rate.detach())
+            lam, value = rd_lambda(opts, info.progress, steer["lambda"]), float(rate.detach())
             if info.progress >= opts.warmup and state.model.training:
                 average = value if steer["rate"] is None else steer["rate"]
                 steer["lambda"], steer["rate"] = steer_lambda(steer["lambda"], average, value,
