@@ -20,7 +20,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from fieldpress.errors import InputError
 
@@ -47,11 +47,11 @@ class Preset:
         return max(1.0, min(self.minutes, self.minutes * pixels / self.reference_pixels))
 
 
+_PREVIEW = Preset(model="latent", size=150_000, epochs=300, minutes=8.0, max_width=320,
+                  reference_pixels=176 * 144 * 120, cam=True, bits=6)
 PRESETS: dict[str, Preset] = {
-    "preview": Preset(model="latent", size=150_000, epochs=300, minutes=8.0, max_width=320,
-                      reference_pixels=176 * 144 * 120, cam=True, bits=6),
-    "hnerv-preview": Preset(model="hnerv", size=150_000, epochs=300, minutes=8.0, max_width=320,
-                            reference_pixels=176 * 144 * 120, cam=True, bits=6),
+    "preview": _PREVIEW,
+    "hnerv-preview": replace(_PREVIEW, model="hnerv"),  # the CPU default before the latent codec
     "default": Preset(model="hnerv", size=750_000, epochs=300, minutes=None),
     "paper": Preset(model="hnerv", size=1_500_000, epochs=300, minutes=None),
     # HiNeRV: the CPU preview is the HNeRV preview's budget and bits; the GPU size follows the UVG
