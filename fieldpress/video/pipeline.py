@@ -145,17 +145,24 @@ def fit_model(model: torch.nn.Module, source: ClipSource, opts: FitOptions, devi
 MIN_USEFUL_EPOCHS = 15  # fewer fit epochs leave an HNeRV a blur (carphone: 3 gave 19 dB, 45 gave 26.5)
 
 
-def _warn_if_too_short(plan: dict[str, int], opts: FitOptions) -> None:
-    """Say plainly when a --minutes budget buys too few epochs for a useful picture, and what would."""
+def warn_short_budget(shortfall: str, got: int, minimum: int, minutes: float, unit: str = "minutes") -> None:
+    """The one-line warning of a budget that buys `got` (< `minimum`) epochs or steps: `shortfall` says
+    what it bought, then the picture to expect and the budget that buys twice `minimum`."""
     from fieldpress.video.io import warn
 
+    needed = minutes * 2 * minimum / max(got, 1)
+    warn(f"{shortfall}: expect a blurred picture (about {needed:.3g} {unit} buy {2 * minimum}; or fit fewer "
+         "frames or a smaller --resize)")
+
+
+def _warn_if_too_short(plan: dict[str, int], opts: FitOptions) -> None:
+    """Say plainly when a --minutes budget buys too few epochs for a useful picture, and what would."""
     fit_epochs = plan.get("fit", 0)
     if fit_epochs >= MIN_USEFUL_EPOCHS or opts.minutes is None:
         return
-    needed = opts.minutes * 2 * MIN_USEFUL_EPOCHS / max(fit_epochs, 1)
-    warn(f"the {opts.minutes:g}-minute budget buys only {fit_epochs} fit epoch(s) of {opts.model} on this "
-         f"clip: expect a blurred picture (about {needed:.3g} minutes buy {2 * MIN_USEFUL_EPOCHS}; or fit "
-         f"fewer frames or a smaller --resize)")
+    shortfall = (f"the {opts.minutes:g}-minute budget buys only {fit_epochs} fit epoch(s) of {opts.model} on "
+                 "this clip")
+    warn_short_budget(shortfall, fit_epochs, MIN_USEFUL_EPOCHS, opts.minutes)
 
 
 @torch.no_grad()

@@ -38,7 +38,7 @@ from fieldpress.runtime import make_progress, torch_threads
 from fieldpress.video.latent import bitstream, codec
 from fieldpress.video.latent.config import VideoLatentConfig
 from fieldpress.video.latent.fit import GroupFit, fit_clip
-from fieldpress.video.pipeline import VideoResult, measure
+from fieldpress.video.pipeline import VideoResult, measure, warn_short_budget
 
 LR_LATENTS = 0.2  # twice the image codec's: CPU budgets give a video a few hundred steps per group
 DEFAULT_CONFIG = VideoLatentConfig()
@@ -176,14 +176,11 @@ def _warn_if_too_short(first_steps: int, minutes: float, groups: int) -> None:
     """Say plainly, once the first group is fitted, when the budget buys too few steps for a useful
     picture (carphone 0:32: 216 steps gave 28.4 dB, 70-140 steps 28.1 dB; the image codec needs 100-200
     to pass JPEG), and what would."""
-    from fieldpress.video.io import warn
-
     if first_steps >= MIN_USEFUL_FIRST_STEPS:
         return
-    needed = minutes * 2 * MIN_USEFUL_FIRST_STEPS / max(first_steps, 1)
-    warn(f"the {minutes:g}-minute budget bought only {first_steps} steps for the first of {groups} group(s): "
-         f"expect a blurred picture (about {needed:.3g} CPU-minutes buy {2 * MIN_USEFUL_FIRST_STEPS}; or fit "
-         f"fewer frames or a smaller --resize)")
+    shortfall = (f"the {minutes:g}-minute budget bought only {first_steps} steps for the first of {groups} "
+                 "group(s)")
+    warn_short_budget(shortfall, first_steps, MIN_USEFUL_FIRST_STEPS, minutes, "CPU-minutes")
 
 
 def _groups_of(data: bytes) -> list[dict[str, Any]]:
