@@ -212,11 +212,15 @@ def test_prune_then_rd_stores_the_pruned_weights_as_zeros() -> None:
     assert (conv == 0).float().mean() >= 0.3  # global magnitude pruning: this layer lost a share
 
 
-def test_a_budget_too_short_for_a_useful_picture_says_so() -> None:
+def test_a_budget_too_short_for_a_useful_picture_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
     """--minutes that buy fewer than MIN_USEFUL_EPOCHS fit epochs: a one-line warning with the minutes
     that would buy twice that, and the fit still runs to a file."""
+    from fieldpress.engine import probe
     from fieldpress.video.io import VideoWarning
 
+    # a probed step of 0.5 s: the plan's floor of one second buys one epoch whatever this machine's speed
+    # (a warm process probed fast enough here for 15 epochs of this tiny clip, and nothing warned)
+    monkeypatch.setattr(probe, "seconds_per_step", lambda *a, **k: 0.5)
     opts = FitOptions(model="nerv", size=40_000, epochs=300, minutes=0.001)
     with pytest.warns(VideoWarning, match=r"buys only \d+ fit epoch\(s\) of nerv .* minutes buy 30"):
         result = compress(_clip(), opts, torch.device("cpu"), show_progress=False)
