@@ -1,14 +1,20 @@
 """Rate-distortion of fieldpress's video INRs against x264, x265, SVT-AV1 and VVC on one clip.
 
-    python bench/video_rd.py ../shared/data/video/carphone.mp4 --models hnerv --sizes 40k 80k 160k 320k
-    python bench/video_rd.py ../shared/data/video/carphone.mp4 --models hnerv --sizes 80k 160k \
-        --rd-targets 0.1 0.15 0.2 0.27 --rd-size 160k     # and with the rate trained, steered to 4 rates
+Each fieldpress fit gets ``--minutes`` (5 by default; a weight model's budget is wall time, the latent
+codec's CPU time of one thread). The CPU run of the issue's protocol, on both clips (3 minutes a fit):
+
+    OMP_NUM_THREADS=1 python bench/video_rd.py ../shared/data/video/carphone.mp4 --minutes 3 \
+        --models hnerv nervpp --sizes 80k 120k 180k 280k --rd-targets 0.1 0.15 0.2 0.3 --rd-size 180k \
+        --latent-qualities 3 4 5 6
+    OMP_NUM_THREADS=1 python bench/video_rd.py ../shared/data/video/cockatoo.mp4 --frames 0:40 \
+        --crop 320x240 --minutes 3 ...   # the same flags: a 320x240 centre crop, as many pixels
 
 On a CUDA GPU (HiNeRV at the hinerv-paper preset's settings: bf16, 300 epochs, 15% pruning, 30 epochs
 of 8-bit QAT; nothing here was run on a GPU yet):
 
     python bench/video_rd.py ../shared/data/video/carphone.mp4 --device cuda --precision bf16 \
-        --models hinerv hnerv --sizes 40k 80k 160k 320k --epochs 300 --prune 0.15 --qat-epochs 30 --bits 8 \
+        --models hinerv hnerv --sizes 40k 80k 160k 320k --epochs 300 --minutes 0 --prune 0.15 \
+        --qat-epochs 30 --bits 8 \
         --rd-targets 0.05 0.1 0.2 0.3 --rd-size 320k --out bench/results/video_rd_carphone_cuda.json
 
 Every codec sees the same frames (``--frames``). fieldpress points are real ``.fpv`` files made by
@@ -190,8 +196,14 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--models", nargs="*", default=["hnerv"])
     ap.add_argument("--sizes", nargs="+", default=["40k", "80k", "160k", "320k"])
     ap.add_argument("--epochs", type=int, default=300)
-    ap.add_argument("--minutes", type=float, default=None, help="cap on each fieldpress fit")
+    ap.add_argument("--minutes", type=float, default=5.0,
+                    help="budget of each fieldpress fit (0: none, --epochs alone); a weight model's is wall "
+                    "time, the latent codec's CPU time")
     ap.add_argument("--frames", default=None)
+    ap.add_argument("--resize", default=None, help="WxH, before --crop (every codec sees the same frames)")
+    ap.add_argument("--crop", default=None, help="WxH[+X+Y], centred without +X+Y")
+    ap.add_argument("--latent-qualities", type=int, nargs="*", default=[],
+                    help="also the latent-grid codec (always rate-trained) at these --quality levels")
     ap.add_argument("--codecs", nargs="*", default=list(BASELINES), help="baselines (none: skip them)")
     ap.add_argument("--device", default="cpu", help="cpu or cuda (fieldpress fits and decodes)")
     ap.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
@@ -214,7 +226,7 @@ def _skeleton(args: argparse.Namespace, clip, clip_path: Path) -> dict:  # noqa:
     t_frames, h, w = clip.count, clip.height, clip.width
     return {
         "clip": {"file": clip_path.name, "frames": t_frames, "width": w, "height": h, "fps": clip.fps,
-                 "frame_range": args.frames or f"0:{t_frames}"},
+                 "frame_range": args.frames or f"0:{t_frames}", "resize": args.resize, "crop": args.crop},
         "machine": machine(args.device),
         "protocol": {
             "bpp": "file bytes * 8 / (frames * W * H)",
@@ -229,6 +241,7 @@ def _skeleton(args: argparse.Namespace, clip, clip_path: Path) -> dict:  # noqa:
             "device": args.device, "precision": args.precision, "bits": args.bits, "prune": args.prune,
             "qat_epochs": args.qat_epochs, "cam": args.cam, "patch": args.patch,
             "rd_targets": args.rd_targets, "rd_size": args.rd_size, "rd_epochs": args.rd_epochs,
+            "latent_qualities": args.latent_qualities,
             "baselines": {k: {"args": v[0], "quality_flag": v[1], "ladder": v[2]}
                           for k, v in BASELINES.items() if k in args.codecs},
         },
@@ -272,14 +285,49 @@ def _baseline_points(args: argparse.Namespace, clip, result: dict, save, work: P
             save()
 
 
+def _timed_decode(path: Path, device_name: str, frames: int) -> dict:
+    """Decode a .fpv from its file, one frame at a time (model load excluded): frames per wall second and
+    the decode's CPU seconds."""
+    import torch
+
+    from fieldpress.runtime import cpu_threads, torch_threads
+    from fieldpress.video.codec import open_video
+
+    device = torch.device(device_name)
+    with torch_threads(cpu_threads() if device.type == "cpu" else 0):
+        dec = open_video(path, device=device)
+        t0, c0 = time.perf_counter(), time.process_time()
+        dec.decode()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        dec_s, dec_cpu = time.perf_counter() - t0, time.process_time() - c0
+    return {"decode_fps": round(frames / dec_s, 1), "decode_cpu_seconds": round(dec_cpu, 2)}
+
+
+def _latent_point(clip, quality: int, args: argparse.Namespace, work: Path) -> dict:  # noqa: ANN001
+    """One point of the latent-grid codec (fit-video --model latent --quality Q) on the CPU, its budget
+    --minutes of CPU time."""
+    import torch
+
+    from fieldpress.video.fit import FitOptions
+    from fieldpress.video.pipeline import compress, write
+
+    out = work / f"latent_q{quality}.fpv"
+    opts = FitOptions(model="latent", quality=quality, minutes=args.minutes or None)
+    res = compress(clip, opts, torch.device("cpu"), output=out, show_progress=False)
+    write(res, out)
+    m = res.metrics
+    keep = ("bpp", "psnr", "psnr_frame_mean", "ms_ssim", "lambda", "steps_per_group", "fit_cpu_seconds")
+    return {"codec": "fieldpress-latent", "quality": quality, "bytes": res.bytes,
+            **{k: m[k] for k in keep if k in m}, **_timed_decode(out, "cpu", clip.count), "device": "cpu"}
+
+
 def _fieldpress_point(clip, model: str, size: int, args: argparse.Namespace, work: Path,  # noqa: ANN001
                       rd_target: float | None = None) -> dict:
     """One fieldpress point: the fit-video pipeline (compress, write), then a timed decode of the file;
     with `rd_target`, the rate trained (--rd) and lambda steered to that bpp."""
     import torch
 
-    from fieldpress.runtime import cpu_threads, torch_threads
-    from fieldpress.video.codec import open_video
     from fieldpress.video.fit import FitOptions
     from fieldpress.video.pipeline import compress, write
 
@@ -287,26 +335,18 @@ def _fieldpress_point(clip, model: str, size: int, args: argparse.Namespace, wor
     device = torch.device(args.device)
     rd = {} if rd_target is None else {"rate_trained": True, "target_bpp": rd_target, "qat_epochs": 0,
                                        "rd_epochs": args.rd_epochs}
-    opts = FitOptions(**{"model": model, "size": size, "epochs": args.epochs, "minutes": args.minutes,
+    opts = FitOptions(**{"model": model, "size": size, "epochs": args.epochs, "minutes": args.minutes or None,
                          "bits": args.bits, "prune": args.prune, "qat_epochs": args.qat_epochs,
                          "precision": args.precision, "cam": args.cam,
                          "patch": args.patch if model == "hinerv" else None, **rd})
     res = compress(clip, opts, device, output=out, show_progress=False)
     write(res, out)
-    with torch_threads(cpu_threads() if device.type == "cpu" else 0):
-        dec = open_video(out, device=device)
-        t0, c0 = time.perf_counter(), time.process_time()
-        dec.decode()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        dec_s, dec_cpu = time.perf_counter() - t0, time.process_time() - c0
     m = res.metrics
     keep = ("bpp", "psnr", "psnr_frame_mean", "ms_ssim", "psnr_before_quant", "fit_seconds", "epochs_done")
     rd_facts = {} if rd_target is None else {"rd_target_bpp": rd_target, "rd_lambda": m.get("rd_lambda")}
     return {"codec": f"fieldpress-{model}" + ("-rd" if rd_target is not None else ""), "size": size,
             "params": m["params"], "bytes": res.bytes, **{k: m[k] for k in keep}, **rd_facts,
-            "decode_fps": round(clip.count / dec_s, 1), "decode_cpu_seconds": round(dec_cpu, 2),
-            "device": str(device), "strides": m["strides"]}
+            **_timed_decode(out, args.device, clip.count), "device": str(device), "strides": m["strides"]}
 
 
 def monotonic(points: list[dict]) -> list[dict]:
@@ -335,15 +375,18 @@ def _bd_rates(result: dict) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from fieldpress.cli import parse_count, parse_frames
+    from fieldpress.cli import parse_count, parse_crop, parse_frames, parse_wxh
     from fieldpress.io import atomic_write_text
     from fieldpress.video.io import read_video
     from fieldpress.video.models import config_for
 
     args = _args(argv)
     clip_path = Path(args.clip)
-    clip = read_video(clip_path, frames=parse_frames(args.frames) if args.frames else None)
-    out_json = Path(args.out) if args.out else RESULTS / f"video_rd_{clip_path.stem}.json"
+    clip = read_video(clip_path, frames=parse_frames(args.frames) if args.frames else None,
+                      resize=parse_wxh(args.resize) if args.resize else None,
+                      crop=parse_crop(args.crop) if args.crop else None)
+    cut = "".join(f"_{k}{v.split('+')[0]}" for k, v in (("resize", args.resize), ("crop", args.crop)) if v)
+    out_json = Path(args.out) if args.out else RESULTS / f"video_rd_{clip_path.stem}{cut}.json"
     out_json.parent.mkdir(parents=True, exist_ok=True)
     result = _skeleton(args, clip, clip_path)
 
@@ -370,6 +413,12 @@ def main(argv: list[str] | None = None) -> int:
                   f"psnr={point['psnr']:.2f} lambda={point['rd_lambda']} fit={point['fit_seconds']:.0f}s",
                   flush=True)
             save()
+    for quality in args.latent_qualities:
+        point = _latent_point(clip, quality, args, work)
+        result["points"].append(point)
+        print(f"fieldpress-latent q{quality}: bpp={point['bpp']:.4f} psnr={point['psnr']:.2f} "
+              f"steps/group={point.get('steps_per_group')}", flush=True)
+        save()
     _bd_rates(result)
     save()
     plot(result, out_json.with_suffix(".png"))
