@@ -4,8 +4,7 @@ Each fieldpress fit gets ``--minutes`` (5 by default; a weight model's budget is
 codec's CPU time of one thread). The CPU run of the issue's protocol, on both clips (3 minutes a fit):
 
     OMP_NUM_THREADS=1 python bench/video_rd.py ../shared/data/video/carphone.mp4 --minutes 3 \
-        --models hnerv nervpp --sizes 80k 120k 180k 280k --rd-targets 0.1 0.15 0.2 0.3 --rd-size 180k \
-        --latent-qualities 3 4 5 6
+        --models hnerv nervpp --sizes 80k 120k 180k 280k --rd-lambda 0.02 --latent-qualities 3 4 5 6
     OMP_NUM_THREADS=1 python bench/video_rd.py ../shared/data/video/cockatoo.mp4 --frames 0:40 \
         --crop 320x240 --minutes 3 ...   # the same flags: a 320x240 centre crop, as many pixels
 
@@ -214,7 +213,9 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--patch", type=int, default=None, help="hinerv: training patch side")
     ap.add_argument("--rd-targets", type=float, nargs="*", default=[],
                     help="also fit each model with its rate trained (--rd), steered to each bpp")
-    ap.add_argument("--rd-size", default="160k", help="size of the rate-trained fits")
+    ap.add_argument("--rd-size", default="160k", help="size of the steered rate-trained fits")
+    ap.add_argument("--rd-lambda", type=float, default=None,
+                    help="also fit every --sizes size with its rate trained at this fixed lambda (--lambda)")
     ap.add_argument("--rd-epochs", type=int, default=None, help="rd stage epochs (default epochs / 3)")
     ap.add_argument("--out", default=None, help="JSON path (default bench/results/video_rd_<clip>.json)")
     ap.add_argument("--note", default="", help="free text stored in the JSON (e.g. what was cut)")
@@ -241,6 +242,7 @@ def _skeleton(args: argparse.Namespace, clip, clip_path: Path) -> dict:  # noqa:
             "device": args.device, "precision": args.precision, "bits": args.bits, "prune": args.prune,
             "qat_epochs": args.qat_epochs, "cam": args.cam, "patch": args.patch,
             "rd_targets": args.rd_targets, "rd_size": args.rd_size, "rd_epochs": args.rd_epochs,
+            "rd_lambda": args.rd_lambda,
             "latent_qualities": args.latent_qualities,
             "baselines": {k: {"args": v[0], "quality_flag": v[1], "ladder": v[2]}
                           for k, v in BASELINES.items() if k in args.codecs},
@@ -323,18 +325,22 @@ def _latent_point(clip, quality: int, args: argparse.Namespace, work: Path) -> d
 
 
 def _fieldpress_point(clip, model: str, size: int, args: argparse.Namespace, work: Path,  # noqa: ANN001
-                      rd_target: float | None = None) -> dict:
+                      rd_target: float | None = None, rd_lambda: float | None = None) -> dict:
     """One fieldpress point: the fit-video pipeline (compress, write), then a timed decode of the file;
-    with `rd_target`, the rate trained (--rd) and lambda steered to that bpp."""
+    with `rd_target`, the rate trained (--rd) and lambda steered to that bpp; with `rd_lambda`, the rate
+    trained at that fixed lambda (--lambda)."""
     import torch
 
     from fieldpress.video.fit import FitOptions
     from fieldpress.video.pipeline import compress, write
 
-    out = work / f"{model}_{size}_{rd_target}.fpv"
+    out = work / f"{model}_{size}_{rd_target}_{rd_lambda}.fpv"
     device = torch.device(args.device)
-    rd = {} if rd_target is None else {"rate_trained": True, "target_bpp": rd_target, "qat_epochs": 0,
-                                       "rd_epochs": args.rd_epochs}
+    rd: dict = {}
+    if rd_target is not None:
+        rd = {"rate_trained": True, "target_bpp": rd_target, "qat_epochs": 0, "rd_epochs": args.rd_epochs}
+    elif rd_lambda is not None:
+        rd = {"lmbda": rd_lambda, "qat_epochs": 0, "rd_epochs": args.rd_epochs}
     opts = FitOptions(**{"model": model, "size": size, "epochs": args.epochs, "minutes": args.minutes or None,
                          "bits": args.bits, "prune": args.prune, "qat_epochs": args.qat_epochs,
                          "precision": args.precision, "cam": args.cam,
@@ -343,8 +349,8 @@ def _fieldpress_point(clip, model: str, size: int, args: argparse.Namespace, wor
     write(res, out)
     m = res.metrics
     keep = ("bpp", "psnr", "psnr_frame_mean", "ms_ssim", "psnr_before_quant", "fit_seconds", "epochs_done")
-    rd_facts = {} if rd_target is None else {"rd_target_bpp": rd_target, "rd_lambda": m.get("rd_lambda")}
-    return {"codec": f"fieldpress-{model}" + ("-rd" if rd_target is not None else ""), "size": size,
+    rd_facts = {} if not rd else {"rd_target_bpp": rd_target, "rd_lambda": m.get("rd_lambda", rd_lambda)}
+    return {"codec": f"fieldpress-{model}" + ("-rd" if rd else ""), "size": size,
             "params": m["params"], "bytes": res.bytes, **{k: m[k] for k in keep}, **rd_facts,
             **_timed_decode(out, args.device, clip.count), "device": str(device), "strides": m["strides"]}
 
@@ -406,6 +412,14 @@ def main(argv: list[str] | None = None) -> int:
                   f"ms-ssim={point['ms_ssim']:.4f} fit={point['fit_seconds']:.0f}s "
                   f"epochs={point['epochs_done']}", flush=True)
             save()
+        if args.rd_lambda is not None:
+            for size_text in args.sizes:
+                point = _fieldpress_point(clip, model, parse_count(size_text), args, work,
+                                          rd_lambda=args.rd_lambda)
+                result["points"].append(point)
+                print(f"fieldpress-{model}-rd {size_text} lambda={args.rd_lambda}: bpp={point['bpp']:.4f} "
+                      f"psnr={point['psnr']:.2f} fit={point['fit_seconds']:.0f}s", flush=True)
+                save()
         for target in args.rd_targets:
             point = _fieldpress_point(clip, model, parse_count(args.rd_size), args, work, rd_target=target)
             result["points"].append(point)

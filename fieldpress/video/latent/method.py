@@ -17,6 +17,8 @@ rate still over every latent) 28.90 dB at 0.162 bpp (493 steps). Not kept: time 
 0.244 bpp) or 8 (28.26 at 0.169, quality 5), synthesis width 16 (28.48 at 0.169) or 40 (28.85 at
 0.185), context width 8 (28.81 at 0.162), and coding only a window of 3 or 5 of the 8 latent frames
 per step (819 / 692 steps, 28.83 dB at 0.199 bpp / 28.81 at 0.180: more steps, worse gradients).
+``torch.compile`` of a group model's forward (eager: 0.30 CPU-s a step) had not finished compiling
+after 10 wall-minutes with two benches on the cores, so it cannot pay inside a budget of minutes.
 """
 
 from __future__ import annotations
