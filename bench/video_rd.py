@@ -219,6 +219,8 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--rd-epochs", type=int, default=None, help="rd stage epochs (default epochs / 3)")
     ap.add_argument("--out", default=None, help="JSON path (default bench/results/video_rd_<clip>.json)")
     ap.add_argument("--note", default="", help="free text stored in the JSON (e.g. what was cut)")
+    ap.add_argument("--resummarize", action="store_true",
+                    help="fit nothing: recompute the BD-rates, ratios and plot of the existing JSON")
     return ap.parse_args(argv)
 
 
@@ -365,11 +367,29 @@ def monotonic(points: list[dict]) -> list[dict]:
     return out
 
 
+def x265_bits_ratio(point: dict, ref: list[dict]) -> float | None:
+    """The point's bpp over x265's at the point's PSNR (x265's rate interpolated linearly in log-rate
+    between its two monotonic points around that PSNR; None outside x265's range). Unlike a BD-rate it
+    needs no curve: one number per point, for codecs with fewer than 4 monotonic points."""
+    for lo, hi in zip(ref, ref[1:]):
+        if lo["psnr"] <= point["psnr"] <= hi["psnr"]:
+            t = (point["psnr"] - lo["psnr"]) / (hi["psnr"] - lo["psnr"])
+            x265_bpp = float(np.exp(np.log(lo["bpp"]) + t * (np.log(hi["bpp"]) - np.log(lo["bpp"]))))
+            return round(point["bpp"] / x265_bpp, 2)
+    return None
+
+
 def _bd_rates(result: dict) -> None:
-    """BD-rate (PSNR) of every codec against x265, each over its points that are monotonic in rate."""
+    """BD-rate (PSNR) of every codec against x265, each over its points that are monotonic in rate, and
+    each fieldpress point's bits ratio to x265 at its PSNR."""
     from fieldpress.metrics import bd_rate
 
     ref = monotonic([p for p in result["points"] if p["codec"] == "x265"])
+    for p in result["points"]:
+        if p["codec"].startswith("fieldpress"):
+            p["x265_bits_ratio"] = x265_bits_ratio(p, ref)
+            # an x265 point with no more bits and no lower PSNR: worse at every rate x265 was run at
+            p["x265_dominates"] = any(r["bpp"] <= p["bpp"] and r["psnr"] >= p["psnr"] for r in ref)
     for codec in sorted({p["codec"] for p in result["points"]} - {"x265"}):
         pts = monotonic([p for p in result["points"] if p["codec"] == codec])
         result.setdefault("bd_points_used", {})[codec] = [round(p["bpp"], 5) for p in pts]
@@ -394,10 +414,19 @@ def main(argv: list[str] | None = None) -> int:
     cut = "".join(f"_{k}{v.split('+')[0]}" for k, v in (("resize", args.resize), ("crop", args.crop)) if v)
     out_json = Path(args.out) if args.out else RESULTS / f"video_rd_{clip_path.stem}{cut}.json"
     out_json.parent.mkdir(parents=True, exist_ok=True)
+    if args.resummarize:
+        result = json.loads(out_json.read_text())
+        _bd_rates(result)
+        atomic_write_text(out_json, json.dumps(result, indent=1))
+        plot(result, out_json.with_suffix(".png"))
+        return 0
     result = _skeleton(args, clip, clip_path)
+    # other benches' keys in the same file (bench/video_latent.py's "latent") are kept
+    others = {k: v for k, v in json.loads(out_json.read_text()).items() if k not in result} \
+        if out_json.exists() else {}
 
     def save() -> None:
-        atomic_write_text(out_json, json.dumps(result, indent=1))
+        atomic_write_text(out_json, json.dumps({**result, **others}, indent=1))
 
     for model in args.models:  # fail before spending time on the baselines
         for size_text in [*args.sizes, *([args.rd_size] if args.rd_targets else [])]:
