@@ -5,7 +5,6 @@ frame-by-frame evaluation agreeing with the batched one."""
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -29,12 +28,11 @@ from tests.helpers.refusals import assert_refused
 CONFIG = VideoLatentConfig(n_levels=4, group=3, time_stride=2, arm_hidden=8, synth_hidden=8)
 
 
-@pytest.fixture(scope="module", params=[False, True], ids=["mean-from-context", "temporal-mean"])
-def result(request):  # noqa: ANN001, ANN201
+@pytest.fixture(scope="module")
+def result():  # noqa: ANN201
     clip = VideoClip(tiny_clip(5, 20, 24), fps=10.0, source={"file": "synthetic"})
     opts = FitOptions(model="latent", epochs=12, quality=5, size=None)
-    config = replace(CONFIG, temporal_mean=request.param)
-    return clip, compress_latent(clip, opts, torch.device("cpu"), show_progress=False, config=config)
+    return clip, compress_latent(clip, opts, torch.device("cpu"), show_progress=False, config=CONFIG)
 
 
 def test_the_file_decodes_to_the_encoders_reconstruction_bit_for_bit(result) -> None:  # noqa: ANN001
@@ -45,22 +43,6 @@ def test_the_file_decodes_to_the_encoders_reconstruction_bit_for_bit(result) -> 
     assert res.metrics["groups"] == 2 and res.metrics["steps_per_group"] == [12, 12]
     header = open_container(res.data).header
     assert [g["frames"] for g in header["groups"]] == [3, 2] and header["config"]["time_stride"] == 2
-    assert "temporal_mean" in header["config"]
-
-
-def test_the_temporal_mean_makes_a_repeated_latent_frame_cheap_before_any_training() -> None:
-    """With `temporal_mean` the context model's mean starts at the previous latent frame's latent, so a
-    latent frame that repeats its predecessor costs less than a fresh one from the first step."""
-    from fieldpress.video.latent.model import LatentGroupModel
-
-    bits = {}
-    for temporal_mean in (False, True):
-        torch.manual_seed(0)
-        model = LatentGroupModel(replace(CONFIG, temporal_mean=temporal_mean), 6, 20, 24)
-        planes = [torch.randint(-6, 7, p.shape[1:]).double().expand_as(p).float() for p in model.latents]
-        with torch.no_grad():
-            bits[temporal_mean] = float(model.rate_bits(planes))
-    assert bits[True] < 0.6 * bits[False]
 
 
 def test_random_access_by_group_equals_the_full_decode_and_reads_only_its_group(result) -> None:  # noqa: ANN001

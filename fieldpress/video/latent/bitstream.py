@@ -28,38 +28,33 @@ from fieldpress.video.latent.model import LatentGroupModel
 GROUPS = image_bs.GROUPS  # ("arm", "head", "blocks"): one weight step each
 
 
-def rows(ctx: image_bs.IntContext, k: int, feats: Tensor, anchors: bool,
-         temporal_mean: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """(centres, table rows) of features (N, C) of level k, in the integer context model; with
-    `temporal_mean` each mean is offset by the previous latent frame's latent (an exact integer)."""
+def rows(ctx: image_bs.IntContext, k: int, feats: Tensor, anchors: bool) -> tuple[np.ndarray, np.ndarray]:
+    """(centres, table rows) of features (N, C) of level k, in the integer context model."""
     out = int_mlp(feats, ctx.anchor if anchors else ctx.other).numpy().astype(np.int64)
     out += ctx.offsets[k, 0 if anchors else 1]
-    if temporal_mean:
-        out[:, 0] += context.previous_value(feats, anchors).numpy().astype(np.int64) << FRAC_BITS
     mean = np.clip(out[:, 0], LATENT_MIN << FRAC_BITS, LATENT_MAX << FRAC_BITS)
     return entropy_models.param_indices(mean, out[:, 1])
 
 
-def _level_rows(planes: list[Tensor], ctx: image_bs.IntContext, k: int, anchors: bool,  # noqa: ANN202
-                temporal_mean: bool):
+def _level_rows(planes: list[Tensor], ctx: image_bs.IntContext, k: int, anchors: bool):  # noqa: ANN202
     parent = planes[k + 1] if k + 1 < len(planes) else None
-    centre, table = rows(ctx, k, context.pass_inputs(planes[k], parent, anchors), anchors, temporal_mean)
+    centre, table = rows(ctx, k, context.pass_inputs(planes[k], parent, anchors), anchors)
     values = context.gather(planes[k], anchors).numpy().astype(np.int64)
     return centre, table, values
 
 
-def latent_bits(planes: list[Tensor], ctx: image_bs.IntContext, temporal_mean: bool = False) -> float:
+def latent_bits(planes: list[Tensor], ctx: image_bs.IntContext) -> float:
     """Exact bits of integer volumes under the integer tables (what the range coder will spend)."""
     return sum(entropy_models.table_bits(v, c, t) for k in range(len(planes)) for anchors in (True, False)
-               for c, t, v in [_level_rows(planes, ctx, k, anchors, temporal_mean)])
+               for c, t, v in [_level_rows(planes, ctx, k, anchors)])
 
 
-def encode_latents(planes: list[Tensor], ctx: image_bs.IntContext, temporal_mean: bool = False) -> np.ndarray:
+def encode_latents(planes: list[Tensor], ctx: image_bs.IntContext) -> np.ndarray:
     """Range-code integer volumes (float64 tensors holding integers); returns the coder's words."""
     enc = entropy_models.new_encoder()
     frames = planes[0].shape[0]
     for k in reversed(range(len(planes))):
-        passes = [_level_rows(planes, ctx, k, anchors, temporal_mean) for anchors in (True, False)]
+        passes = [_level_rows(planes, ctx, k, anchors) for anchors in (True, False)]
         for t in range(frames):
             for centre, table, values in passes:
                 n = values.size // frames
@@ -69,7 +64,7 @@ def encode_latents(planes: list[Tensor], ctx: image_bs.IntContext, temporal_mean
 
 
 def decode_latents(words: np.ndarray, frames: int, shapes: list[tuple[int, int]],
-                   ctx: image_bs.IntContext, temporal_mean: bool = False) -> list[Tensor]:
+                   ctx: image_bs.IntContext) -> list[Tensor]:
     """Decode a group's volumes frame by frame and pass by pass (each one vectorized evaluation)."""
     dec = entropy_models.new_decoder(words)
     planes = [torch.zeros((frames, *s), dtype=torch.float64) for s in shapes]
@@ -77,8 +72,7 @@ def decode_latents(words: np.ndarray, frames: int, shapes: list[tuple[int, int]]
         parent = planes[k + 1] if k + 1 < len(planes) else None
         for t in range(frames):
             for anchors in (True, False):
-                centre, table = rows(ctx, k, context.frame_inputs(planes[k], parent, t, anchors), anchors,
-                                     temporal_mean)
+                centre, table = rows(ctx, k, context.frame_inputs(planes[k], parent, t, anchors), anchors)
                 values = entropy_models.decode_symbols(dec, centre, table)
                 image_context.scatter(planes[k][t], torch.from_numpy(values.astype(np.float64)), anchors)
     return planes
@@ -93,8 +87,7 @@ def _choose_arm_shift(model: LatentGroupModel, planes: list[Tensor]) -> int:
     """The context-model step with the fewest latent + context-model bits."""
     best = (0, math.inf)
     for shift in image_bs.ARM_SHIFTS:
-        bits = latent_bits(planes, image_bs.IntContext.from_model(model, shift),  # type: ignore[arg-type]
-                           model.config.temporal_mean)
+        bits = latent_bits(planes, image_bs.IntContext.from_model(model, shift))  # type: ignore[arg-type]
         bits += image_bs._weight_bits(image_bs._quantize_group(model, "arm", shift))  # type: ignore[arg-type]
         if bits < best[1]:
             best = (shift, bits)
@@ -136,13 +129,12 @@ def encode_group(model: LatentGroupModel, lambda_: float, target: Tensor
         q = image_bs._quantize_group(model, group, shifts[group])  # type: ignore[arg-type]
         image_bs._load_group(model, group, q, shifts[group])  # type: ignore[arg-type]
         ints += [a.reshape(-1) for a in q]
-    words = encode_latents(planes, ctx, model.config.temporal_mean)
+    words = encode_latents(planes, ctx)
     with torch.no_grad():
         for p, q in zip(model.latents, planes):
             p.copy_(q)
     flat = np.concatenate(ints).astype(np.int32)
-    bits = latent_bits(planes, ctx, model.config.temporal_mean)
-    entry = {"frames": model.frames, "shifts": shifts, "latent_bits": round(bits, 1),
+    entry = {"frames": model.frames, "shifts": shifts, "latent_bits": round(latent_bits(planes, ctx), 1),
              "latent_bytes": len(entropy.encode_best(words)[1]),
              "weight_bytes": len(entropy.encode_best(flat)[1])}
     return entry, words, flat, model
@@ -160,8 +152,7 @@ def decode_group(model: LatentGroupModel, shifts: dict[str, int], words: np.ndar
     cfg = model.config
     shapes = [image_context.level_shapes(model.height, model.width, cfg.n_levels)[lv] for lv in cfg.levels]
     try:
-        planes = decode_latents(words, model.config.latent_frames(model.frames), shapes, ctx,
-                                model.config.temporal_mean)
+        planes = decode_latents(words, model.config.latent_frames(model.frames), shapes, ctx)
     except OverflowError as exc:
         raise FormatError(f"damaged latent video group ({exc})") from None
     with torch.no_grad():

@@ -18,16 +18,12 @@ class VideoLatentConfig(LatentConfig):
     group: int = 32  # 16 on carphone 0:32 at 128 CPU-s: 28.62 dB at 0.223 bpp; 32 (one network set, 8
     # frames a step): 28.90 dB at 0.162 bpp
     time_stride: int = 4  # one latent frame per this many frames, linearly interpolated in time
-    temporal_mean: bool = False  # the context model predicts each latent's mean as an offset from the
-    # previous latent frame's latent at the same place (files before it lack the key: False)
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if not isinstance(self.group, int) or not 1 <= self.group <= MAX_GROUP:
             raise InputError(f"latent video: the group length must be in 1..{MAX_GROUP} frames, got "
                              f"{self.group!r}")
-        if not isinstance(self.temporal_mean, bool):
-            raise InputError(f"latent video: temporal_mean must be true or false, got {self.temporal_mean!r}")
         if not isinstance(self.time_stride, int) or not 1 <= self.time_stride <= MAX_GROUP:
             raise InputError(f"latent video: the time stride must be in 1..{MAX_GROUP}, got "
                              f"{self.time_stride!r}")

@@ -30,12 +30,6 @@ def temporal_features(vol: Tensor) -> Tensor:
     return image_context.windows(prev)[:, list(TEMPORAL_ROWS)]
 
 
-def previous_value(feats: Tensor, anchors: bool) -> Tensor:
-    """(N,) the previous latent frame's latent at each row's place: the centre of its temporal window in
-    `pass_inputs` rows (zero in a group's first latent frame)."""
-    return feats[:, image_context.ANCHOR_IN if anchors else image_context.NONANCHOR_IN]
-
-
 def gather(x: Tensor, anchors: bool) -> Tensor:
     """Values of (..., g, h, w) at one pass's positions: (..., g * N), frame by frame in coding order."""
     out = image_context.gather(x, anchors)

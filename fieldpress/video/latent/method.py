@@ -19,6 +19,12 @@ rate still over every latent) 28.90 dB at 0.162 bpp (493 steps). Not kept: time 
 per step (819 / 692 steps, 28.83 dB at 0.199 bpp / 28.81 at 0.180: more steps, worse gradients).
 ``torch.compile`` of a group model's forward (eager: 0.30 CPU-s a step) had not finished compiling
 after 10 wall-minutes with two benches on the cores, so it cannot pay inside a budget of minutes.
+Also not kept: a context model whose mean is an offset from the previous latent frame's latent at the
+same place (a repeat predicted exactly before training): carphone 0:32 at quality 4 went from 28.69 dB
+at 0.174 bpp to 28.77 at 0.168, frame 0 repeated 32 times from 32.61 at 0.135 to 32.90 at 0.129, but
+the quick start's panning sample went from 35,001 bytes at 27.73 dB to 35,359 at 27.69 (same budget,
+run side by side), and all of carphone at quality 3 gave 29.43 dB at 0.126 bpp (29.49 at 0.116 before,
+another day's run).
 """
 
 from __future__ import annotations
@@ -43,8 +49,7 @@ from fieldpress.video.latent.fit import GroupFit, fit_clip
 from fieldpress.video.pipeline import VideoResult, measure, warn_short_budget
 
 LR_LATENTS = 0.2  # twice the image codec's: CPU budgets give a video a few hundred steps per group
-DEFAULT_CONFIG = VideoLatentConfig(temporal_mean=True)  # carphone 0:32, q4, 128 CPU-s: 28.77 dB at 0.168
-# bpp against 28.69 at 0.174 without; frame 0 repeated 32 times: 32.90 at 0.129 against 32.61 at 0.135
+DEFAULT_CONFIG = VideoLatentConfig()
 PROBE_FRACTION = 6  # a --target-bpp probe fits the first groups for 1/PROBE_FRACTION of the budget
 MAX_PROBES = 4
 MIN_PROBE_STEPS = 20

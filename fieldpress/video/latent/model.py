@@ -64,9 +64,6 @@ class LatentGroupModel(nn.Module):
                 feats = context.pass_inputs(vol, parent, anchors)
                 params = (self.arm_anchor if anchors else self.arm_other)(feats)
                 params = params + self.offsets[k, 0 if anchors else 1]
-                if self.config.temporal_mean:
-                    params = params + torch.stack([context.previous_value(feats, anchors),
-                                                   torch.zeros_like(feats[:, 0])], dim=1)
                 values = context.gather(vol, anchors)
                 total = total + laplace_bits(values, params[:, 0], params[:, 1]).sum()
         return total
