@@ -352,7 +352,8 @@ def _fieldpress_point(clip, model: str, size: int, args: argparse.Namespace, wor
     m = res.metrics
     keep = ("bpp", "psnr", "psnr_frame_mean", "ms_ssim", "psnr_before_quant", "fit_seconds", "epochs_done")
     rd_facts = {} if not rd else {"rd_target_bpp": rd_target, "rd_lambda": m.get("rd_lambda", rd_lambda)}
-    return {"codec": f"fieldpress-{model}" + ("-rd" if rd else ""), "size": size,
+    kind = "" if not rd else "-rd-target" if rd_target is not None else "-rd"  # steered rows: their own curve
+    return {"codec": f"fieldpress-{model}{kind}", "size": size,
             "params": m["params"], "bytes": res.bytes, **{k: m[k] for k in keep}, **rd_facts,
             **_timed_decode(out, args.device, clip.count), "device": str(device), "strides": m["strides"]}
 
@@ -388,7 +389,7 @@ def _bd_rates(result: dict) -> None:
     for p in result["points"]:
         if p["codec"].startswith("fieldpress"):
             p["x265_bits_ratio"] = x265_bits_ratio(p, ref)
-            # an x265 point with no more bits and no lower PSNR: worse at every rate x265 was run at
+            # some x265 point gives at least this PSNR for no more bits
             p["x265_dominates"] = any(r["bpp"] <= p["bpp"] and r["psnr"] >= p["psnr"] for r in ref)
     for codec in sorted({p["codec"] for p in result["points"]} - {"x265"}):
         pts = monotonic([p for p in result["points"] if p["codec"] == codec])
@@ -408,18 +409,18 @@ def main(argv: list[str] | None = None) -> int:
 
     args = _args(argv)
     clip_path = Path(args.clip)
-    clip = read_video(clip_path, frames=parse_frames(args.frames) if args.frames else None,
-                      resize=parse_wxh(args.resize) if args.resize else None,
-                      crop=parse_crop(args.crop) if args.crop else None)
     cut = "".join(f"_{k}{v.split('+')[0]}" for k, v in (("resize", args.resize), ("crop", args.crop)) if v)
     out_json = Path(args.out) if args.out else RESULTS / f"video_rd_{clip_path.stem}{cut}.json"
-    out_json.parent.mkdir(parents=True, exist_ok=True)
     if args.resummarize:
         result = json.loads(out_json.read_text())
         _bd_rates(result)
         atomic_write_text(out_json, json.dumps(result, indent=1))
         plot(result, out_json.with_suffix(".png"))
         return 0
+    out_json.parent.mkdir(parents=True, exist_ok=True)
+    clip = read_video(clip_path, frames=parse_frames(args.frames) if args.frames else None,
+                      resize=parse_wxh(args.resize) if args.resize else None,
+                      crop=parse_crop(args.crop) if args.crop else None)
     result = _skeleton(args, clip, clip_path)
     # other benches' keys in the same file (bench/video_latent.py's "latent") are kept
     others = {k: v for k, v in json.loads(out_json.read_text()).items() if k not in result} \
@@ -452,7 +453,7 @@ def main(argv: list[str] | None = None) -> int:
         for target in args.rd_targets:
             point = _fieldpress_point(clip, model, parse_count(args.rd_size), args, work, rd_target=target)
             result["points"].append(point)
-            print(f"fieldpress-{model}-rd {args.rd_size} -> {target} bpp: bpp={point['bpp']:.4f} "
+            print(f"fieldpress-{model}-rd-target {args.rd_size} -> {target} bpp: bpp={point['bpp']:.4f} "
                   f"psnr={point['psnr']:.2f} lambda={point['rd_lambda']} fit={point['fit_seconds']:.0f}s",
                   flush=True)
             save()
