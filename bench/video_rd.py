@@ -372,12 +372,11 @@ def x265_bits_ratio(point: dict, ref: list[dict]) -> float | None:
     """The point's bpp over x265's at the point's PSNR (x265's rate interpolated linearly in log-rate
     between its two monotonic points around that PSNR; None outside x265's range). Unlike a BD-rate it
     needs no curve: one number per point, for codecs with fewer than 4 monotonic points."""
-    for lo, hi in zip(ref, ref[1:]):
-        if lo["psnr"] <= point["psnr"] <= hi["psnr"]:
-            t = (point["psnr"] - lo["psnr"]) / (hi["psnr"] - lo["psnr"])
-            x265_bpp = float(np.exp(np.log(lo["bpp"]) + t * (np.log(hi["bpp"]) - np.log(lo["bpp"]))))
-            return round(point["bpp"] / x265_bpp, 2)
-    return None
+    psnrs = [r["psnr"] for r in ref]  # increasing: `ref` is monotonic in rate
+    if not ref or not psnrs[0] <= point["psnr"] <= psnrs[-1]:
+        return None
+    x265_bpp = float(np.exp(np.interp(point["psnr"], psnrs, np.log([r["bpp"] for r in ref]))))
+    return round(point["bpp"] / x265_bpp, 2)
 
 
 def _bd_rates(result: dict) -> None:
