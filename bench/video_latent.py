@@ -13,6 +13,9 @@ The results go into ``bench/results/video_rd_<clip>.json`` under the key ``laten
 existing file are kept), written after every point, and a plot ``video_rd_<clip>_latent.png``.
 
     python bench/video_latent.py ../shared/data/video/carphone.mp4 --frames 0:32 --qualities 2 3 4 5
+
+``--jobs 2`` runs two fits side by side (one process and one thread each); their budgets are CPU time,
+so they get the same steps as one after the other, on a machine with a core for each.
 """
 
 from __future__ import annotations
@@ -75,6 +78,8 @@ def latent_point(clip, quality: int, seconds: float, work: Path) -> dict:  # noq
     import torch
 
     from fieldpress.runtime import torch_threads
+
+    torch.set_num_threads(1)
     from fieldpress.video.codec import open_video
     from fieldpress.video.fit import FitOptions
     from fieldpress.video.latent.method import compress_latent
@@ -94,6 +99,15 @@ def latent_point(clip, quality: int, seconds: float, work: Path) -> dict:  # noq
     return {"codec": "fieldpress-latent", "quality": quality, "bytes": res.bytes,
             **{k: res.metrics[k] for k in keep},
             "decode_fps_cpu": round(clip.count / cpu, 2), "decode_fps_wall": round(clip.count / wall, 2)}
+
+
+def _point_in_worker(clip_path: str, frames: str, quality: int, seconds: float, work: str) -> dict:
+    """`latent_point` in a worker process, which reads the clip itself."""
+    from fieldpress.cli import parse_frames
+    from fieldpress.video.io import read_video
+
+    clip = read_video(Path(clip_path), frames=parse_frames(frames))
+    return latent_point(clip, quality, seconds, Path(work))
 
 
 def plot(section: dict, path: Path) -> None:
@@ -125,6 +139,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cpu-seconds", type=float, default=None,
                     help="per fit (default: the preview budget scaled to the frames)")
     ap.add_argument("--codecs", nargs="+", default=["x264", "x265"])
+    ap.add_argument("--jobs", type=int, default=1,
+                    help="fits run side by side, one process and one thread each (budgets are CPU time)")
+    ap.add_argument("--add", action="store_true",
+                    help="keep the points of an earlier run on the same frames and budget (baselines "
+                         "included) and add these qualities (a quality run again replaces its point)")
     ap.add_argument("--note", default="")
     args = ap.parse_args(argv)
     import torch
@@ -145,21 +164,38 @@ def main(argv: list[str] | None = None) -> int:
                "machine": machine(), "cpu_seconds_per_fit": round(seconds, 1),
                "budget": "preview preset: 8 CPU-minutes per 120 CIF frames, scaled to the frames fitted; "
                          "CPU time of one thread (time.process_time), not wall time",
-               "note": args.note, "points": [], "bd_rate_vs_x265": {}, "bd_points_used": {}}
+               "note": args.note, "fits_side_by_side": args.jobs, "points": [], "bd_rate_vs_x265": {},
+               "bd_points_used": {}}
+    earlier = doc.get("latent")
+    if args.add:
+        if not earlier or earlier.get("clip") != section["clip"] or \
+                earlier.get("cpu_seconds_per_fit") != section["cpu_seconds_per_fit"]:
+            raise SystemExit("--add: no earlier run on these frames with this budget in " + str(out))
+        section["points"] = [p for p in earlier["points"] if p.get("quality") not in args.qualities
+                             or p["codec"] != "fieldpress-latent"]
+        section["note"] = "; ".join(n for n in (earlier.get("note"), args.note) if n)
+        section["runs"] = earlier.get("runs", 1) + 1
     doc["latent"] = section
 
     def save() -> None:
         atomic_write_text(out, json.dumps(doc, indent=1) + "\n")
 
     with tempfile.TemporaryDirectory() as tmp:
-        section["points"] += baselines(clip, args.codecs, Path(tmp))
+        if not args.add:
+            section["points"] += baselines(clip, args.codecs, Path(tmp))
         save()
-        for q in args.qualities:
-            section["points"].append(latent_point(clip, q, seconds, Path(tmp)))
-            p = section["points"][-1]
-            print(f"latent q{q}: {p['bpp']:.4f} bpp {p['psnr']:.2f} dB, fit {p['fit_cpu_seconds']} CPU-s",
-                  flush=True)
-            save()
+        from concurrent.futures import ProcessPoolExecutor, as_completed
+
+        with ProcessPoolExecutor(max_workers=max(1, args.jobs)) as pool:
+            jobs = [pool.submit(_point_in_worker, str(clip_path), args.frames, q, seconds, tmp)
+                    for q in args.qualities]
+            for job in as_completed(jobs):
+                p = job.result()
+                section["points"].append(p)
+                print(f"latent q{p['quality']}: {p['bpp']:.4f} bpp {p['psnr']:.2f} dB, fit "
+                      f"{p['fit_cpu_seconds']} CPU-s", flush=True)
+                save()
+        section["points"].sort(key=lambda p: (p["codec"], p.get("quality", 0)))
     ref = monotonic([p for p in section["points"] if p["codec"] == "x265"])
     for name in sorted({p["codec"] for p in section["points"]} - {"x265"}):
         pts = monotonic([p for p in section["points"] if p["codec"] == name])

@@ -5,6 +5,7 @@ frame-by-frame evaluation agreeing with the batched one."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -26,13 +27,14 @@ from tests.helpers.reads import record_reads
 from tests.helpers.refusals import assert_refused
 
 CONFIG = VideoLatentConfig(n_levels=4, group=3, time_stride=2, arm_hidden=8, synth_hidden=8)
+KEY_CONFIG = replace(CONFIG, reference="key", p_first_level=1)  # key frame + warped later frames
 
 
-@pytest.fixture(scope="module")
-def result():  # noqa: ANN201
+@pytest.fixture(scope="module", params=[CONFIG, KEY_CONFIG], ids=["no-reference", "key-frame"])
+def result(request):  # noqa: ANN001, ANN201
     clip = VideoClip(tiny_clip(5, 20, 24), fps=10.0, source={"file": "synthetic"})
     opts = FitOptions(model="latent", epochs=12, quality=5, size=None)
-    return clip, compress_latent(clip, opts, torch.device("cpu"), show_progress=False, config=CONFIG)
+    return clip, compress_latent(clip, opts, torch.device("cpu"), show_progress=False, config=request.param)
 
 
 def test_the_file_decodes_to_the_encoders_reconstruction_bit_for_bit(result) -> None:  # noqa: ANN001
@@ -124,6 +126,7 @@ def test_fit_video_writes_a_latent_file_that_info_summarizes(tmp_path: Path,
 
     facts = summarize(open_container(out).header)
     assert facts["groups"].startswith("1 of 32") and facts["rate split"].startswith("latents ")
+    assert facts["frames from"].startswith("the key frame")
 
 
 def test_latent_frames_blend_linearly_in_time() -> None:
@@ -172,3 +175,60 @@ def test_a_budget_too_short_for_a_useful_picture_says_so() -> None:
     with pytest.warns(VideoWarning, match=r"bought only \d+ steps for the first of 2 group\(s\)"):
         res = compress_latent(clip, opts, torch.device("cpu"), show_progress=False, config=CONFIG)
     assert np.array_equal(open_video(res.data).decode(), res.reconstruction)
+
+
+def test_the_warp_synthesis_moves_the_key_frame_by_its_flow() -> None:
+    """A later frame is the key frame sampled at (x + flow_x, y + flow_y) in pixels, times the mask,
+    plus the residual; the borders repeat."""
+    from fieldpress.video.latent.model import FLOW_SCALE, WarpSynthesis
+
+    warp = WarpSynthesis(2, 4, 1)
+    key = torch.rand(1, 3, 6, 7, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        for layer in warp.head:
+            layer.weight.zero_()
+        warp.blocks[1].weight.zero_()
+        warp.blocks[1].bias.zero_()
+        warp.head[1].bias.copy_(torch.tensor([0.0, 0.0, 0.0, 1.0 / FLOW_SCALE, 0.0, 50.0]))
+        moved = warp(torch.zeros(2, 2, 6, 7), key)
+        assert torch.allclose(moved[:, :, :, :-1], key[:, :, :, 1:].expand(2, -1, -1, -1), atol=1e-6)
+        assert torch.allclose(moved[:, :, :, -1], key[:, :, :, -1].expand(2, -1, -1), atol=1e-6)
+        warp.head[1].bias.copy_(torch.tensor([0.25, 0.0, 0.0, 0.0, 0.0, -50.0]))  # mask 0: residual only
+        assert torch.allclose(warp(torch.zeros(1, 2, 6, 7), key)[:, 0], torch.full((1, 6, 7), 0.25))
+
+
+def test_a_key_frame_group_codes_its_fine_levels_once_and_draws_the_key_in_every_step() -> None:
+    from fieldpress.video.latent.model import KEY_FIRST_SHARE, LatentGroupModel
+
+    config = VideoLatentConfig(n_levels=3, group=8, time_stride=2, arm_hidden=4, synth_hidden=4,
+                               reference="key", p_first_level=1)
+    assert config.latent_frames(7) == 4 and config.latent_frames(1) == 1
+    model = LatentGroupModel(config, 7, 8, 8)
+    assert [p.shape[0] for p in model.latents] == [1, 4, 4]
+    with torch.no_grad():
+        for p in model.latents:
+            p.copy_(torch.randn(p.shape, generator=torch.Generator().manual_seed(1)) * 2)
+        frames, bits = model(None)
+        for subset in ([0, 2, 5], [3, 6], [0]):
+            model.subset = torch.tensor(subset)
+            some, some_bits = model(None)
+            assert torch.allclose(some, frames[subset], atol=1e-6)
+            assert float(some_bits) == pytest.approx(float(bits) * len(subset) / 7, rel=1e-6)
+    draw = torch.Generator().manual_seed(0)
+    assert model.training_frames(draw, 3, KEY_FIRST_SHARE / 2).tolist() == [0]
+    later = model.training_frames(draw, 3, 0.5).tolist()
+    assert later[0] == 0 and len(set(later)) == 3 and later == sorted(later) and max(later) < 7
+    assert model.training_frames(draw, None, 0.5) is None and model.training_frames(draw, 7, 0.5) is None
+
+
+def test_a_header_without_a_reference_decodes_as_before_and_bad_references_are_refused() -> None:
+    from fieldpress.errors import FormatError, InputError
+
+    old = {k: v for k, v in KEY_CONFIG.to_dict().items() if k not in ("reference", "p_first_level")}
+    assert VideoLatentConfig.from_dict(old) == CONFIG
+    with pytest.raises(InputError, match="reference"):
+        VideoLatentConfig(reference="previous")
+    with pytest.raises(InputError, match="p_first_level"):
+        VideoLatentConfig(n_levels=3, p_first_level=3, reference="key")
+    with pytest.raises(FormatError):
+        VideoLatentConfig.from_dict({**KEY_CONFIG.to_dict(), "p_first_level": 9})

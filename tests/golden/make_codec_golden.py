@@ -31,8 +31,9 @@ OUT = HERE / "codecs"
 FAMILIES = ("video", "image", "scene")
 EXTRA = ("latent", "neuralgs", "nirvana", "video-latent", "recombiner", "video-rd", "hinerv")  # written only
 # when named: the latent-grid image codec (set v1-latent), NeuralGS (v1-neuralgs), NIRVANA (v1-nirvana),
-# latent video (v1-video-latent), RECOMBINER (v1-recombiner; decoded with the shipped prior), rate-trained
-# hnerv/nerv/nervpp (v3-video-rd), HiNeRV (v2-hinerv: the video layout's version 2)
+# latent video (v1-video-latent; v2-video-latent-key: with a key frame), RECOMBINER (v1-recombiner;
+# decoded with the shipped prior), rate-trained hnerv/nerv/nervpp (v3-video-rd), HiNeRV (v2-hinerv: the
+# video layout's version 2)
 
 
 def clip_frames(n: int = 4, w: int = 32, h: int = 24) -> np.ndarray:

@@ -36,8 +36,13 @@ def rows(ctx: image_bs.IntContext, k: int, feats: Tensor, anchors: bool) -> tupl
     return entropy_models.param_indices(mean, out[:, 1])
 
 
+def _parent(planes: list[Tensor], k: int) -> Tensor | None:
+    """Level k's parent volume, cut to level k's latent frames (a key-only level has one)."""
+    return planes[k + 1][:planes[k].shape[0]] if k + 1 < len(planes) else None
+
+
 def _level_rows(planes: list[Tensor], ctx: image_bs.IntContext, k: int, anchors: bool):  # noqa: ANN202
-    parent = planes[k + 1] if k + 1 < len(planes) else None
+    parent = _parent(planes, k)
     centre, table = rows(ctx, k, context.pass_inputs(planes[k], parent, anchors), anchors)
     values = context.gather(planes[k], anchors).numpy().astype(np.int64)
     return centre, table, values
@@ -52,8 +57,8 @@ def latent_bits(planes: list[Tensor], ctx: image_bs.IntContext) -> float:
 def encode_latents(planes: list[Tensor], ctx: image_bs.IntContext) -> np.ndarray:
     """Range-code integer volumes (float64 tensors holding integers); returns the coder's words."""
     enc = entropy_models.new_encoder()
-    frames = planes[0].shape[0]
     for k in reversed(range(len(planes))):
+        frames = planes[k].shape[0]
         passes = [_level_rows(planes, ctx, k, anchors) for anchors in (True, False)]
         for t in range(frames):
             for centre, table, values in passes:
@@ -63,14 +68,15 @@ def encode_latents(planes: list[Tensor], ctx: image_bs.IntContext) -> np.ndarray
     return entropy_models.finish(enc)
 
 
-def decode_latents(words: np.ndarray, frames: int, shapes: list[tuple[int, int]],
-                   ctx: image_bs.IntContext) -> list[Tensor]:
-    """Decode a group's volumes frame by frame and pass by pass (each one vectorized evaluation)."""
+def decode_latents(words: np.ndarray, shapes: list[tuple[int, int, int]], ctx: image_bs.IntContext
+                   ) -> list[Tensor]:
+    """Decode a group's volumes (shapes (latent frames, h, w) per level) frame by frame and pass by pass
+    (each one vectorized evaluation)."""
     dec = entropy_models.new_decoder(words)
-    planes = [torch.zeros((frames, *s), dtype=torch.float64) for s in shapes]
+    planes = [torch.zeros(s, dtype=torch.float64) for s in shapes]
     for k in reversed(range(len(planes))):
-        parent = planes[k + 1] if k + 1 < len(planes) else None
-        for t in range(frames):
+        parent = _parent(planes, k)
+        for t in range(planes[k].shape[0]):
             for anchors in (True, False):
                 centre, table = rows(ctx, k, context.frame_inputs(planes[k], parent, t, anchors), anchors)
                 values = entropy_models.decode_symbols(dec, centre, table)
@@ -149,10 +155,9 @@ def decode_group(model: LatentGroupModel, shifts: dict[str, int], words: np.ndar
     ctx = image_bs.IntContext(layers[:n], layers[n:], offsets)
     for group in ("head", "blocks"):
         image_bs._load_group(model, group, parts[group], shifts[group])  # type: ignore[arg-type]
-    cfg = model.config
-    shapes = [image_context.level_shapes(model.height, model.width, cfg.n_levels)[lv] for lv in cfg.levels]
+    shapes = [tuple(p.shape) for p in model.latents]
     try:
-        planes = decode_latents(words, model.config.latent_frames(model.frames), shapes, ctx)
+        planes = decode_latents(words, shapes, ctx)
     except OverflowError as exc:
         raise FormatError(f"damaged latent video group ({exc})") from None
     with torch.no_grad():

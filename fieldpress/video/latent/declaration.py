@@ -22,6 +22,9 @@ def summarize(header: Mapping[str, Any]) -> dict[str, Any]:
         "lambda": header.get("lambda"),
         "groups": f"{len(groups)} of {cfg.get('group')} frames (each decodes alone)",
         "latent levels": f"{cfg.get('first_level')}..{(cfg.get('n_levels') or 0) - 1}",
+        "frames from": ("the key frame (each group's first), warped; later frames' latents from level "
+                        f"{cfg.get('p_first_level')}" if cfg.get("reference") == "key"
+                        else "their own latent frames (no key frame)"),
     }
     try:
         lat = sum(int(g["latent_bytes"]) for g in groups)
@@ -36,5 +39,5 @@ def summarize(header: Mapping[str, Any]) -> dict[str, Any]:
 
 
 LATENT = LazyCodec("video", "latent", 1, "fieldpress.video.latent.codec:CODEC", summarize, None,
-                   "latent grids per group of frames with a context model that sees the previous frame "
-                   "(after Cool-chic video / C3 video)")
+                   "latent grids per group of frames with a context model that sees the previous frame, "
+                   "later frames warped from a key frame (after Cool-chic video / C3 video)")

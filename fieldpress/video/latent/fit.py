@@ -47,13 +47,12 @@ def fit_group(target: Tensor, config: VideoLatentConfig, lambda_: float, *, step
               fit: FitConfig = FitConfig(), frames_per_step: int | None = None,
               ) -> tuple[LatentGroupModel, int, float, dict[str, float]]:
     """Fit one group ((frames, 3, H, W) in [0, 1]) for `steps` or about `seconds` of CPU time, starting
-    from `previous` when given; each step synthesizes `frames_per_step` frames drawn at random (None:
-    all). Returns (model, steps, CPU seconds, last step's record)."""
+    from `previous` when given; each step synthesizes the frames `LatentGroupModel.training_frames` draws
+    (`frames_per_step` at random; None: all). Returns (model, steps, CPU seconds, last step's record)."""
     model = LatentGroupModel(config, target.shape[0], target.shape[2], target.shape[3])
     if previous is not None:
         model.warm_start(previous)
     opt = latent_optimizer(model, fit)
-    sample = frames_per_step is not None and frames_per_step < target.shape[0]
     draw = torch.Generator().manual_seed(fit.seed)
     start = time.process_time()
     step, rec = 0, {}
@@ -66,9 +65,8 @@ def fit_group(target: Tensor, config: VideoLatentConfig, lambda_: float, *, step
             progress = (time.process_time() - start) / max(float(seconds or 0.0), 1e-9)
             if progress >= 1.0 and step >= MIN_STEPS:
                 break
-        if sample:
-            model.subset = torch.randperm(target.shape[0], generator=draw)[:frames_per_step].sort().values
-        rec = train_step(model, opt, target[model.subset] if sample else target, lambda_,
+        model.subset = model.training_frames(draw, frames_per_step, min(progress, 1.0))
+        rec = train_step(model, opt, target if model.subset is None else target[model.subset], lambda_,
                          min(progress, 1.0), fit)
         step += 1
     model.subset = None
