@@ -17,8 +17,12 @@ rate. The key frames stay the weakest frames (27.8-33.0 dB; carphone's frame 0 i
 latent image codec gives it 28.4 dB at 0.80 bpp after 2,000 steps, JPEG 29.7 at 0.96). Not kept, on
 0:32 at quality 4 (p_first_level 2, 12 frames a step): a key-frame-only phase of 40% of the steps
 instead of 25% (29.12 dB at 0.121 bpp), the key frame's error weighted 4x (29.63 at 0.123), and a
-flow of 2 pixels per unit instead of 8 (a training-only probe, 0.1 dB worse). Runs of the same setting
-differ: quality 6 on 0:32 gave 29.04 dB at 0.183 bpp in one run and 29.53 at 0.169 in another.
+flow of 2 pixels per unit instead of 8 (a training-only probe, 0.1 dB worse); on all of carphone at 8
+CPU-minutes, groups of 16 (a nearer key frame, twice the key frames and networks): 30.42 dB at 0.261
+bpp and 31.01 at 0.395 (quality 4 / 6), against 30.76 at 0.176 and 31.52 at 0.266 with 32. Runs of
+the same setting differ: quality 6 on 0:32 gave 29.04 dB at 0.183 bpp in one run and 29.53 at 0.169 in
+another. A still clip (frame 0 repeated 32 times, 128 CPU-s, quality 4): 35.94 dB at 0.141 bpp,
+against 32.61 at 0.135 without the key frame.
 
 The design without a key frame, as first built:
 
