@@ -78,11 +78,11 @@ def latent_point(clip, quality: int, seconds: float, work: Path) -> dict:  # noq
     import torch
 
     from fieldpress.runtime import torch_threads
-
-    torch.set_num_threads(1)
     from fieldpress.video.codec import open_video
     from fieldpress.video.fit import FitOptions
     from fieldpress.video.latent.method import compress_latent
+
+    torch.set_num_threads(1)  # a worker process of --jobs starts with torch's default
 
     opts = FitOptions(model="latent", size=None, minutes=seconds / 60.0, quality=quality)
     res = compress_latent(clip, opts, torch.device("cpu"), show_progress=False)

@@ -36,13 +36,8 @@ def rows(ctx: image_bs.IntContext, k: int, feats: Tensor, anchors: bool) -> tupl
     return entropy_models.param_indices(mean, out[:, 1])
 
 
-def _parent(planes: list[Tensor], k: int) -> Tensor | None:
-    """Level k's parent volume, cut to level k's latent frames (a key-only level has one)."""
-    return planes[k + 1][:planes[k].shape[0]] if k + 1 < len(planes) else None
-
-
 def _level_rows(planes: list[Tensor], ctx: image_bs.IntContext, k: int, anchors: bool):  # noqa: ANN202
-    parent = _parent(planes, k)
+    parent = context.parent_volume(planes, k)
     centre, table = rows(ctx, k, context.pass_inputs(planes[k], parent, anchors), anchors)
     values = context.gather(planes[k], anchors).numpy().astype(np.int64)
     return centre, table, values
@@ -75,7 +70,7 @@ def decode_latents(words: np.ndarray, shapes: list[tuple[int, int, int]], ctx: i
     dec = entropy_models.new_decoder(words)
     planes = [torch.zeros(s, dtype=torch.float64) for s in shapes]
     for k in reversed(range(len(planes))):
-        parent = _parent(planes, k)
+        parent = context.parent_volume(planes, k)
         for t in range(planes[k].shape[0]):
             for anchors in (True, False):
                 centre, table = rows(ctx, k, context.frame_inputs(planes[k], parent, t, anchors), anchors)

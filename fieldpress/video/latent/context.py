@@ -45,6 +45,12 @@ def pass_inputs(vol: Tensor, parent: Tensor | None, anchors: bool) -> Tensor:
     return rows.transpose(1, 2).reshape(g * rows.shape[2], rows.shape[1])
 
 
+def parent_volume(planes: list[Tensor], k: int) -> Tensor | None:
+    """Level k's parent (level k + 1's volume) cut to level k's latent frames (a level that holds only a
+    key frame's has one); None for the coarsest level."""
+    return planes[k + 1][:planes[k].shape[0]] if k + 1 < len(planes) else None
+
+
 def frame_inputs(vol: Tensor, parent: Tensor | None, t: int, anchors: bool) -> Tensor:
     """Features (N, C) of one pass over frame t only (what the decoder evaluates): the same rows
     `pass_inputs` gives for frame t, computed on the two-frame volume (t-1, t)."""

@@ -91,6 +91,18 @@ class KeyWarpSynthesis(nn.Module):
         return [*self.key.blocks, *self.warp.blocks]
 
 
+def blend_in_time(volumes: list[Tensor], times: Tensor, stride: int) -> list[Tensor]:
+    """Planes at `times` (float64 frame times counted from the volumes' first frame) from volumes of
+    latent frames, latent frame k sitting at time (k + 1/2) * stride - 1/2: a linear blend of the two
+    around each time (times beyond the ends copy the end)."""
+    n = volumes[0].shape[0]
+    pos = ((times - (stride - 1) / 2) / stride).clamp(0, n - 1)
+    k0 = pos.floor().long().clamp(max=n - 1)
+    k1 = (k0 + 1).clamp(max=n - 1)
+    w = (pos - k0).to(volumes[0].dtype)[:, None, None]
+    return [p[k0] * (1 - w) + p[k1] * w for p in volumes]
+
+
 class LatentGroupModel(nn.Module):
     """Latent volumes (frames, h_l, w_l) per level + context model + synthesis for one group."""
 
@@ -132,7 +144,7 @@ class LatentGroupModel(nn.Module):
         """Differentiable bits of all latent volumes under the context model."""
         total = planes[0].new_zeros(())
         for k, vol in enumerate(planes):
-            parent = planes[k + 1][:vol.shape[0]] if k + 1 < len(planes) else None
+            parent = context.parent_volume(planes, k)
             for anchors in (True, False):
                 feats = context.pass_inputs(vol, parent, anchors)
                 params = (self.arm_anchor if anchors else self.arm_other)(feats)
@@ -147,12 +159,7 @@ class LatentGroupModel(nn.Module):
         s = self.config.time_stride
         if s == 1:
             return planes
-        n = planes[0].shape[0]
-        pos = ((torch.arange(self.frames, dtype=torch.float64) - (s - 1) / 2) / s).clamp(0, n - 1)
-        k0 = pos.floor().long().clamp(max=n - 1)
-        k1 = (k0 + 1).clamp(max=n - 1)
-        w = (pos - k0).to(planes[0].dtype)[:, None, None]
-        return [p[k0] * (1 - w) + p[k1] * w for p in planes]
+        return blend_in_time(planes, torch.arange(self.frames, dtype=torch.float64), s)
 
     def training_frames(self, generator: torch.Generator, count: int | None,
                         progress: float) -> Tensor | None:
@@ -189,13 +196,9 @@ class LatentGroupModel(nn.Module):
         later = frames[frames > 0]
         if len(later) == 0:
             return key[:0] if len(frames) == 0 else key
-        s, m = self.config.time_stride, self.config.latent_frames(self.frames) - 1
-        pos = ((later.to(torch.float64) - 1 - (s - 1) / 2) / s).clamp(0, m - 1)
-        k0 = pos.floor().long().clamp(max=m - 1)
-        k1 = (k0 + 1).clamp(max=m - 1)
-        w = (pos - k0).to(planes[0].dtype)[:, None, None]
         first = len(planes) - len(self.config.p_levels)
-        blended = [p[1 + k0] * (1 - w) + p[1 + k1] * w for p in planes[first:]]
+        blended = blend_in_time([p[1:] for p in planes[first:]], later.to(torch.float64) - 1,
+                                self.config.time_stride)
         out = self.synthesis.warp(upsample(blended, *size, mode), key.clamp(0, 1))
         return torch.cat([key, out]) if bool(frames[0] == 0) else out
 
