@@ -43,6 +43,9 @@ from fieldpress.fields.recombiner.model import load_prior  # noqa: E402
 from fieldpress.io import atomic_write_text  # noqa: E402
 from fieldpress.metrics import psnr  # noqa: E402
 
+sys.path.insert(0, str(ROOT / "bench"))
+import image_rd  # noqa: E402
+
 KODAK = ROOT.parent / "shared" / "data" / "images" / "kodak"
 OUT = ROOT / "bench" / "results" / "recombiner.json"
 # He et al., ICLR 2024, Kodak (full 768x512 images, GPU-scale prior and encoder), RGB PSNR; the values
@@ -78,12 +81,10 @@ def pillow_points(rgb: np.ndarray, fmt: str, qualities: list[int]) -> list[dict]
 
 
 def psnr_at(points: list[dict], bpp: float) -> float | None:
-    """A baseline's PSNR at ``bpp`` (linear in log-rate; None outside its range)."""
-    pts = sorted(points, key=lambda p: p["bpp"])
-    r = np.log([p["bpp"] for p in pts])
-    if not pts or not r[0] <= np.log(bpp) <= r[-1]:
-        return None
-    return round(float(np.interp(np.log(bpp), r, [p["psnr"] for p in pts])), 3)
+    """A baseline's PSNR at ``bpp`` (`image_rd.psnr_at`: linear in log-rate; None outside its range),
+    rounded to 0.001 dB as the JSON stores it."""
+    value = image_rd.psnr_at(points, bpp)
+    return None if value is None else round(value, 3)
 
 
 def run_codec(rgb: np.ndarray, name: str, options: ImageOptions) -> dict:

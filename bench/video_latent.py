@@ -5,7 +5,8 @@ Each fieldpress point is the fit-video pipeline at one ``--quality`` with a CPU-
 ``time.process_time``): the preview preset's 8 CPU-minutes for 120 CIF frames, scaled to the frames
 fitted. bpp from the file's bytes; PSNR from the file decoded back. Baselines: the ffmpeg inside
 imageio-ffmpeg (medium presets, CRF ladder). BD-rate against x265 with `fieldpress.metrics.bd_rate`
-over points that are monotonic in rate (the JSON says which were used). Decode speed: our decoder's
+over points that are monotonic in rate (the JSON says which were used), and per point its bits over
+x265's at the same PSNR (``x265_bits_ratio``, as in ``bench/video_rd.py``). Decode speed: our decoder's
 frames per CPU-second (one thread) next to ffmpeg's x265 decode, both as CPU time of the decoding
 process (ffmpeg: the child's user + system time, start-up included) and as wall time.
 
@@ -26,12 +27,21 @@ import resource
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from video_rd import BASELINES, RESULTS, encode_baseline, ffmpeg_exe, machine, monotonic  # noqa: E402
+from video_rd import (  # noqa: E402
+    BASELINES,
+    RESULTS,
+    encode_baseline,
+    ffmpeg_exe,
+    machine,
+    monotonic,
+    x265_bits_ratio,
+)
 
 PREVIEW_CPU_SECONDS, PREVIEW_PIXELS = 8 * 60.0, 176 * 144 * 120
 
@@ -110,6 +120,22 @@ def _point_in_worker(clip_path: str, frames: str, quality: int, seconds: float, 
     return latent_point(clip, quality, seconds, Path(work))
 
 
+def _points(clip, clip_path: Path, frames: str, qualities: list[int], seconds: float, work: Path,  # noqa: ANN001
+            jobs: int) -> Iterator[dict]:
+    """The latent points as they finish: in this process with one job, else in `jobs` worker processes."""
+    if jobs <= 1:
+        for q in qualities:
+            yield latent_point(clip, q, seconds, work)
+        return
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    with ProcessPoolExecutor(max_workers=jobs) as pool:
+        futures = [pool.submit(_point_in_worker, str(clip_path), frames, q, seconds, str(work))
+                   for q in qualities]
+        for future in as_completed(futures):
+            yield future.result()
+
+
 def plot(section: dict, path: Path) -> None:
     import matplotlib
 
@@ -184,19 +210,16 @@ def main(argv: list[str] | None = None) -> int:
         if not args.add:
             section["points"] += baselines(clip, args.codecs, Path(tmp))
         save()
-        from concurrent.futures import ProcessPoolExecutor, as_completed
-
-        with ProcessPoolExecutor(max_workers=max(1, args.jobs)) as pool:
-            jobs = [pool.submit(_point_in_worker, str(clip_path), args.frames, q, seconds, tmp)
-                    for q in args.qualities]
-            for job in as_completed(jobs):
-                p = job.result()
-                section["points"].append(p)
-                print(f"latent q{p['quality']}: {p['bpp']:.4f} bpp {p['psnr']:.2f} dB, fit "
-                      f"{p['fit_cpu_seconds']} CPU-s", flush=True)
-                save()
+        for p in _points(clip, clip_path, args.frames, args.qualities, seconds, Path(tmp), args.jobs):
+            section["points"].append(p)
+            print(f"latent q{p['quality']}: {p['bpp']:.4f} bpp {p['psnr']:.2f} dB, fit "
+                  f"{p['fit_cpu_seconds']} CPU-s", flush=True)
+            save()
         section["points"].sort(key=lambda p: (p["codec"], p.get("quality", 0)))
     ref = monotonic([p for p in section["points"] if p["codec"] == "x265"])
+    for p in section["points"]:
+        if p["codec"].startswith("fieldpress"):  # its bpp over x265's at its PSNR, as bench/video_rd.py
+            p["x265_bits_ratio"] = x265_bits_ratio(p, ref)
     for name in sorted({p["codec"] for p in section["points"]} - {"x265"}):
         pts = monotonic([p for p in section["points"] if p["codec"] == name])
         value = bd_rate([p["bpp"] for p in ref], [p["psnr"] for p in ref], [p["bpp"] for p in pts],
