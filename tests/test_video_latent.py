@@ -209,11 +209,17 @@ def test_a_key_frame_group_codes_its_fine_levels_once_and_draws_the_key_in_every
         for p in model.latents:
             p.copy_(torch.randn(p.shape, generator=torch.Generator().manual_seed(1)) * 2)
         frames, bits = model(None)
-        for subset in ([0, 2, 5], [3, 6], [0]):
+        for subset in ([0, 2, 5], [3, 6]):
             model.subset = torch.tensor(subset)
             some, some_bits = model(None)
             assert torch.allclose(some, frames[subset], atol=1e-6)
             assert float(some_bits) == pytest.approx(float(bits) * len(subset) / 7, rel=1e-6)
+        model.subset = torch.tensor([0])  # the key frame alone: only its latent frames' bits train
+        key, key_bits = model(None)
+        alone = model.rate_bits([p[:1] for p in model.quantized_planes(None)])
+        assert torch.allclose(key, frames[:1], atol=1e-6)
+        assert float(key_bits) == pytest.approx(float(alone) / 7, rel=1e-6)
+        assert float(alone) < float(bits)
     draw = torch.Generator().manual_seed(0)
     assert model.training_frames(draw, 3, KEY_FIRST_SHARE / 2).tolist() == [0]
     later = model.training_frames(draw, 3, 0.5).tolist()

@@ -24,6 +24,20 @@ the same setting differ: quality 6 on 0:32 gave 29.04 dB at 0.183 bpp in one run
 another. A still clip (frame 0 repeated 32 times, 128 CPU-s, quality 4): 35.94 dB at 0.141 bpp,
 against 32.61 at 0.135 without the key frame.
 
+Then two changes to the training and the layout, measured at 128 CPU-s on carphone 0:32 (file bytes,
+two fits side by side): the key frame alone for 5% of a group's CPU time instead of a quarter, with
+those steps coding only the key's latents (model.KEY_FIRST_SHARE has the sweep), took quality 6 from
+30.05 dB at 0.285 bpp to 30.22 at 0.245; and one later latent frame every 2nd frame instead of every
+4th (``time_stride`` 2: the later frames' latents hold no full-resolution level, so doubling them is
+cheap) gave 29.37 / 30.92 / 31.82 / 31.87 dB at 0.094 / 0.168 / 0.298 / 0.414 bpp (quality 2 / 4 / 6 /
+8), where a stride of 4 gave 29.64 at 0.123 (quality 3), 30.22 at 0.245 and 30.38 at 0.309; a stride of
+1 gave 30.67 at 0.188 (quality 4). On all of carphone at 8 CPU-minutes the two took quality 2 / 4 / 6 /
+8 from 29.40 / 30.76 / 31.52 / 31.50 dB at 0.103 / 0.176 / 0.266 / 0.334 bpp to 29.92 / 31.85 / 32.75 /
+32.49 at 0.085 / 0.182 / 0.298 / 0.400 (the key-frame share alone: 29.67 / 31.05 / 31.36 / 31.54 at
+0.083 / 0.160 / 0.243 / 0.305). Not kept: a latent learning rate of 0.3 (30.32 dB at 0.269 bpp, quality
+6, against 0.2's 30.22 at 0.245, stride 4) and 16 frames a step (31.38 at 0.295, quality 6, against 12's
+31.82 at 0.298, stride 2).
+
 The design without a key frame, as first built:
 
 Why this design (one latent frame every `time_stride` frames per group, blended linearly in time, a
@@ -76,7 +90,7 @@ from fieldpress.video.latent.fit import GroupFit, fit_clip
 from fieldpress.video.pipeline import VideoResult, measure, warn_short_budget
 
 LR_LATENTS = 0.2  # twice the image codec's: CPU budgets give a video a few hundred steps per group
-DEFAULT_CONFIG = VideoLatentConfig(reference="key", p_first_level=1)
+DEFAULT_CONFIG = VideoLatentConfig(reference="key", p_first_level=1, time_stride=2)
 PROBE_FRACTION = 6  # a --target-bpp probe fits the first groups for 1/PROBE_FRACTION of the budget
 MAX_PROBES = 4
 MIN_PROBE_STEPS = 20

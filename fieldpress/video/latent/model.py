@@ -33,9 +33,11 @@ from fieldpress.video.latent.config import VideoLatentConfig
 FLOW_SCALE = 8.0  # flow in pixels per unit of the warp head's output (2: 0.1 dB worse in a training-only
 # probe on carphone 0:32)
 MASK_BIAS = 3.0  # the mask's initial logit: a fresh model copies the key frame (sigmoid(3) = 0.95)
-KEY_FIRST_SHARE = 0.25  # training: the key frame alone for this share of a group's steps, so that the
-# later frames start from a sharper reference (a training-only probe on carphone 0:32: 29.07 dB at 0.146
-# bpp against 28.76 at 0.138 without; 0.4 instead of 0.25 was worse)
+KEY_FIRST_SHARE = 0.05  # training: the key frame alone for this share of a group's CPU time (its steps
+# then code only the key's latents, 0.05 CPU-s a step against 0.09), so that the later frames start from
+# a sharper reference. Carphone 0:32 at 128 CPU-s, quality 6 (3): 0.25 gave 30.05 dB at 0.285 bpp (29.23
+# at 0.133), 0.15 30.17 at 0.257, 0.125 30.24 at 0.262, 0.10 30.13 at 0.251 (29.21 at 0.128), 0.05 30.22
+# at 0.245 and 30.20 at 0.237 in a rerun (29.64 at 0.123), 0 29.48 at 0.224 (the key frame at 25.7 dB)
 
 
 class WarpSynthesis(nn.Module):
@@ -204,12 +206,20 @@ class LatentGroupModel(nn.Module):
 
     def forward(self, state: proxies.ProxyState | None) -> tuple[Tensor, Tensor]:
         """(frames, bits): with a `subset`, its frames and the bits scaled by its share of the group, so
-        bits per synthesized pixel stay the group's."""
+        bits per synthesized pixel stay the group's (the key frame alone: its own latent frames' bits)."""
         planes = self.quantized_planes(state)
-        bits = self.rate_bits(planes)
+        if self._key_alone():  # only the key frame's latents reach the loss: its bits are all that train
+            bits = self.rate_bits([p[:1] for p in planes])
+        else:
+            bits = self.rate_bits(planes)
         if self.subset is not None:
             bits = bits * (len(self.subset) / self.frames)
         return self.synthesize(planes), bits
+
+    def _key_alone(self) -> bool:
+        """A training step that synthesizes the key frame only (the key-first phase)."""
+        return (self.config.reference == "key" and self.subset is not None and len(self.subset) == 1
+                and int(self.subset[0]) == 0)
 
     def macs_per_pixel(self) -> float:
         """Decoder multiply-accumulates per pixel (context model + synthesis; upsampling excluded)."""
