@@ -35,8 +35,8 @@ cheap) gave 29.37 / 30.92 / 31.82 / 31.87 dB at 0.094 / 0.168 / 0.298 / 0.414 bp
 8 from 29.40 / 30.76 / 31.52 / 31.50 dB at 0.103 / 0.176 / 0.266 / 0.334 bpp to 29.92 / 31.85 / 32.75 /
 32.49 at 0.085 / 0.182 / 0.298 / 0.400 (the key-frame share alone: 29.67 / 31.05 / 31.36 / 31.54 at
 0.083 / 0.160 / 0.243 / 0.305). Not kept: a latent learning rate of 0.3 (30.32 dB at 0.269 bpp, quality
-6, against 0.2's 30.22 at 0.245, stride 4) and 16 frames a step (31.38 at 0.295, quality 6, against 12's
-31.82 at 0.298, stride 2).
+6, against 0.2's 30.22 at 0.245, stride 4), 16 frames a step (31.38 at 0.295, quality 6, against 12's
+31.82 at 0.298, stride 2) and a synthesis width of 32 (31.06 at 0.279, quality 6, stride 2: fewer steps).
 
 The design without a key frame, as first built:
 
