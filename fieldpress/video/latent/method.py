@@ -36,7 +36,9 @@ cheap) gave 29.37 / 30.92 / 31.82 / 31.87 dB at 0.094 / 0.168 / 0.298 / 0.414 bp
 32.49 at 0.085 / 0.182 / 0.298 / 0.400 (the key-frame share alone: 29.67 / 31.05 / 31.36 / 31.54 at
 0.083 / 0.160 / 0.243 / 0.305). Not kept: a latent learning rate of 0.3 (30.32 dB at 0.269 bpp, quality
 6, against 0.2's 30.22 at 0.245, stride 4), 16 frames a step (31.38 at 0.295, quality 6, against 12's
-31.82 at 0.298, stride 2) and a synthesis width of 32 (31.06 at 0.279, quality 6, stride 2: fewer steps).
+31.82 at 0.298, stride 2), a synthesis width of 32 (31.06 at 0.279, quality 6, stride 2: fewer steps)
+and, on all of carphone at quality 6, the first group's share of the budget per frame at 1 or 3 instead
+of fit.FIRST_GROUP_SHARE's 2 (32.55 dB at 0.296 bpp and 32.54 at 0.291, against 32.75 at 0.298).
 
 The design without a key frame, as first built:
 
