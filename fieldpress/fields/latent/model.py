@@ -57,14 +57,31 @@ class Synthesis(nn.Module):
                 conv.bias.zero_()
 
     def forward(self, z: Tensor) -> Tensor:
-        b, c, h, w = z.shape
-        first, last = self.head
-        pixels = z.reshape(b, c, h * w)
-        hidden = torch.relu_(torch.baddbmm(first.bias[:, None], first.weight.expand(b, -1, -1), pixels))
-        x = torch.baddbmm(last.bias[:, None], last.weight.expand(b, -1, -1), hidden).reshape(b, 3, h, w)
-        for conv_a, conv_b in zip(self.blocks[0::2], self.blocks[1::2]):
-            x = x + conv_b(torch.relu(conv_a(x)))
-        return x
+        return residual_blocks(self.blocks, pixel_mlp(self.head, z))
+
+
+def pixel_mlp(head: nn.ModuleList, z: Tensor) -> Tensor:
+    """(B, L, H, W) -> (B, out, H, W) through two Linear layers (ReLU between) applied per pixel, as
+    (C, L) x (L, H*W) products (see `Synthesis`)."""
+    b, c, h, w = z.shape
+    first, last = head
+    hidden = torch.relu_(torch.baddbmm(first.bias[:, None], first.weight.expand(b, -1, -1),
+                                       z.reshape(b, c, h * w)))
+    out = torch.baddbmm(last.bias[:, None], last.weight.expand(b, -1, -1), hidden)
+    return out.reshape(b, out.shape[1], h, w)
+
+
+def residual_blocks(blocks: nn.ModuleList, x: Tensor) -> Tensor:
+    """x plus conv_b(relu(conv_a(x))) for each pair of `blocks`, in order."""
+    for conv_a, conv_b in zip(blocks[0::2], blocks[1::2]):
+        x = x + conv_b(torch.relu(conv_a(x)))
+    return x
+
+
+def synthesis_macs(inputs: int, outputs: int, hidden: int, convs: int) -> int:
+    """Per-pixel MACs of a synthesis: the two-layer pixel MLP plus `convs` blocks of two 3x3 convs on 3
+    channels."""
+    return inputs * hidden + outputs * hidden + convs * 2 * 81
 
 
 def upsample(planes: list[Tensor], height: int, width: int, mode: str) -> Tensor:
@@ -96,8 +113,7 @@ def decoder_macs_per_pixel(c: LatentConfig, latents: nn.ParameterList, pixels: i
     n_lat = sum(p.numel() for p in latents)
     arm = lambda i: i * c.arm_hidden + c.arm_hidden**2 + 2 * c.arm_hidden  # noqa: E731
     arm_macs = n_lat / 2 * (arm(anchor_in) + arm(nonanchor_in))
-    synth = len(c.levels) * c.synth_hidden + 3 * c.synth_hidden + c.synth_convs * 2 * 81
-    return arm_macs / pixels + synth
+    return arm_macs / pixels + synthesis_macs(len(c.levels), 3, c.synth_hidden, c.synth_convs)
 
 
 class LatentImageModel(nn.Module):

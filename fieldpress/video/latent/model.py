@@ -24,7 +24,10 @@ from fieldpress.fields.latent.model import (
     ContextMLP,
     Synthesis,
     decoder_macs_per_pixel,
+    pixel_mlp,
     quantized_latents,
+    residual_blocks,
+    synthesis_macs,
     upsample,
 )
 from fieldpress.video.latent import context
@@ -58,21 +61,15 @@ class WarpSynthesis(nn.Module):
                 conv.bias.zero_()
 
     def forward(self, z: Tensor, key: Tensor) -> Tensor:
-        b, c, h, w = z.shape
-        first, last = self.head
-        hidden = torch.relu_(torch.baddbmm(first.bias[:, None], first.weight.expand(b, -1, -1),
-                                           z.reshape(b, c, h * w)))
-        out = torch.baddbmm(last.bias[:, None], last.weight.expand(b, -1, -1), hidden).reshape(b, 6, h, w)
+        b, _, h, w = z.shape
+        out = pixel_mlp(self.head, z)
         rows = torch.arange(h, dtype=z.dtype)[:, None]
         cols = torch.arange(w, dtype=z.dtype)[None, :]
         gx = (cols + out[:, 3] * FLOW_SCALE + 0.5) * (2.0 / w) - 1.0
         gy = (rows + out[:, 4] * FLOW_SCALE + 0.5) * (2.0 / h) - 1.0
         warped = F.grid_sample(key.expand(b, -1, -1, -1), torch.stack([gx, gy], dim=-1), mode="bilinear",
                                padding_mode="border", align_corners=False)
-        x = torch.sigmoid(out[:, 5:6]) * warped + out[:, :3]
-        for conv_a, conv_b in zip(self.blocks[0::2], self.blocks[1::2]):
-            x = x + conv_b(torch.relu(conv_a(x)))
-        return x
+        return residual_blocks(self.blocks, torch.sigmoid(out[:, 5:6]) * warped + out[:, :3])
 
 
 class KeyWarpSynthesis(nn.Module):
@@ -228,7 +225,7 @@ class LatentGroupModel(nn.Module):
                                       context.NONANCHOR_IN) + 2 * len(self.config.levels)
         if self.config.reference == "key":  # later frames: the warp head and blocks instead, + warping
             c = self.config
-            warp = len(c.p_levels) * c.synth_hidden + 6 * c.synth_hidden + c.synth_convs * 2 * 81 + 16
-            image = len(c.levels) * c.synth_hidden + 3 * c.synth_hidden + c.synth_convs * 2 * 81
+            warp = synthesis_macs(len(c.p_levels), 6, c.synth_hidden, c.synth_convs) + 16
+            image = synthesis_macs(len(c.levels), 3, c.synth_hidden, c.synth_convs)
             macs += (warp - image) * (self.frames - 1) / self.frames
         return macs
