@@ -6,7 +6,8 @@
   as the default once it won at that budget: carphone 30.22 dB at 0.160 bpp and 31.00 at 0.295
   (quality 4 / 6) against HNeRV's 30.50 dB at 0.269; with its key frame since, 30.76 dB at 0.176 and
   31.52 at 0.266; with a latent frame every 2nd frame and a shorter key-frame phase, 31.85 dB at 0.182
-  and 32.75 at 0.298 (bench/results/video_rd_carphone.json, key ``latent``); the sample 28.39 dB at 0.417
+  and 32.75 at 0.298; with Adam's second moments decaying at 0.95, 32.28 dB at 0.146 and 33.29 at 0.256
+  (bench/results/video_rd_carphone.json, key ``latent``); the sample 28.39 dB at 0.417
   bpp (quality 6, 3.1 CPU-minutes) against HNeRV's 27.9 dB at 0.73 (README). With ``--model hnerv``
   (or nerv, nervpp) the preset still gives that model CAM in every block, 6-bit weights and the
   downscale of frames wider than ``max_width``, as ``hnerv-preview`` does.

@@ -60,6 +60,8 @@ class FitConfig:
     proxy: proxies.ProxySchedule = field(default_factory=proxies.ProxySchedule)
     grad_clip: float = 1.0
     seed: int = 0
+    adam_beta2: float = 0.999  # Adam's second-moment decay (the latent video codec uses 0.95: see its
+    # method.ADAM_BETA2)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -141,10 +143,10 @@ def lr_factor(progress: float, fit: FitConfig) -> float:
 
 def latent_optimizer(model: torch.nn.Module, fit: FitConfig) -> torch.optim.Optimizer:
     """Adam with two groups: the latents (``model.latents``) at `lr_latents`, every other parameter at
-    `lr_networks` (the order `train_step` sets their rates in)."""
+    `lr_networks` (the order `train_step` sets their rates in), second moments decaying at `adam_beta2`."""
     nets = [p for n, p in model.named_parameters() if not n.startswith("latents.")]
     return torch.optim.Adam([{"params": list(model.latents.parameters()), "lr": fit.lr_latents},
-                             {"params": nets, "lr": fit.lr_networks}])
+                             {"params": nets, "lr": fit.lr_networks}], betas=(0.9, fit.adam_beta2))
 
 
 def train_step(model: torch.nn.Module, opt: torch.optim.Optimizer, target: Tensor, lambda_: float,

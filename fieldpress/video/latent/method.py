@@ -40,6 +40,16 @@ cheap) gave 29.37 / 30.92 / 31.82 / 31.87 dB at 0.094 / 0.168 / 0.298 / 0.414 bp
 and, on all of carphone at quality 6, the first group's share of the budget per frame at 1 or 3 instead
 of fit.FIRST_GROUP_SHARE's 2 (32.55 dB at 0.296 bpp and 32.54 at 0.291, against 32.75 at 0.298).
 
+Then the optimizer. Steps were what the fits lacked: twice the CPU time took carphone 0:32 at quality 6
+from 31.75 dB at 0.303 bpp (522 steps) to 32.72 at 0.311 (1,046). Adam's second moments decaying at
+0.95 instead of 0.999 (``ADAM_BETA2`` has the sweep: each step draws other frames, and the latents'
+gradients change as the proxy anneals) took that point to 32.40 dB at 0.262 bpp, and a network learning
+rate of 0.014 instead of 0.02 (``LR_NETWORKS``) to 32.51 at 0.252. On all of carphone at 8 CPU-minutes
+the two took quality 2 / 3 / 4 / 5 / 6 / 8 to 30.20 / 31.24 / 32.28 / 32.94 / 33.29 / 33.88 dB at
+0.079 / 0.105 / 0.146 / 0.202 / 0.256 / 0.360 bpp (bench/results/video_rd_carphone.json). The
+gradient-norm clip (1.0) made no difference beyond run-to-run spread: 10 gave 32.63 dB at 0.252 bpp,
+0.3 gave 32.66 at 0.250.
+
 The design without a key frame, as first built:
 
 Why this design (one latent frame every `time_stride` frames per group, blended linearly in time, a
@@ -92,6 +102,15 @@ from fieldpress.video.latent.fit import GroupFit, fit_clip
 from fieldpress.video.pipeline import VideoResult, measure, warn_short_budget
 
 LR_LATENTS = 0.2  # twice the image codec's: CPU budgets give a video a few hundred steps per group
+# (with ADAM_BETA2, carphone 0:32 at 128 CPU-s, quality 6: 0.13 gave 31.91 dB at 0.232 bpp, 0.2 32.40 at
+# 0.262, 0.3 32.51 at 0.288)
+LR_NETWORKS = 0.014  # the image codec's 0.02 is too high for a video's shared networks (with ADAM_BETA2,
+# carphone 0:32 at 128 CPU-s, quality 6: 0.005 gave 32.50 dB at 0.274 bpp, 0.01 32.49 at 0.261, 0.014
+# 32.51 at 0.252, 0.02 32.40 at 0.262, 0.04 31.32 at 0.258)
+ADAM_BETA2 = 0.95  # Adam's second-moment decay: a few hundred steps a group, each drawing other frames,
+# need second moments that follow the gradients. Carphone 0:32 at 128 CPU-s, quality 6: 0.999 (Adam's
+# default) gave 31.83 dB at 0.306 bpp, 0.99 32.02 at 0.284, 0.95 32.40 at 0.262, 0.9 32.14 at 0.250,
+# 0.8 32.13 at 0.258; 0.99 with a first-moment decay of 0.8 31.83 at 0.292
 DEFAULT_CONFIG = VideoLatentConfig(reference="key", p_first_level=1, time_stride=2)
 PROBE_FRACTION = 6  # a --target-bpp probe fits the first groups for 1/PROBE_FRACTION of the budget
 MAX_PROBES = 4
@@ -180,7 +199,7 @@ def compress_latent(clip: Any, options: Any, device: Any, *, output: Path | None
                          f"{config.group} frames (use --resize or --crop)")
     t_wall = time.perf_counter()
     budget = _budget(options)
-    fit = FitConfig(seed=options.seed, lr_latents=LR_LATENTS)
+    fit = FitConfig(seed=options.seed, lr_latents=LR_LATENTS, lr_networks=LR_NETWORKS, adam_beta2=ADAM_BETA2)
     x = _frames_tensor(clip.frames)
     with torch_threads(1):
         t0 = time.process_time()
