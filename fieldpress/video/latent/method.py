@@ -48,7 +48,9 @@ rate of 0.014 instead of 0.02 (``LR_NETWORKS``) to 32.51 at 0.252. On all of car
 the two took quality 2 / 3 / 4 / 5 / 6 / 8 to 30.20 / 31.24 / 32.28 / 32.94 / 33.29 / 33.88 dB at
 0.079 / 0.105 / 0.146 / 0.202 / 0.256 / 0.360 bpp (bench/results/video_rd_carphone.json). The
 gradient-norm clip (1.0) made no difference beyond run-to-run spread: 10 gave 32.63 dB at 0.252 bpp,
-0.3 gave 32.66 at 0.250.
+0.3 gave 32.66 at 0.250. Retried with the new optimizer and not kept (0:32, quality 6, 128 CPU-s): 8 or
+16 frames a step (32.46 dB at 0.256 bpp, 32.31 at 0.255), a straight-through phase of 20% (32.39 at
+0.254), and a key-frame-only share of 10% (32.69 at 0.250: within the spread of the default's runs).
 
 The design without a key frame, as first built:
 
