@@ -36,11 +36,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from video_rd import (  # noqa: E402
     BASELINES,
     RESULTS,
+    bd_rates_vs_x265,
     encode_baseline,
     ffmpeg_exe,
     machine,
-    monotonic,
-    x265_bits_ratio,
+    set_x265_bits_ratios,
 )
 
 PREVIEW_CPU_SECONDS, PREVIEW_PIXELS = 8 * 60.0, 176 * 144 * 120
@@ -176,7 +176,6 @@ def main(argv: list[str] | None = None) -> int:
 
     from fieldpress.cli import parse_frames
     from fieldpress.io import atomic_write_text
-    from fieldpress.metrics import bd_rate
     from fieldpress.video.io import read_video
 
     torch.set_num_threads(1)
@@ -216,14 +215,8 @@ def main(argv: list[str] | None = None) -> int:
                   f"{p['fit_cpu_seconds']} CPU-s", flush=True)
             save()
         section["points"].sort(key=lambda p: (p["codec"], p.get("quality", 0)))
-    ref = monotonic([p for p in section["points"] if p["codec"] == "x265"])
-    for p in section["points"]:
-        if p["codec"].startswith("fieldpress"):  # its bpp over x265's at its PSNR, as bench/video_rd.py
-            p["x265_bits_ratio"] = x265_bits_ratio(p, ref)
-    for name in sorted({p["codec"] for p in section["points"]} - {"x265"}):
-        pts = monotonic([p for p in section["points"] if p["codec"] == name])
-        value = bd_rate([p["bpp"] for p in ref], [p["psnr"] for p in ref], [p["bpp"] for p in pts],
-                        [p["psnr"] for p in pts])
+    ref = set_x265_bits_ratios(section["points"])
+    for name, pts, value in bd_rates_vs_x265(section["points"], ref):
         section["bd_rate_vs_x265"][name] = None if value is None else round(value, 2)
         section["bd_points_used"][name] = [p.get("quality") for p in pts]
         print(f"BD-rate vs x265: {name}: {value}", flush=True)

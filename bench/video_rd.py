@@ -379,22 +379,38 @@ def x265_bits_ratio(point: dict, ref: list[dict]) -> float | None:
     return round(point["bpp"] / x265_bpp, 2)
 
 
+def set_x265_bits_ratios(points: list[dict]) -> list[dict]:
+    """Sets every fieldpress point's ``x265_bits_ratio``; returns x265's points monotonic in rate, the
+    reference both that ratio and the BD-rates are taken against."""
+    ref = monotonic([p for p in points if p["codec"] == "x265"])
+    for p in points:
+        if p["codec"].startswith("fieldpress"):
+            p["x265_bits_ratio"] = x265_bits_ratio(p, ref)
+    return ref
+
+
+def bd_rates_vs_x265(points: list[dict], ref: list[dict]) -> list[tuple[str, list[dict], float | None]]:
+    """(codec, its points monotonic in rate, its BD-rate in % or None) for every codec but x265, against
+    x265's monotonic points `ref` (PSNR; `fieldpress.metrics.bd_rate`)."""
+    from fieldpress.metrics import bd_rate
+
+    out = []
+    for codec in sorted({p["codec"] for p in points} - {"x265"}):
+        pts = monotonic([p for p in points if p["codec"] == codec])
+        out.append((codec, pts, bd_rate([p["bpp"] for p in ref], [p["psnr"] for p in ref],
+                                        [p["bpp"] for p in pts], [p["psnr"] for p in pts])))
+    return out
+
+
 def _bd_rates(result: dict) -> None:
     """BD-rate (PSNR) of every codec against x265, each over its points that are monotonic in rate, and
     each fieldpress point's bits ratio to x265 at its PSNR."""
-    from fieldpress.metrics import bd_rate
-
-    ref = monotonic([p for p in result["points"] if p["codec"] == "x265"])
-    for p in result["points"]:
+    ref = set_x265_bits_ratios(result["points"])
+    for p in result["points"]:  # some x265 point gives at least this PSNR for no more bits
         if p["codec"].startswith("fieldpress"):
-            p["x265_bits_ratio"] = x265_bits_ratio(p, ref)
-            # some x265 point gives at least this PSNR for no more bits
             p["x265_dominates"] = any(r["bpp"] <= p["bpp"] and r["psnr"] >= p["psnr"] for r in ref)
-    for codec in sorted({p["codec"] for p in result["points"]} - {"x265"}):
-        pts = monotonic([p for p in result["points"] if p["codec"] == codec])
+    for codec, pts, value in bd_rates_vs_x265(result["points"], ref):
         result.setdefault("bd_points_used", {})[codec] = [round(p["bpp"], 5) for p in pts]
-        value = bd_rate([p["bpp"] for p in ref], [p["psnr"] for p in ref], [p["bpp"] for p in pts],
-                        [p["psnr"] for p in pts])
         result["bd_rate_vs_x265"][codec] = None if value is None else round(value, 2)
         shown = "n/a (needs 4 points each and overlapping PSNR)" if value is None else f"{value:+.1f}%"
         print(f"BD-rate vs x265 (PSNR): {codec}: {shown}", flush=True)
