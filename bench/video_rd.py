@@ -253,6 +253,7 @@ def _skeleton(args: argparse.Namespace, clip, clip_path: Path) -> dict:  # noqa:
         "points": [],
         "bd_rate_vs_x265": {},
         "skipped": {},
+        "bd_points_used": {},  # here from the start, so that an earlier run's in the same file is not kept
     }
 
 
